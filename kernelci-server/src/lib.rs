@@ -1,0 +1,1 @@
+//! kernelci-server (skeleton).

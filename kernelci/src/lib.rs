@@ -1,0 +1,35 @@
+//! # kernelci
+//!
+//! KernelCI in Rust, as a library. KernelCI tests the Linux kernel continuously: it notices new
+//! revisions on kernel git trees, builds and tests them on runtimes, and keeps every result as a
+//! tree of [`models::Node`]s behind a REST API with a pub/sub event feed.
+//!
+//! This crate holds the parts every KernelCI program shares:
+//!
+//! - [`models`]: the node, user and group models, with exactly the upstream JSON shapes;
+//! - [`query`]: the `field__op=value` query language, parsed once into a typed [`query::Filter`]
+//!   and evaluated the same way by every store;
+//! - [`store`]: the [`store::NodeStore`] trait and its implementations
+//!   ([`store::SqliteStore`] behind the default `sqlite` feature);
+//! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
+//!
+//! Heavy backends sit behind cargo features, so the default build stays small.
+//!
+//! ```
+//! use kernelci::models::Node;
+//! use kernelci::query::Query;
+//!
+//! let node: Node = serde_json::from_str(r#"{"kind": "checkout", "name": "checkout",
+//!     "path": ["checkout"], "state": "available"}"#).unwrap();
+//! let query = Query::parse([("state", "available"), ("kind__in", "checkout,kbuild")]).unwrap();
+//! assert!(query.filter.matches_node(&node));
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod models;
+pub mod query;
+pub mod store;
+
+pub use error::ErrorKind;
