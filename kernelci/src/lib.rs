@@ -31,5 +31,7 @@ pub mod error;
 pub mod models;
 pub mod query;
 pub mod store;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use error::ErrorKind;
