@@ -30,6 +30,7 @@ mod parse;
 use std::fmt;
 
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use parse::FieldType;
@@ -38,7 +39,8 @@ use crate::ErrorKind;
 use crate::models::{ObjectId, Timestamp};
 
 /// A comparison operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Equal (or, for a list field, containing).
     Eq,
@@ -107,7 +109,8 @@ impl fmt::Display for Op {
 }
 
 /// A typed query value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "lowercase")]
 pub enum Scalar {
     /// `null`: matches null or missing.
     Null,
@@ -138,7 +141,8 @@ impl Scalar {
 }
 
 /// The right-hand side of a condition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "OperandRepr", into = "OperandRepr")]
 pub enum Operand {
     /// One value (`eq ne lt lte gt gte`).
     One(Scalar),
@@ -146,6 +150,35 @@ pub enum Operand {
     List(Vec<Scalar>),
     /// A compiled regular expression (`re`).
     Regex(Regex),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OperandRepr {
+    One(Scalar),
+    List(Vec<Scalar>),
+    Regex(String),
+}
+
+impl From<Operand> for OperandRepr {
+    fn from(o: Operand) -> Self {
+        match o {
+            Operand::One(s) => OperandRepr::One(s),
+            Operand::List(l) => OperandRepr::List(l),
+            Operand::Regex(r) => OperandRepr::Regex(r.as_str().to_owned()),
+        }
+    }
+}
+
+impl TryFrom<OperandRepr> for Operand {
+    type Error = regex::Error;
+    fn try_from(o: OperandRepr) -> Result<Self, Self::Error> {
+        Ok(match o {
+            OperandRepr::One(s) => Operand::One(s),
+            OperandRepr::List(l) => Operand::List(l),
+            OperandRepr::Regex(r) => Operand::Regex(Regex::new(&r)?),
+        })
+    }
 }
 
 impl PartialEq for Operand {
@@ -159,8 +192,9 @@ impl PartialEq for Operand {
     }
 }
 
-/// One `field op value` test.
-#[derive(Debug, Clone, PartialEq)]
+/// One `field op value` test. Serialises to a compact JSON form that stores use to hand a
+/// condition to code running inside the database (e.g. SQLite's `kci_match` function).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
     /// Dotted field path, e.g. `data.kernel_revision.tree`.
     pub field: String,
@@ -174,6 +208,11 @@ impl Condition {
     /// The path split on dots.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.field.split('.')
+    }
+
+    /// Whether `doc` satisfies this condition.
+    pub fn matches(&self, doc: &Value) -> bool {
+        eval::condition_matches(self, doc)
     }
 }
 

@@ -7,3 +7,4 @@
 //! Third-party implementations of the traits can run the same suites from their own tests.
 
 pub mod peers;
+pub mod store;

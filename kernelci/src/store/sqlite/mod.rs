@@ -1,0 +1,1180 @@
+//! [`SqliteStore`]: the embedded node store (one SQLite file, WAL).
+//!
+//! Nodes are stored once, as their JSON document; the hot fields (`kind`, `state`, `parent`,
+//! `name`, `created`, `owner`, `group`, `data.kernel_revision.{commit,tree,branch}`, ...) are
+//! generated columns with indexes. Filters are translated to SQL ([`sql`]) with an in-database
+//! call of the shared evaluator for the rare non-text values, so the answers are exactly those
+//! of [`Filter::matches`]. `__re` uses a `regexp()` function backed by the `regex` crate.
+
+mod sql;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+use serde_json::Value;
+
+use super::{
+    Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeStore, NodeUpdate,
+    StoreError, StoreResult, StoredEvent, SubscriberState, UpdateRule, node_event_data,
+};
+use crate::models::{Node, NodePatch, ObjectId, Timestamp, User, UserGroup};
+use crate::query::{Condition, Filter};
+
+const SCHEMA_VERSION: i64 = 1;
+const READERS: usize = 4;
+
+/// The embedded [`NodeStore`]: a single SQLite file in WAL mode.
+///
+/// Cheap to clone; clones share the connections. Blocking SQLite work runs on tokio's blocking
+/// pool, so the store is safe to use from async code.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    query_timeout_ms: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(code, _)
+            if code.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            StoreError::Timeout(Duration::ZERO)
+        }
+        rusqlite::Error::SqliteFailure(code, msg)
+            if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(msg.clone().unwrap_or_else(|| "constraint violation".into()))
+        }
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            StoreError::unavailable("SQLite database", e)
+        }
+        _ => StoreError::Internal(format!("SQLite: {e}")),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what} cannot be read: {e}"))
+}
+
+fn hot_column(field: &str) -> Option<&'static str> {
+    sql::HOT_COLUMNS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, c)| *c)
+}
+
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("regexp", 2, flags, |ctx| {
+        let re = ctx.get_or_create_aux(
+            0,
+            |vr| -> Result<regex::Regex, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(regex::Regex::new(vr.as_str()?)?)
+            },
+        )?;
+        let text = ctx.get_raw(1);
+        Ok(match text {
+            rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+                .map(|s| re.is_match(s))
+                .unwrap_or(false),
+            _ => false,
+        })
+    })?;
+    conn.create_scalar_function("kci_match", 2, flags, |ctx| {
+        let cond = ctx.get_or_create_aux(
+            1,
+            |vr| -> Result<Condition, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(serde_json::from_str(vr.as_str()?)?)
+            },
+        )?;
+        let doc: Value = match ctx.get_raw(0) {
+            rusqlite::types::ValueRef::Text(t) => serde_json::from_slice(t).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        Ok(cond.matches(&doc))
+    })?;
+    Ok(())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
+    register_functions(conn)
+}
+
+fn schema() -> String {
+    let mut cols = String::new();
+    let mut indexes = String::new();
+    for (field, col) in sql::HOT_COLUMNS {
+        let expr = sql::text_value_expr("doc", field, |p| format!("'{p}'"));
+        cols.push_str(&format!(",\n  {col} GENERATED ALWAYS AS ({expr}) VIRTUAL"));
+        indexes.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS node_{col} ON node({col}, id);\n"
+        ));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS node (
+  id TEXT NOT NULL UNIQUE,
+  doc TEXT NOT NULL{cols}
+);
+{indexes}CREATE INDEX IF NOT EXISTS node_state_timeout ON node(state, timeout);
+CREATE TABLE IF NOT EXISTS user (
+  id TEXT PRIMARY KEY,
+  username TEXT NOT NULL UNIQUE,
+  email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usergroup (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS event (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL,
+  ts TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  owner TEXT,
+  attrs TEXT,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_channel ON event(channel, seq);
+CREATE INDEX IF NOT EXISTS event_ts ON event(ts);
+CREATE TABLE IF NOT EXISTS subscriber (
+  subscriber_id TEXT PRIMARY KEY,
+  doc TEXT NOT NULL
+);
+"
+    )
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, and creates or reconciles its tables
+    /// and indexes.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable(format!("cannot create directory {}", dir.display()), e)
+            })?;
+        }
+        let writer = Connection::open(&path).map_err(|e| {
+            StoreError::unavailable(format!("cannot open SQLite database {}", path.display()), e)
+        })?;
+        configure(&writer).map_err(db_err)?;
+        let version: i64 = writer
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "{} has schema version {version}, newer than this program's {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
+        writer.execute_batch(&schema()).map_err(db_err)?;
+        writer
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(db_err)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                query_timeout_ms: std::sync::atomic::AtomicU64::new(30_000),
+            }),
+        })
+    }
+
+    /// Sets the time budget of one read query (default 30 s). A query past it fails with
+    /// [`StoreError::Timeout`].
+    pub fn set_query_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .query_timeout_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Internal("writer lock poisoned".into()))?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = {
+                let mut pool = inner
+                    .readers
+                    .lock()
+                    .map_err(|_| StoreError::Internal("reader pool poisoned".into()))?;
+                pool.pop()
+            };
+            let mut conn = match conn {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(|e| StoreError::unavailable("cannot open SQLite reader", e))?;
+                    c.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+                    register_functions(&c).map_err(db_err)?;
+                    c.pragma_update(None, "mmap_size", 268_435_456i64)
+                        .map_err(db_err)?;
+                    c
+                }
+            };
+            let budget = Duration::from_millis(
+                inner
+                    .query_timeout_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            let deadline = Instant::now() + budget;
+            conn.progress_handler(10_000, Some(move || Instant::now() > deadline))
+                .map_err(db_err)?;
+            let out = f(&conn).map_err(|e| match e {
+                StoreError::Timeout(_) => StoreError::Timeout(budget),
+                other => other,
+            });
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < READERS
+            {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn encode_node(node: &Node) -> StoreResult<String> {
+    serde_json::to_string(node)
+        .map_err(|e| StoreError::Internal(format!("cannot encode node: {e}")))
+}
+
+fn decode_node(doc: &str) -> StoreResult<Node> {
+    serde_json::from_str(doc).map_err(|e| corrupt("node", e))
+}
+
+fn load_node(tx: &Connection, id: ObjectId) -> StoreResult<Option<Node>> {
+    let doc: Option<String> = tx
+        .query_row("SELECT doc FROM node WHERE id = ?1", [id.to_hex()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db_err)?;
+    doc.map(|d| decode_node(&d)).transpose()
+}
+
+fn insert_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
+    let id = node
+        .id
+        .ok_or_else(|| StoreError::Internal("node without id".into()))?;
+    let doc = encode_node(node)?;
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO node (id, doc) VALUES (?1, ?2)")
+        .map_err(db_err)?;
+    stmt.execute(params![id.to_hex(), doc])
+        .map_err(|e| match db_err(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("Object cannot be created with id: {id}"))
+            }
+            other => other,
+        })?;
+    Ok(())
+}
+
+fn replace_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
+    let id = node
+        .id
+        .ok_or_else(|| StoreError::Internal("node without id".into()))?;
+    let doc = encode_node(node)?;
+    let mut stmt = tx
+        .prepare_cached("UPDATE node SET doc = ?2 WHERE id = ?1")
+        .map_err(db_err)?;
+    stmt.execute(params![id.to_hex(), doc]).map_err(db_err)?;
+    Ok(())
+}
+
+fn append_event(tx: &Transaction<'_>, ev: NewEvent) -> StoreResult<StoredEvent> {
+    let mut stored = StoredEvent {
+        sequence_id: 0,
+        id: ObjectId::new(),
+        timestamp: Timestamp::now(),
+        channel: ev.channel,
+        owner: ev.owner,
+        data: ev.data,
+        attributes: ev.attributes,
+    };
+    let attrs = if stored.attributes.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&stored.attributes)
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        )
+    };
+    // The document is written with sequence 0 and fixed up after the insert assigns `seq`.
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO event (id, ts, channel, owner, attrs, doc) VALUES (?1, ?2, ?3, ?4, ?5, '{}')")
+        .map_err(db_err)?;
+    stmt.execute(params![
+        stored.id.to_hex(),
+        stored.timestamp.to_string(),
+        stored.channel,
+        stored.owner,
+        attrs
+    ])
+    .map_err(db_err)?;
+    let seq = tx.last_insert_rowid();
+    stored.sequence_id =
+        u64::try_from(seq).map_err(|_| StoreError::Internal("negative sequence".into()))?;
+    let doc = serde_json::to_string(&stored.to_document())
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    tx.prepare_cached("UPDATE event SET doc = ?2 WHERE seq = ?1")
+        .map_err(db_err)?
+        .execute(params![seq, doc])
+        .map_err(db_err)?;
+    Ok(stored)
+}
+
+fn node_event(op: &str, node: &Node, previous: Option<&Node>, is_hierarchy: bool) -> NewEvent {
+    NewEvent {
+        channel: "node".into(),
+        owner: node.owner.clone().filter(|o| !o.is_empty()),
+        data: node_event_data(
+            op,
+            node,
+            previous.map(|p| (p.state, p.result)),
+            is_hierarchy,
+        ),
+        attributes: serde_json::Map::new(),
+    }
+}
+
+fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, Option<String>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn decode_event(seq: i64, doc: &str, attrs: Option<String>) -> StoreResult<StoredEvent> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        id: ObjectId,
+        timestamp: Timestamp,
+        channel: String,
+        owner: Option<String>,
+        data: Value,
+    }
+    let d: Doc = serde_json::from_str(doc).map_err(|e| corrupt("event", e))?;
+    let attributes = match attrs {
+        Some(a) => serde_json::from_str(&a).map_err(|e| corrupt("event attributes", e))?,
+        None => serde_json::Map::new(),
+    };
+    Ok(StoredEvent {
+        sequence_id: u64::try_from(seq).map_err(|_| corrupt("event", "negative sequence"))?,
+        id: d.id,
+        timestamp: d.timestamp,
+        channel: d.channel,
+        owner: d.owner,
+        data: d.data,
+        attributes,
+    })
+}
+
+fn json_to_sql(v: &Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Number(n) => n
+            .as_i64()
+            .map(SqlValue::Integer)
+            .unwrap_or_else(|| SqlValue::Real(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => SqlValue::Text(s.clone()),
+        other => SqlValue::Text(other.to_string()),
+    }
+}
+
+fn sql_to_json(v: SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::from(i),
+        SqlValue::Real(f) => Value::from(f),
+        SqlValue::Text(s) => Value::String(s),
+        SqlValue::Blob(b) => Value::String(hex::encode(b)),
+    }
+}
+
+fn is_valid_field(field: &str) -> bool {
+    !field.is_empty() && field.split('.').all(|s| !s.is_empty())
+}
+
+fn find_nodes_sync(
+    conn: &Connection,
+    filter: &Filter,
+    options: &FindOptions,
+) -> StoreResult<NodePage> {
+    let mut w = sql::where_clause(filter, "doc", &hot_column).map_err(StoreError::Invalid)?;
+    let (key_expr, desc) = match &options.sort {
+        Some(sort) => {
+            if !is_valid_field(&sort.field) {
+                return Err(StoreError::Invalid(format!(
+                    "bad sort field '{}'",
+                    sort.field
+                )));
+            }
+            let expr = match hot_column(&sort.field) {
+                Some(c) => c.to_owned(),
+                None => {
+                    w.params.push(SqlValue::Text(sql::json_path(&sort.field)));
+                    format!("json_extract(doc, ?{})", w.params.len())
+                }
+            };
+            (Some(expr), sort.descending)
+        }
+        None => (None, false),
+    };
+    let mut sql_text = format!(
+        "SELECT id, doc{} FROM node WHERE {}",
+        if key_expr.is_some() { ", __key" } else { "" },
+        w.sql
+    );
+    if let Some(k) = &key_expr {
+        sql_text = sql_text.replacen(", __key", &format!(", {k}"), 1);
+    }
+    if let Some(after) = &options.after {
+        w.params.push(SqlValue::Text(after.id.to_hex()));
+        let idp = format!("?{}", w.params.len());
+        let clause = match &key_expr {
+            None => format!("id > {idp}"),
+            Some(k) => {
+                if after.key.is_null() {
+                    if desc {
+                        format!("({k} IS NULL AND id < {idp})")
+                    } else {
+                        format!("(({k} IS NULL AND id > {idp}) OR {k} IS NOT NULL)")
+                    }
+                } else {
+                    w.params.push(json_to_sql(&after.key));
+                    let kp = format!("?{}", w.params.len());
+                    if desc {
+                        format!("({k} < {kp} OR ({k} = {kp} AND id < {idp}) OR {k} IS NULL)")
+                    } else {
+                        format!("({k} > {kp} OR ({k} = {kp} AND id > {idp}))")
+                    }
+                }
+            }
+        };
+        sql_text.push_str(&format!(" AND {clause}"));
+    }
+    match &key_expr {
+        None => sql_text.push_str(" ORDER BY id"),
+        Some(k) if desc => sql_text.push_str(&format!(" ORDER BY {k} DESC, id DESC")),
+        Some(k) => sql_text.push_str(&format!(" ORDER BY {k}, id")),
+    }
+    let limit = options
+        .limit
+        .map(|l| l.min(i64::MAX as u64) as i64)
+        .unwrap_or(-1);
+    sql_text.push_str(&format!(
+        " LIMIT {limit} OFFSET {}",
+        options.offset.min(i64::MAX as u64)
+    ));
+    let mut stmt = conn.prepare_cached(&sql_text).map_err(db_err)?;
+    let mut rows = stmt
+        .query(params_from_iter(w.params.iter()))
+        .map_err(db_err)?;
+    let mut items = Vec::new();
+    let mut last_key = Value::Null;
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let doc: String = row.get(1).map_err(db_err)?;
+        if key_expr.is_some() {
+            last_key = sql_to_json(row.get(2).map_err(db_err)?);
+        }
+        items.push(decode_node(&doc)?);
+    }
+    let next = match (options.limit, items.last()) {
+        (Some(l), Some(last)) if items.len() as u64 == l => {
+            last.id.map(|id| Cursor { key: last_key, id })
+        }
+        _ => None,
+    };
+    Ok(NodePage { items, next })
+}
+
+#[async_trait]
+impl NodeStore for SqliteStore {
+    async fn insert_nodes(&self, nodes: Vec<Node>, event: EventMode) -> StoreResult<Vec<Node>> {
+        self.write(move |tx| {
+            let mut out = Vec::with_capacity(nodes.len());
+            for mut node in nodes {
+                if node.id.is_none() {
+                    node.id = Some(ObjectId::new());
+                }
+                insert_node_row(tx, &node)?;
+                if event == EventMode::Publish {
+                    append_event(tx, node_event("created", &node, None, false))?;
+                }
+                out.push(node);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_node(&self, id: ObjectId) -> StoreResult<Option<Node>> {
+        self.read(move |conn| load_node(conn, id)).await
+    }
+
+    async fn update_node(&self, mut node: Node, rule: UpdateRule) -> StoreResult<NodeUpdate> {
+        let id = node
+            .id
+            .ok_or_else(|| StoreError::Invalid("node has no id".into()))?;
+        self.write(move |tx| {
+            let previous = load_node(tx, id)?.ok_or(StoreError::NotFound {
+                what: "Node",
+                id: id.to_hex(),
+            })?;
+            if rule.check_transition {
+                previous.state.check_transition(node.state)?;
+            }
+            if rule.keep_identity {
+                node.owner.clone_from(&previous.owner);
+                node.submitter.clone_from(&previous.submitter);
+                node.user_groups.clone_from(&previous.user_groups);
+            }
+            node.updated = Timestamp::now();
+            replace_node_row(tx, &node)?;
+            let event = match rule.event {
+                EventMode::Publish => Some(append_event(
+                    tx,
+                    node_event("updated", &node, Some(&previous), false),
+                )?),
+                EventMode::Silent => None,
+            };
+            Ok(NodeUpdate {
+                node,
+                previous,
+                event,
+            })
+        })
+        .await
+    }
+
+    async fn patch_node(
+        &self,
+        id: ObjectId,
+        patch: &NodePatch,
+        event: EventMode,
+    ) -> StoreResult<NodeUpdate> {
+        let patch = patch.clone();
+        self.write(move |tx| {
+            let previous = load_node(tx, id)?.ok_or(StoreError::NotFound {
+                what: "Node",
+                id: id.to_hex(),
+            })?;
+            let mut node = previous.clone();
+            patch.apply(&mut node)?;
+            replace_node_row(tx, &node)?;
+            let event = match event {
+                EventMode::Publish => Some(append_event(
+                    tx,
+                    node_event("updated", &node, Some(&previous), false),
+                )?),
+                EventMode::Silent => None,
+            };
+            Ok(NodeUpdate {
+                node,
+                previous,
+                event,
+            })
+        })
+        .await
+    }
+
+    async fn write_hierarchy(&self, nodes: Vec<Node>, event: EventMode) -> StoreResult<Vec<Node>> {
+        self.write(move |tx| {
+            let mut out = Vec::with_capacity(nodes.len());
+            let mut root_previous = None;
+            for (i, mut node) in nodes.into_iter().enumerate() {
+                let stored = match node.id {
+                    Some(id) => load_node(tx, id)?,
+                    None => None,
+                };
+                if stored.is_some() {
+                    node.updated = Timestamp::now();
+                    replace_node_row(tx, &node)?;
+                } else {
+                    if node.id.is_none() {
+                        node.id = Some(ObjectId::new());
+                    }
+                    insert_node_row(tx, &node)?;
+                }
+                if i == 0 {
+                    root_previous = stored;
+                }
+                out.push(node);
+            }
+            if event == EventMode::Publish
+                && let Some(root) = out.first()
+            {
+                let prev = root_previous.as_ref().unwrap_or(root);
+                append_event(tx, node_event("updated", root, Some(prev), true))?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_field(&self, ids: &[ObjectId], field: &str, value: Value) -> StoreResult<u64> {
+        if !is_valid_field(field) || field.contains('.') || field == "id" {
+            return Err(StoreError::Invalid(format!(
+                "field '{field}' cannot be set"
+            )));
+        }
+        let ids: Vec<String> = ids.iter().map(ObjectId::to_hex).collect();
+        let path = sql::json_path(field);
+        let value = value.to_string();
+        self.write(move |tx| {
+            let now = Timestamp::now().to_string();
+            let mut stmt = tx
+                .prepare_cached("UPDATE node SET doc = json_set(doc, ?2, json(?3), '$.updated', ?4) WHERE id = ?1")
+                .map_err(db_err)?;
+            let mut n = 0u64;
+            for id in &ids {
+                n += stmt.execute(params![id, path, value, now]).map_err(db_err)? as u64;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn find_nodes(&self, filter: &Filter, options: &FindOptions) -> StoreResult<NodePage> {
+        let (filter, options) = (filter.clone(), options.clone());
+        self.read(move |conn| find_nodes_sync(conn, &filter, &options))
+            .await
+    }
+
+    async fn count_nodes(&self, filter: &Filter) -> StoreResult<u64> {
+        let w = sql::where_clause(filter, "doc", &hot_column).map_err(StoreError::Invalid)?;
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(&format!("SELECT count(*) FROM node WHERE {}", w.sql))
+                .map_err(db_err)?
+                .query_row(params_from_iter(w.params.iter()), |r| r.get(0))
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_nodes(&self, filter: &Filter) -> StoreResult<u64> {
+        let w = sql::where_clause(filter, "doc", &hot_column).map_err(StoreError::Invalid)?;
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    &format!("DELETE FROM node WHERE {}", w.sql),
+                    params_from_iter(w.params.iter()),
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: User) -> StoreResult<User> {
+        self.write(move |tx| {
+            let doc =
+                serde_json::to_string(&user).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO user (id, username, email, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![user.id.to_hex(), user.username, user.email, doc],
+            )
+            .map_err(|e| user_conflict(e, &user))?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: ObjectId) -> StoreResult<Option<User>> {
+        self.read(move |c| user_where(c, "id = ?1", &id.to_hex()))
+            .await
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let u = username.to_owned();
+        self.read(move |c| user_where(c, "username = ?1", &u)).await
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let e = email.to_owned();
+        self.read(move |c| user_where(c, "email = ?1 COLLATE NOCASE", &e))
+            .await
+    }
+
+    async fn update_user(&self, user: User) -> StoreResult<User> {
+        self.write(move |tx| {
+            let doc =
+                serde_json::to_string(&user).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let n = tx
+                .execute(
+                    "UPDATE user SET username = ?2, email = ?3, doc = ?4 WHERE id = ?1",
+                    params![user.id.to_hex(), user.username, user.email, doc],
+                )
+                .map_err(|e| user_conflict(e, &user))?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "User",
+                    id: user.id.to_hex(),
+                });
+            }
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: ObjectId) -> StoreResult<bool> {
+        self.write(move |tx| {
+            Ok(tx
+                .execute("DELETE FROM user WHERE id = ?1", [id.to_hex()])
+                .map_err(db_err)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn find_users(
+        &self,
+        filter: &Filter,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<(Vec<User>, u64)> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let all: Vec<User> = load_all(c, "SELECT doc FROM user ORDER BY id", "user")?;
+            let matching: Vec<User> = all
+                .into_iter()
+                .filter(|u| filter.matches(&serde_json::to_value(u.read()).unwrap_or(Value::Null)))
+                .collect();
+            Ok(page(matching, offset, limit))
+        })
+        .await
+    }
+
+    async fn insert_group(&self, group: UserGroup) -> StoreResult<UserGroup> {
+        self.write(move |tx| {
+            let doc =
+                serde_json::to_string(&group).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO usergroup (id, name, doc) VALUES (?1, ?2, ?3)",
+                params![group.id.to_hex(), group.name, doc],
+            )
+            .map_err(|e| match db_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "User group already exists with name: {}",
+                    group.name
+                )),
+                other => other,
+            })?;
+            Ok(group)
+        })
+        .await
+    }
+
+    async fn get_group(&self, id: ObjectId) -> StoreResult<Option<UserGroup>> {
+        self.read(move |c| {
+            one_doc(
+                c,
+                "SELECT doc FROM usergroup WHERE id = ?1",
+                &id.to_hex(),
+                "group",
+            )
+        })
+        .await
+    }
+
+    async fn get_group_by_name(&self, name: &str) -> StoreResult<Option<UserGroup>> {
+        let n = name.to_owned();
+        self.read(move |c| one_doc(c, "SELECT doc FROM usergroup WHERE name = ?1", &n, "group"))
+            .await
+    }
+
+    async fn find_groups(
+        &self,
+        filter: &Filter,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<(Vec<UserGroup>, u64)> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let all: Vec<UserGroup> =
+                load_all(c, "SELECT doc FROM usergroup ORDER BY id", "group")?;
+            let matching = all
+                .into_iter()
+                .filter(|g| filter.matches(&serde_json::to_value(g).unwrap_or(Value::Null)))
+                .collect();
+            Ok(page(matching, offset, limit))
+        })
+        .await
+    }
+
+    async fn delete_group(&self, id: ObjectId) -> StoreResult<bool> {
+        self.write(move |tx| {
+            Ok(tx
+                .execute("DELETE FROM usergroup WHERE id = ?1", [id.to_hex()])
+                .map_err(db_err)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<String>> {
+        let (ns, k) = (namespace.to_owned(), key.to_owned());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2",
+                [ns, k],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn kv_set(&self, namespace: &str, key: &str, value: &str) -> StoreResult<()> {
+        let (ns, k, v) = (namespace.to_owned(), key.to_owned(), value.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+                [ns, k, v],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<bool> {
+        let (ns, k) = (namespace.to_owned(), key.to_owned());
+        self.write(move |tx| {
+            Ok(tx
+                .execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", [ns, k])
+                .map_err(db_err)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<StoredEvent>> {
+        self.write(move |tx| events.into_iter().map(|e| append_event(tx, e)).collect())
+            .await
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let purged: i64 = c
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'purged_through'",
+                    [],
+                    |r| r.get::<_, String>(0).map(|s| s.parse().unwrap_or(0)),
+                )
+                .optional()
+                .map_err(db_err)?
+                .unwrap_or(0);
+            let after_i = i64::try_from(after).unwrap_or(i64::MAX);
+            if after_i < purged {
+                return Err(StoreError::EventsPurged {
+                    requested: after,
+                    oldest: purged as u64 + 1,
+                });
+            }
+            let mut sql_text = String::from("SELECT seq, doc, attrs FROM event WHERE seq > ?1");
+            let mut params: Vec<SqlValue> = vec![SqlValue::Integer(after_i)];
+            if let Some(ch) = &filter.channel {
+                params.push(SqlValue::Text(ch.clone()));
+                sql_text.push_str(&format!(" AND channel = ?{}", params.len()));
+            }
+            if let Some(owner) = &filter.owner {
+                params.push(SqlValue::Text(owner.clone()));
+                sql_text.push_str(&format!(
+                    " AND (owner IS NULL OR owner = ?{})",
+                    params.len()
+                ));
+            }
+            sql_text.push_str(&format!(
+                " ORDER BY seq LIMIT {}",
+                limit.min(i64::MAX as usize)
+            ));
+            let mut stmt = c.prepare_cached(&sql_text).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(params.iter()), row_event)
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, doc, attrs) = row.map_err(db_err)?;
+                out.push(decode_event(seq, &doc, attrs)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find_events(
+        &self,
+        filter: &Filter,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let w = sql::where_clause(filter, "doc", &|_| None).map_err(StoreError::Invalid)?;
+        self.read(move |c| {
+            let limit = limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
+            let sql_text = format!(
+                "SELECT seq, doc, attrs FROM event WHERE {} ORDER BY seq LIMIT {limit} OFFSET {}",
+                w.sql,
+                offset.min(i64::MAX as u64)
+            );
+            let mut stmt = c.prepare_cached(&sql_text).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(w.params.iter()), row_event)
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, doc, attrs) = row.map_err(db_err)?;
+                out.push(decode_event(seq, &doc, attrs)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            // sqlite_sequence keeps the highest seq ever assigned, even after a purge.
+            let seq: Option<i64> = c
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'event'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            Ok(seq.unwrap_or(0).max(0) as u64)
+        })
+        .await
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let ts = before.to_string();
+            let max_seq: Option<i64> =
+                tx.query_row("SELECT max(seq) FROM event WHERE ts < ?1", [&ts], |r| r.get(0)).map_err(db_err)?;
+            let Some(max_seq) = max_seq else { return Ok(0) };
+            let n = tx.execute("DELETE FROM event WHERE seq <= ?1", [max_seq]).map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('purged_through', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                [max_seq.to_string()],
+            )
+            .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn get_subscriber(&self, subscriber_id: &str) -> StoreResult<Option<SubscriberState>> {
+        let id = subscriber_id.to_owned();
+        self.read(move |c| {
+            one_doc(
+                c,
+                "SELECT doc FROM subscriber WHERE subscriber_id = ?1",
+                &id,
+                "subscriber",
+            )
+        })
+        .await
+    }
+
+    async fn put_subscriber(&self, state: SubscriberState) -> StoreResult<()> {
+        self.write(move |tx| {
+            let doc =
+                serde_json::to_string(&state).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO subscriber (subscriber_id, doc) VALUES (?1, ?2)
+                 ON CONFLICT (subscriber_id) DO UPDATE SET doc = excluded.doc",
+                params![state.subscriber_id, doc],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ack_subscriber(&self, subscriber_id: &str, sequence_id: u64) -> StoreResult<()> {
+        let id = subscriber_id.to_owned();
+        self.write(move |tx| {
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM subscriber WHERE subscriber_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some(doc) = doc else {
+                return Err(StoreError::NotFound {
+                    what: "Subscriber",
+                    id,
+                });
+            };
+            let mut state: SubscriberState =
+                serde_json::from_str(&doc).map_err(|e| corrupt("subscriber", e))?;
+            state.last_event_id = state.last_event_id.max(sequence_id);
+            state.last_poll = Some(Timestamp::now());
+            let doc =
+                serde_json::to_string(&state).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "UPDATE subscriber SET doc = ?2 WHERE subscriber_id = ?1",
+                params![id, doc],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn user_conflict(e: rusqlite::Error, user: &User) -> StoreError {
+    match db_err(e) {
+        StoreError::Conflict(msg) if msg.contains("username") => {
+            StoreError::Conflict(format!("Username already exists: {}", user.username))
+        }
+        StoreError::Conflict(_) => StoreError::Conflict("REGISTER_USER_ALREADY_EXISTS".into()),
+        other => other,
+    }
+}
+
+fn user_where(c: &Connection, clause: &str, value: &str) -> StoreResult<Option<User>> {
+    one_doc(
+        c,
+        &format!("SELECT doc FROM user WHERE {clause}"),
+        value,
+        "user",
+    )
+}
+
+fn one_doc<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql_text: &str,
+    value: &str,
+    what: &str,
+) -> StoreResult<Option<T>> {
+    let doc: Option<String> = c
+        .query_row(sql_text, [value], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(|e| corrupt(what, e)))
+        .transpose()
+}
+
+fn load_all<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql_text: &str,
+    what: &str,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql_text).map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row.map_err(db_err)?).map_err(|e| corrupt(what, e))?);
+    }
+    Ok(out)
+}
+
+fn page<T>(items: Vec<T>, offset: u64, limit: Option<u64>) -> (Vec<T>, u64) {
+    let total = items.len() as u64;
+    let it = items
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX));
+    let out = match limit {
+        Some(l) => it.take(usize::try_from(l).unwrap_or(usize::MAX)).collect(),
+        None => it.collect(),
+    };
+    (out, total)
+}
