@@ -151,6 +151,19 @@ fn path_string(path: &serde_path_to_error::Path) -> String {
     out
 }
 
+/// serde reports a missing field at its parent; name the field itself.
+fn with_missing_field(mut path: String, message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some(end) = rest.find('`')
+    {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&rest[..end]);
+    }
+    path
+}
+
 fn strip_position(msg: String) -> String {
     // serde_json appends " at line L column C"; the field path says more.
     match msg.rfind(" at line ") {
@@ -174,7 +187,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ModelError> {
                 strip_position(inner.to_string())
             };
             Err(ModelError::Decode {
-                path: if syntax { String::new() } else { path },
+                path: if syntax {
+                    String::new()
+                } else {
+                    with_missing_field(path, &message)
+                },
                 message,
                 syntax,
             })
@@ -185,10 +202,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ModelError> {
 /// Decodes a JSON value into `T`, naming the failing field.
 pub fn decode_value<T: DeserializeOwned>(value: Value) -> Result<T, ModelError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = path_string(err.path());
+        let message = err.inner().to_string();
+        let path = with_missing_field(path_string(err.path()), &message);
         ModelError::Decode {
             path,
-            message: err.into_inner().to_string(),
+            message,
             syntax: false,
         }
     })

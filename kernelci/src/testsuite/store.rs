@@ -3,7 +3,7 @@
 //! Every implementation runs it with [`node_store_suite!`](crate::node_store_suite), giving an
 //! async expression that makes a fresh, empty store and a guard that keeps its resources alive:
 //!
-//! ```ignore
+//! ```text
 //! kernelci::node_store_suite!(async {
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let store = kernelci::store::SqliteStore::open(dir.path().join("db.sqlite3")).unwrap();
