@@ -1,2 +1,13 @@
-//! kci
-fn main() {}
+//! `kci`: the KernelCI command-line tool.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = kernelci_bins::cli::Cli::parse();
+    std::process::exit(kernelci_bins::cli::run(cli).await);
+}

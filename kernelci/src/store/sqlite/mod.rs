@@ -137,9 +137,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 fn schema() -> String {
     let mut cols = String::new();
     let mut indexes = String::new();
-    for (field, col) in sql::HOT_COLUMNS {
-        let expr = sql::text_value_expr("doc", field, |p| format!("'{p}'"));
-        cols.push_str(&format!(",\n  {col} GENERATED ALWAYS AS ({expr}) VIRTUAL"));
+    for (_, col) in sql::HOT_COLUMNS {
+        cols.push_str(&format!(",\n  {col} TEXT"));
         indexes.push_str(&format!(
             "CREATE INDEX IF NOT EXISTS node_{col} ON node({col}, id);\n"
         ));
@@ -185,6 +184,66 @@ CREATE TABLE IF NOT EXISTS subscriber (
 );
 "
     )
+}
+
+fn hot_column_list() -> &'static str {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        sql::HOT_COLUMNS
+            .iter()
+            .map(|(_, c)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+fn node_row_sql(insert: bool) -> &'static str {
+    static INSERT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static UPDATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let n = sql::HOT_COLUMNS.len();
+    if insert {
+        INSERT.get_or_init(|| {
+            let params: Vec<String> = (3..n + 3).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO node (id, doc, {}) VALUES (?1, ?2, {})",
+                hot_column_list(),
+                params.join(", ")
+            )
+        })
+    } else {
+        UPDATE.get_or_init(|| {
+            let sets: Vec<String> = sql::HOT_COLUMNS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, c))| format!("{c} = ?{}", i + 3))
+                .collect();
+            format!(
+                "UPDATE node SET doc = ?2, {} WHERE id = ?1",
+                sets.join(", ")
+            )
+        })
+    }
+}
+
+/// The row values of a node: id, document, then the hot columns.
+fn node_row(node: &Node) -> StoreResult<Vec<SqlValue>> {
+    let id = node
+        .id
+        .ok_or_else(|| StoreError::Internal("node without id".into()))?;
+    let value = node.to_value();
+    let doc = serde_json::to_string(&value)
+        .map_err(|e| StoreError::Internal(format!("cannot encode node: {e}")))?;
+    let mut row = Vec::with_capacity(sql::HOT_COLUMNS.len() + 2);
+    row.push(SqlValue::Text(id.to_hex()));
+    row.push(SqlValue::Text(doc));
+    for (field, _) in sql::HOT_COLUMNS {
+        row.push(
+            sql::hot_text_value(&value, field)
+                .map(SqlValue::Text)
+                .unwrap_or(SqlValue::Null),
+        );
+    }
+    Ok(row)
 }
 
 impl SqliteStore {
@@ -315,11 +374,6 @@ impl SqliteStore {
     }
 }
 
-fn encode_node(node: &Node) -> StoreResult<String> {
-    serde_json::to_string(node)
-        .map_err(|e| StoreError::Internal(format!("cannot encode node: {e}")))
-}
-
 fn decode_node(doc: &str) -> StoreResult<Node> {
     serde_json::from_str(doc).map_err(|e| corrupt("node", e))
 }
@@ -335,32 +389,23 @@ fn load_node(tx: &Connection, id: ObjectId) -> StoreResult<Option<Node>> {
 }
 
 fn insert_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
-    let id = node
-        .id
-        .ok_or_else(|| StoreError::Internal("node without id".into()))?;
-    let doc = encode_node(node)?;
-    let mut stmt = tx
-        .prepare_cached("INSERT INTO node (id, doc) VALUES (?1, ?2)")
-        .map_err(db_err)?;
-    stmt.execute(params![id.to_hex(), doc])
+    let row = node_row(node)?;
+    let mut stmt = tx.prepare_cached(node_row_sql(true)).map_err(db_err)?;
+    stmt.execute(params_from_iter(row.iter()))
         .map_err(|e| match db_err(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("Object cannot be created with id: {id}"))
-            }
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "Object cannot be created with id: {}",
+                node.id.map(|i| i.to_hex()).unwrap_or_default()
+            )),
             other => other,
         })?;
     Ok(())
 }
 
 fn replace_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
-    let id = node
-        .id
-        .ok_or_else(|| StoreError::Internal("node without id".into()))?;
-    let doc = encode_node(node)?;
-    let mut stmt = tx
-        .prepare_cached("UPDATE node SET doc = ?2 WHERE id = ?1")
-        .map_err(db_err)?;
-    stmt.execute(params![id.to_hex(), doc]).map_err(db_err)?;
+    let row = node_row(node)?;
+    let mut stmt = tx.prepare_cached(node_row_sql(false)).map_err(db_err)?;
+    stmt.execute(params_from_iter(row.iter())).map_err(db_err)?;
     Ok(())
 }
 
@@ -694,22 +739,28 @@ impl NodeStore for SqliteStore {
     }
 
     async fn set_field(&self, ids: &[ObjectId], field: &str, value: Value) -> StoreResult<u64> {
-        if !is_valid_field(field) || field.contains('.') || field == "id" {
+        if !is_valid_field(field) || field.contains('.') || matches!(field, "id" | "_id") {
             return Err(StoreError::Invalid(format!(
                 "field '{field}' cannot be set"
             )));
         }
-        let ids: Vec<String> = ids.iter().map(ObjectId::to_hex).collect();
-        let path = sql::json_path(field);
-        let value = value.to_string();
+        let ids = ids.to_vec();
+        let field = field.to_owned();
         self.write(move |tx| {
-            let now = Timestamp::now().to_string();
-            let mut stmt = tx
-                .prepare_cached("UPDATE node SET doc = json_set(doc, ?2, json(?3), '$.updated', ?4) WHERE id = ?1")
-                .map_err(db_err)?;
+            let now = Timestamp::now();
             let mut n = 0u64;
-            for id in &ids {
-                n += stmt.execute(params![id, path, value, now]).map_err(db_err)? as u64;
+            for id in ids {
+                let Some(node) = load_node(tx, id)? else {
+                    continue;
+                };
+                let mut doc = node.to_value();
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert(field.clone(), value.clone());
+                    obj.insert("updated".into(), Value::String(now.to_string()));
+                }
+                let node = Node::from_value(doc)?;
+                replace_node_row(tx, &node)?;
+                n += 1;
             }
             Ok(n)
         })
@@ -1177,4 +1228,50 @@ fn page<T>(items: Vec<T>, offset: u64, limit: Option<u64>) -> (Vec<T>, u64) {
         None => it.collect(),
     };
     (out, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Query;
+
+    fn plan(store: &SqliteStore, pairs: &[(&str, &str)]) -> String {
+        let q = Query::parse(pairs.iter().copied()).expect("query");
+        let w = sql::where_clause(&q.filter, "doc", &hot_column).expect("sql");
+        let conn = store.inner.writer.lock().expect("lock");
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT doc FROM node WHERE {} ORDER BY id LIMIT 50",
+                w.sql
+            ))
+            .expect("prepare");
+        let rows = stmt
+            .query_map(params_from_iter(w.params.iter()), |r| r.get::<_, String>(3))
+            .expect("plan");
+        rows.map(|r| r.expect("row"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    #[test]
+    fn hot_fields_use_their_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("t.sqlite3")).expect("open");
+        for (pairs, index) in [
+            (&[("kind", "test")][..], "node_kind"),
+            (&[("parent", "null")][..], "node_parent"),
+            (
+                &[("data.kernel_revision.tree", "mainline")][..],
+                "node_kr_tree",
+            ),
+            (&[("name__in", "a,b")][..], "node_name"),
+            (
+                &[("state", "done"), ("timeout__lt", "2024-01-01")][..],
+                "node_",
+            ),
+        ] {
+            let p = plan(&store, pairs);
+            assert!(p.contains(index), "{pairs:?}: {p}");
+        }
+    }
 }

@@ -1,16 +1,21 @@
 //! Translation of a [`Filter`] into an SQLite `WHERE` clause with bound parameters.
 //!
-//! Each condition becomes an exact SQL test on the text value of its field, plus a residual
-//! call of `kci_match(doc, condition)` (the in-memory evaluator, run inside SQLite) for the rare
-//! rows where the field is not text or null (a number, a boolean, a list...). The text value of
-//! a field is `char(1)` (the "sentinel") for those rows. Indexed ("hot") fields are generated
-//! columns with exactly that definition, so the SQL test uses the index.
+//! Every condition is answered exactly as [`Filter::matches`] answers it:
+//!
+//! - Indexed ("hot") fields are plain columns holding the field's **text value**: the string,
+//!   NULL for null or missing, or the sentinel `char(1)` for anything else (a number, a list, a
+//!   value under a list). They are computed in Rust on every write ([`hot_text_value`]). The SQL
+//!   test on the column is exact for text and NULL rows and uses the index; sentinel rows are
+//!   answered by `kci_match(doc, condition)`, the in-memory evaluator run inside SQLite.
+//! - Other fields are read with `json_type`/`json_extract`; the SQL test is exact for scalars,
+//!   and rows where the path meets a list go to `kci_match`.
 
 use rusqlite::types::Value as SqlValue;
+use serde_json::Value;
 
 use crate::query::{Condition, Filter, Op, Operand, Scalar};
 
-/// Fields with an indexed generated column: (dotted field, column name).
+/// Fields with an indexed column: (dotted field, column name).
 pub(super) const HOT_COLUMNS: &[(&str, &str)] = &[
     ("kind", "kind"),
     ("state", "state"),
@@ -29,6 +34,29 @@ pub(super) const HOT_COLUMNS: &[(&str, &str)] = &[
     ("data.kernel_revision.branch", "kr_branch"),
 ];
 
+/// The sentinel text value of non-text fields.
+pub(super) const SENTINEL: &str = "\u{1}";
+
+/// The text value of `field` in `doc` for a hot column (see the module documentation).
+pub(super) fn hot_text_value(doc: &Value, field: &str) -> Option<String> {
+    let mut cur = doc;
+    for seg in field.split('.') {
+        match cur {
+            Value::Object(map) => match map.get(seg) {
+                Some(v) => cur = v,
+                None => return None,
+            },
+            Value::Array(_) => return Some(SENTINEL.to_owned()),
+            _ => return None,
+        }
+    }
+    match cur {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        _ => Some(SENTINEL.to_owned()),
+    }
+}
+
 /// JSON path of a dotted field, with every segment quoted.
 pub(super) fn json_path(field: &str) -> String {
     let mut path = String::from("$");
@@ -38,34 +66,6 @@ pub(super) fn json_path(field: &str) -> String {
         path.push('"');
     }
     path
-}
-
-/// SQL for the text value of a field (text, NULL, or the sentinel `char(1)`), with the JSON
-/// paths as literals (for generated columns) or parameters (for queries).
-pub(super) fn text_value_expr(
-    doc: &str,
-    field: &str,
-    mut path_ref: impl FnMut(String) -> String,
-) -> String {
-    let segments: Vec<&str> = field.split('.').collect();
-    let mut prefix_checks = Vec::new();
-    for i in 1..segments.len() {
-        let p = path_ref(json_path(&segments[..i].join(".")));
-        prefix_checks.push(format!("json_type({doc}, {p}) = 'array'"));
-    }
-    let p = path_ref(json_path(field));
-    let base = format!(
-        "CASE json_type({doc}, {p}) WHEN 'text' THEN json_extract({doc}, {p}) WHEN 'null' THEN NULL \
-         ELSE CASE WHEN json_type({doc}, {p}) IS NULL THEN NULL ELSE char(1) END END"
-    );
-    if prefix_checks.is_empty() {
-        base
-    } else {
-        format!(
-            "CASE WHEN {} THEN char(1) ELSE {base} END",
-            prefix_checks.join(" OR ")
-        )
-    }
 }
 
 /// A WHERE clause under construction.
@@ -78,7 +78,8 @@ pub(super) struct Where {
 }
 
 impl Where {
-    fn param(&mut self, v: SqlValue) -> String {
+    /// Binds a parameter and returns its placeholder.
+    pub fn param(&mut self, v: SqlValue) -> String {
         self.params.push(v);
         format!("?{}", self.params.len())
     }
@@ -93,8 +94,17 @@ fn text_param(s: &Scalar) -> Option<SqlValue> {
     }
 }
 
-/// Builds the clause for `filter` on the document column `doc`; `hot` maps a field to an
-/// indexed column of the same definition as [`text_value_expr`].
+fn sym(op: Op) -> &'static str {
+    match op {
+        Op::Lt => "<",
+        Op::Lte => "<=",
+        Op::Gt => ">",
+        _ => ">=",
+    }
+}
+
+/// Builds the clause for `filter` on the document column `doc`; `hot` maps a field to its
+/// indexed text-value column.
 pub(super) fn where_clause(
     filter: &Filter,
     doc: &str,
@@ -103,7 +113,17 @@ pub(super) fn where_clause(
     let mut w = Where::default();
     let mut parts = Vec::new();
     for cond in &filter.conditions {
-        let part = condition_sql(&mut w, cond, doc, hot)?;
+        let field = if cond.field == "_id" {
+            "id"
+        } else {
+            cond.field.as_str()
+        };
+        let cond_json = serde_json::to_string(cond).map_err(|e| e.to_string())?;
+        let residual = format!("kci_match({doc}, {})", w.param(SqlValue::Text(cond_json)));
+        let part = match hot(field) {
+            Some(col) => hot_sql(&mut w, cond, col, &residual),
+            None => json_sql(&mut w, cond, doc, field, &residual),
+        };
         parts.push(part);
     }
     w.sql = if parts.is_empty() {
@@ -114,30 +134,9 @@ pub(super) fn where_clause(
     Ok(w)
 }
 
-fn condition_sql(
-    w: &mut Where,
-    cond: &Condition,
-    doc: &str,
-    hot: &dyn Fn(&str) -> Option<&'static str>,
-) -> Result<String, String> {
-    // `_id` is stored as `id`.
-    let field = if cond.field == "_id" {
-        "id"
-    } else {
-        cond.field.as_str()
-    };
-    let col = match hot(field) {
-        Some(c) => c.to_owned(),
-        None => {
-            let expr = text_value_expr(doc, field, |p| w.param(SqlValue::Text(p)));
-            format!("({expr})")
-        }
-    };
-    let cond_json = serde_json::to_string(cond).map_err(|e| e.to_string())?;
-    let residual = format!(
-        "({col} IS char(1) AND kci_match({doc}, {}))",
-        w.param(SqlValue::Text(cond_json))
-    );
+/// SQL on a hot text-value column.
+fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String {
+    let sentinel_rows = format!("({col} IS char(1) AND {residual})");
     let eq_exact = |w: &mut Where, s: &Scalar| -> String {
         match s {
             Scalar::Null => format!("{col} IS NULL"),
@@ -147,42 +146,35 @@ fn condition_sql(
             },
         }
     };
-    Ok(match (&cond.operand, cond.op) {
-        (Operand::One(s), Op::Eq) => format!("({} OR {residual})", eq_exact(w, s)),
-        (Operand::One(s), Op::Ne) => format!(
-            "(({col} IS NOT char(1) AND NOT ({})) OR {residual})",
-            eq_exact(w, s)
-        ),
-        (Operand::One(Scalar::Null), Op::Lte | Op::Gte) => format!("({col} IS NULL OR {residual})"),
-        (Operand::One(Scalar::Null), _) => "0".to_owned(),
-        (Operand::One(s), op) => {
-            let sym = match op {
-                Op::Lt => "<",
-                Op::Lte => "<=",
-                Op::Gt => ">",
-                _ => ">=",
-            };
-            match text_param(s) {
-                Some(p) => {
-                    let p = w.param(p);
-                    format!("(({col} {sym} {p} AND {col} IS NOT char(1)) OR {residual})")
-                }
-                None => residual,
-            }
+    match (&cond.operand, cond.op) {
+        (Operand::One(s), Op::Eq) => format!("({} OR {sentinel_rows})", eq_exact(w, s)),
+        (Operand::One(s), Op::Ne) => {
+            format!(
+                "(({col} IS NOT char(1) AND NOT ({})) OR {sentinel_rows})",
+                eq_exact(w, s)
+            )
         }
-        (Operand::List(items), op) => {
-            let mut texts = Vec::new();
-            let mut has_null = false;
-            for item in items {
-                match item {
-                    Scalar::Null => has_null = true,
-                    other => {
-                        if let Some(p) = text_param(other) {
-                            texts.push(w.param(p));
-                        }
-                    }
-                }
+        (Operand::One(Scalar::Null), Op::Lte | Op::Gte) => {
+            format!("({col} IS NULL OR {sentinel_rows})")
+        }
+        (Operand::One(Scalar::Null), _) => "0".to_owned(),
+        (Operand::One(s), op) => match text_param(s) {
+            Some(p) => {
+                let p = w.param(p);
+                format!(
+                    "(({col} {} {p} AND {col} IS NOT char(1)) OR {sentinel_rows})",
+                    sym(op)
+                )
             }
+            None => sentinel_rows,
+        },
+        (Operand::List(items), op) => {
+            let texts: Vec<String> = items
+                .iter()
+                .filter_map(text_param)
+                .map(|p| w.param(p))
+                .collect();
+            let has_null = items.contains(&Scalar::Null);
             let mut any = Vec::new();
             if !texts.is_empty() {
                 let test = format!("{col} IN ({})", texts.join(", "));
@@ -201,16 +193,111 @@ fn condition_sql(
             }
             let any = any.join(" OR ");
             if op == Op::Nin {
-                format!("(({col} IS NOT char(1) AND NOT ({any})) OR {residual})")
+                format!("(({col} IS NOT char(1) AND NOT ({any})) OR {sentinel_rows})")
             } else {
-                format!("({any} OR {residual})")
+                format!("({any} OR {sentinel_rows})")
             }
         }
         (Operand::Regex(re), _) => {
             let p = w.param(SqlValue::Text(re.as_str().to_owned()));
             format!(
-                "(({col} IS NOT NULL AND {col} IS NOT char(1) AND regexp({p}, {col})) OR {residual})"
+                "(({col} IS NOT NULL AND {col} IS NOT char(1) AND regexp({p}, {col})) OR {sentinel_rows})"
             )
         }
-    })
+    }
+}
+
+/// SQL on a field read from the document with `json_type`/`json_extract`.
+fn json_sql(w: &mut Where, cond: &Condition, doc: &str, field: &str, residual: &str) -> String {
+    let segments: Vec<&str> = field.split('.').collect();
+    let mut list_checks = Vec::new();
+    for i in 1..segments.len() {
+        let p = w.param(SqlValue::Text(json_path(&segments[..i].join("."))));
+        list_checks.push(format!("json_type({doc}, {p}) = 'array'"));
+    }
+    let p = w.param(SqlValue::Text(json_path(field)));
+    let t = format!("json_type({doc}, {p})");
+    let v = format!("json_extract({doc}, {p})");
+    list_checks.push(format!("{t} = 'array'"));
+    let needs_residual = list_checks.join(" OR ");
+    // `eq_exact` is never NULL, so it can be negated.
+    let eq_exact = |w: &mut Where, s: &Scalar| -> String {
+        match s {
+            Scalar::Null => format!("({t} IS NULL OR {t} = 'null')"),
+            Scalar::Bool(b) => format!("({t} IS '{}')", if *b { "true" } else { "false" }),
+            Scalar::Int(i) => format!(
+                "COALESCE({t} IN ('integer', 'real') AND {v} = {}, 0)",
+                w.param(SqlValue::Integer(*i))
+            ),
+            other => match text_param(other) {
+                Some(param) => format!("COALESCE({t} = 'text' AND {v} = {}, 0)", w.param(param)),
+                None => "0".to_owned(),
+            },
+        }
+    };
+    let exact = match (&cond.operand, cond.op) {
+        (Operand::One(s), Op::Eq) => eq_exact(w, s),
+        (Operand::One(s), Op::Ne) => format!("NOT {}", eq_exact(w, s)),
+        (Operand::One(Scalar::Null), Op::Lte | Op::Gte) => eq_exact(w, &Scalar::Null),
+        (Operand::One(Scalar::Null), _) => "0".to_owned(),
+        (Operand::One(s), op) => match s {
+            Scalar::Int(i) => format!(
+                "({t} IN ('integer', 'real') AND {v} {} {})",
+                sym(op),
+                w.param(SqlValue::Integer(*i))
+            ),
+            Scalar::Bool(b) => format!(
+                "((CASE {t} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END) {} {})",
+                sym(op),
+                w.param(SqlValue::Integer(i64::from(*b)))
+            ),
+            other => match text_param(other) {
+                Some(param) => format!("({t} = 'text' AND {v} {} {})", sym(op), w.param(param)),
+                None => "0".to_owned(),
+            },
+        },
+        (Operand::List(items), op) => {
+            let any: Vec<String> = items.iter().map(|s| eq_exact(w, s)).collect();
+            let any = if any.is_empty() {
+                "0".to_owned()
+            } else {
+                any.join(" OR ")
+            };
+            if op == Op::Nin {
+                format!("NOT ({any})")
+            } else {
+                format!("({any})")
+            }
+        }
+        (Operand::Regex(re), _) => {
+            let p = w.param(SqlValue::Text(re.as_str().to_owned()));
+            format!("({t} = 'text' AND regexp({p}, {v}))")
+        }
+    };
+    format!("(CASE WHEN {needs_residual} THEN {residual} ELSE COALESCE({exact}, 0) END)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hot_text_values() {
+        let doc = json!({"name": "n", "data": {"kernel_revision": {"tree": ["a"], "commit": 5, "branch": null}},
+                         "path": [{"x": 1}]});
+        assert_eq!(hot_text_value(&doc, "name").as_deref(), Some("n"));
+        assert_eq!(
+            hot_text_value(&doc, "data.kernel_revision.tree").as_deref(),
+            Some(SENTINEL)
+        );
+        assert_eq!(
+            hot_text_value(&doc, "data.kernel_revision.commit").as_deref(),
+            Some(SENTINEL)
+        );
+        assert_eq!(hot_text_value(&doc, "data.kernel_revision.branch"), None);
+        assert_eq!(hot_text_value(&doc, "data.missing.x"), None);
+        assert_eq!(hot_text_value(&doc, "path.x").as_deref(), Some(SENTINEL));
+        assert_eq!(json_path("data.a\"b"), "$.\"data\".\"a\\\"b\"");
+    }
 }

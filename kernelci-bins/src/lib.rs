@@ -1,0 +1,4 @@
+//! The KernelCI command-line tool and pipeline service binaries, as thin layers over the
+//! `kernelci` library.
+
+pub mod cli;
