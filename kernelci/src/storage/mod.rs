@@ -34,7 +34,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
+/// The attribute implementations of [`Storage`] use (re-exported, so implementers need no
+/// direct `async-trait` dependency).
+pub use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
