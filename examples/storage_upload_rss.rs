@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kernelci::storage::{HttpStorage, LocalStorage, SshStorage, Storage, UploadFile};
 use kernelci::storage::ssh::HostKeyPolicy;
+use kernelci::storage::{HttpStorage, LocalStorage, SshStorage, Storage, UploadFile};
 
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -63,7 +63,9 @@ async fn main() {
         }
         "http" => {
             let local = Arc::new(LocalStorage::new(target_dir.path(), "http://x/").expect("local"));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let routes = kernelci_server::storage_upload::routes(local, "token");
             _server = Some(tokio::spawn(warp::serve(routes).incoming(listener).run()));

@@ -2,6 +2,8 @@
 //! (`kernelci_server::storage_upload`) on a real loopback socket: both ends of the
 //! kernelci-storage protocol together.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,15 +129,23 @@ async fn factory_backend_with_a_bare_token() {
 #[tokio::test]
 async fn a_wrong_token_fails_at_once_without_retries() {
     let server = start().await;
-    let storage = server.storage("Bearer wrong").with_retries(5, Duration::from_secs(10));
+    let storage = server
+        .storage("Bearer wrong")
+        .with_retries(5, Duration::from_secs(10));
     let started = Instant::now();
     let err = storage
         .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x"), "")
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "4xx must not be retried");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "4xx must not be retried"
+    );
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    assert!(matches!(err, StorageError::Rejected { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::Rejected { status: 401, .. }),
+        "{err}"
+    );
     assert!(!server.dir.path().join("x").exists());
 }
 
@@ -198,7 +208,12 @@ async fn connection_refused_is_retried_and_unavailable() {
 async fn the_server_refuses_traversal_itself() {
     let server = start().await;
     let client = reqwest::Client::new();
-    let cases = [("", "../escape.txt"), ("../..", "x.txt"), ("/abs", "x.txt"), ("", "a\\b")];
+    let cases = [
+        ("", "../escape.txt"),
+        ("../..", "x.txt"),
+        ("/abs", "x.txt"),
+        ("", "a\\b"),
+    ];
     for (path, name) in cases {
         let form = reqwest::multipart::Form::new()
             .percent_encode_noop()
@@ -216,9 +231,23 @@ async fn the_server_refuses_traversal_itself() {
             .unwrap();
         assert_eq!(response.status(), 400, "{path:?} {name:?}");
         let body: serde_json::Value = response.json().await.unwrap();
-        assert!(body["detail"].as_str().unwrap().contains("invalid storage path"), "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("invalid storage path"),
+            "{body}"
+        );
     }
-    assert!(!server.dir.path().parent().unwrap().join("escape.txt").exists());
+    assert!(
+        !server
+            .dir
+            .path()
+            .parent()
+            .unwrap()
+            .join("escape.txt")
+            .exists()
+    );
     assert_eq!(std::fs::read_dir(server.dir.path()).unwrap().count(), 0);
 }
 
@@ -243,18 +272,27 @@ async fn a_connection_dropped_midway_leaves_nothing() {
     );
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
-    socket.write_all(&vec![b'y'; 2 * 1024 * 1024]).await.unwrap();
+    socket
+        .write_all(&vec![b'y'; 2 * 1024 * 1024])
+        .await
+        .unwrap();
     socket.flush().await.unwrap();
     // Wait until the server has started writing the temporary file, then hang up.
     let deadline = Instant::now() + Duration::from_secs(5);
     while leftover_parts(server.dir.path()).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!leftover_parts(server.dir.path()).is_empty(), "the upload never started");
+    assert!(
+        !leftover_parts(server.dir.path()).is_empty(),
+        "the upload never started"
+    );
     drop(socket);
 
     no_leftovers_soon(server.dir.path()).await;
-    assert_eq!(std::fs::read(server.dir.path().join("d/big.bin")).unwrap(), b"old");
+    assert_eq!(
+        std::fs::read(server.dir.path().join("d/big.bin")).unwrap(),
+        b"old"
+    );
 }
 
 #[tokio::test]

@@ -48,29 +48,31 @@ pub fn routes(
         let storage = storage.clone();
         warp::any().map(move || storage.clone())
     };
-    let authorized = warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
-        let token = token.clone();
-        async move {
-            if token_matches(header.as_deref(), &token) {
-                Ok::<(), Rejection>(())
-            } else {
-                Err(warp::reject::custom(Unauthorized))
+    let authorized = warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let token = token.clone();
+            async move {
+                if token_matches(header.as_deref(), &token) {
+                    Ok::<(), Rejection>(())
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                }
             }
-        }
-    }).untuple_one();
+        })
+        .untuple_one();
     let form = warp::multipart::form().max_length(None);
     let upload = warp::post()
         .and(warp::path!("upload"))
         .and(authorized.clone())
         .and(with_storage.clone())
         .and(form.clone())
-        .then(|storage, form| handle_upload(storage, form));
+        .then(handle_upload);
     let archive = warp::post()
         .and(warp::path!("v1" / "archive"))
         .and(authorized)
         .and(with_storage)
         .and(form)
-        .then(|storage, form| handle_archive(storage, form));
+        .then(handle_archive);
     // A missing file is a plain 404 (not the 405 of the POST routes it would merge with).
     let files = warp::get().or(warp::head()).unify().and(
         warp::fs::dir(storage.root().to_path_buf())

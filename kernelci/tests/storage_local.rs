@@ -1,5 +1,7 @@
 //! The storage conformance suite over `LocalStorage`, plus local-only checks.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 
 use kernelci::ErrorKind;
@@ -61,7 +63,10 @@ async fn interrupted_write_leaves_no_part_file() {
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalStorage::new(dir.path(), "http://x/").unwrap();
     let err = storage
-        .upload_single(UploadFile::from_reader(FailingReader::new(5 << 20), "x.bin"), "d")
+        .upload_single(
+            UploadFile::from_reader(FailingReader::new(5 << 20), "x.bin"),
+            "d",
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("simulated failure"), "{err}");
@@ -106,7 +111,10 @@ async fn hostile_archive_members_are_refused_and_reported() {
     }
     assert!(!store_root.join("escape.txt").exists());
     assert!(!store_root.join("a/link").exists());
-    assert_eq!(std::fs::read(store_root.join("a/fine.txt")).unwrap(), b"yes");
+    assert_eq!(
+        std::fs::read(store_root.join("a/fine.txt")).unwrap(),
+        b"yes"
+    );
 
     let good = scratch.path().join("good.tar.gz");
     write_tar_gz(&good, &[("x/y.txt", b"z")]).unwrap();
@@ -118,5 +126,8 @@ async fn hostile_archive_members_are_refused_and_reported() {
 async fn unknown_and_disabled_types_are_clear_errors() {
     let err = storage::from_config(&StorageConfig::new("azure", "http://x/"), None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
-    assert!(err.to_string().contains("unknown storage_type \"azure\""), "{err}");
+    assert!(
+        err.to_string().contains("unknown storage_type \"azure\""),
+        "{err}"
+    );
 }

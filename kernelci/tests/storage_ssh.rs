@@ -1,5 +1,7 @@
 //! The storage conformance suite over `SshStorage` against a real OpenSSH sshd.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::PathBuf;
 
 use kernelci::ErrorKind;

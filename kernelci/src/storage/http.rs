@@ -98,7 +98,9 @@ impl HttpStorage {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| StorageError::backend("building the HTTP client", ErrorKind::Internal, e))?;
+            .map_err(|e| {
+                StorageError::backend("building the HTTP client", ErrorKind::Internal, e)
+            })?;
         Ok(HttpStorage {
             client,
             api_url: api_url.trim_end_matches('/').to_owned(),
@@ -155,7 +157,9 @@ impl HttpStorage {
         timeout: Duration,
     ) -> Result<String, StorageError> {
         let url = format!("{}{route}", self.api_url);
-        let retryable = !parts.iter().any(|(_, _, p)| matches!(p, Pending::Reader(_)));
+        let retryable = !parts
+            .iter()
+            .any(|(_, _, p)| matches!(p, Pending::Reader(_)));
         let attempts = if retryable { self.attempts } else { 1 };
         let mut delay = self.retry_delay;
         let mut attempt = 1;
@@ -257,7 +261,8 @@ impl Storage for HttpStorage {
             };
             parts.push((format!("file{i}"), remote, pending));
         }
-        self.post("/upload", &dest, &mut parts, self.timeout).await?;
+        self.post("/upload", &dest, &mut parts, self.timeout)
+            .await?;
         Ok(None)
     }
 
@@ -293,11 +298,19 @@ impl Storage for HttpStorage {
             Pending::File(archive.to_path_buf()),
         )];
         let body = self
-            .post("/v1/archive", &dest, &mut parts, self.timeout.saturating_mul(3))
+            .post(
+                "/v1/archive",
+                &dest,
+                &mut parts,
+                self.timeout.saturating_mul(3),
+            )
             .await?;
         let report: ArchiveReport = serde_json::from_str(&body).map_err(|e| {
             StorageError::backend(
-                format!("archive reply {:?}", body.chars().take(200).collect::<String>()),
+                format!(
+                    "archive reply {:?}",
+                    body.chars().take(200).collect::<String>()
+                ),
                 ErrorKind::Unavailable,
                 e,
             )

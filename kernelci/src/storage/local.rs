@@ -100,7 +100,11 @@ impl PartFile {
     pub fn commit(mut self) -> Result<(), StorageError> {
         std::fs::rename(&self.temp, &self.target).map_err(|e| {
             StorageError::io(
-                format!("renaming {} to {}", self.temp.display(), self.target.display()),
+                format!(
+                    "renaming {} to {}",
+                    self.temp.display(),
+                    self.target.display()
+                ),
                 e,
             )
         })?;

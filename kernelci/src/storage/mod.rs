@@ -418,7 +418,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Unpacks a `.tar.gz` archive below `dest_path` on the storage side, if the backend can.
     /// Returns `false` when it cannot (the default), and [`Storage::upload_archive`] falls back
     /// to uploading the individual files.
-    async fn unpack_archive(&self, _archive: &Path, _dest_path: &str) -> Result<bool, StorageError> {
+    async fn unpack_archive(
+        &self,
+        _archive: &Path,
+        _dest_path: &str,
+    ) -> Result<bool, StorageError> {
         Ok(false)
     }
 
@@ -428,7 +432,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     }
 
     /// Uploads one file and returns its URL.
-    async fn upload_single(&self, file: UploadFile, dest_path: &str) -> Result<String, StorageError> {
+    async fn upload_single(
+        &self,
+        file: UploadFile,
+        dest_path: &str,
+    ) -> Result<String, StorageError> {
         let remote = file.remote.clone();
         let urls = self.upload(vec![file], dest_path).await?;
         match urls.and_then(|mut urls| urls.remove(&remote)) {
@@ -471,9 +479,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
             self.upload(files, dest_path).await?.unwrap_or_default()
         };
         for remote in remotes {
-            if !urls.contains_key(&remote) {
-                let url = self.url_for(dest_path, &remote)?;
-                urls.insert(remote, url);
+            if let std::collections::btree_map::Entry::Vacant(entry) = urls.entry(remote) {
+                let url = self.url_for(dest_path, entry.key())?;
+                entry.insert(url);
             }
         }
         Ok(urls)
@@ -642,7 +650,10 @@ mod tests {
             let err = RelPath::parse(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::Invalid, "{bad}");
         }
-        assert_eq!(RelPath::parse("a//b/./c/").map(|p| p.to_string()).ok(), Some("a/b/c".into()));
+        assert_eq!(
+            RelPath::parse("a//b/./c/").map(|p| p.to_string()).ok(),
+            Some("a/b/c".into())
+        );
         assert!(RelPath::parse("").map(|p| p.is_root()).unwrap_or(false));
         assert!(RelPath::parse_file("").is_err());
         assert!(RelPath::parse_file("./").is_err());
@@ -653,9 +664,15 @@ mod tests {
     fn urls_follow_upstream_urljoin() {
         let u = |b, d, r| public_url(b, d, r).ok();
         assert_eq!(u("http://h/", "", "x.tgz"), Some("http://h/x.tgz".into()));
-        assert_eq!(u("http://h/base/", "job-1", "log.txt"), Some("http://h/base/job-1/log.txt".into()));
+        assert_eq!(
+            u("http://h/base/", "job-1", "log.txt"),
+            Some("http://h/base/job-1/log.txt".into())
+        );
         assert_eq!(u("http://h/base", "d", "f"), Some("http://h/d/f".into()));
-        assert_eq!(u("http://h/", "a/b/", "c/d"), Some("http://h/a/b/c/d".into()));
+        assert_eq!(
+            u("http://h/", "a/b/", "c/d"),
+            Some("http://h/a/b/c/d".into())
+        );
         assert!(public_url("http://h/", "../x", "f").is_err());
         assert!(public_url("not a url", "", "f").is_err());
     }
@@ -666,9 +683,12 @@ mod tests {
             "storage_type": "ssh", "host": "172.17.0.1", "base_url": "http://172.17.0.1:8002/"
         }))
         .expect("valid");
-        assert_eq!((cfg.port, cfg.user.as_str(), cfg.path.as_str()), (22, "kernelci", "~/data"));
-        let err = from_config(&StorageConfig::new("azure-blob", "http://x/"), None)
-            .expect_err("unknown");
+        assert_eq!(
+            (cfg.port, cfg.user.as_str(), cfg.path.as_str()),
+            (22, "kernelci", "~/data")
+        );
+        let err =
+            from_config(&StorageConfig::new("azure-blob", "http://x/"), None).expect_err("unknown");
         assert!(matches!(err, StorageError::UnknownType(_)));
         assert_eq!(err.kind(), ErrorKind::Invalid);
         assert!(StorageConfig::from_value(serde_json::json!({"base_url": "x"})).is_err());

@@ -84,7 +84,11 @@ impl SshStorage {
             .map_err(|e| StorageError::Config(format!("base_url {base_url:?}: {e}")))?;
         let root = match root {
             "~" | "~/" => ".".to_owned(),
-            r => r.strip_prefix("~/").unwrap_or(r).trim_end_matches('/').to_owned(),
+            r => r
+                .strip_prefix("~/")
+                .unwrap_or(r)
+                .trim_end_matches('/')
+                .to_owned(),
         };
         Ok(SshStorage {
             inner: Arc::new(Inner {
@@ -265,8 +269,7 @@ impl Inner {
             .ok_or_else(|| StorageError::Config(format!("{target} resolves to nothing")))?;
         let tcp = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|e| StorageError::io(format!("connecting to {target}"), e))?;
-        let mut session =
-            Session::new().map_err(|e| ssh_err("creating an ssh session", e))?;
+        let mut session = Session::new().map_err(|e| ssh_err("creating an ssh session", e))?;
         session.set_tcp_stream(tcp);
         session.set_timeout(u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX));
         session
@@ -276,11 +279,7 @@ impl Inner {
         session
             .userauth_pubkey_file(&self.user, None, &self.key, None)
             .map_err(|e| StorageError::Auth {
-                context: format!(
-                    "ssh key {} for {}@{target}",
-                    self.key.display(),
-                    self.user
-                ),
+                context: format!("ssh key {} for {}@{target}", self.key.display(), self.user),
                 source: Some(Box::new(e)),
             })?;
         if !session.authenticated() {
@@ -393,7 +392,8 @@ impl Inner {
                 .map_err(|e| ssh_err(format!("creating {temp}"), e))
                 .and_then(|mut file| {
                     copy_chunked(&mut source.reader, &mut file, &target)?;
-                    file.close().map_err(|e| ssh_err(format!("closing {temp}"), e))
+                    file.close()
+                        .map_err(|e| ssh_err(format!("closing {temp}"), e))
                 });
             let renamed = written.and_then(|()| self.sftp_rename(session, &sftp, &temp, &target));
             if let Err(e) = renamed {
@@ -501,7 +501,8 @@ impl Inner {
                 }
             }
             SshMethod::Scp => {
-                let (status, _) = self.exec(&session, &format!("test -e {}", shell_quote(&path)))?;
+                let (status, _) =
+                    self.exec(&session, &format!("test -e {}", shell_quote(&path)))?;
                 Ok(status == 0)
             }
         }

@@ -44,10 +44,16 @@ fn keygen(path: &Path) -> std::io::Result<String> {
         .arg(path)
         .status()?;
     if !status.success() {
-        return Err(std::io::Error::other(format!("ssh-keygen failed: {status}")));
+        return Err(std::io::Error::other(format!(
+            "ssh-keygen failed: {status}"
+        )));
     }
     let public = std::fs::read_to_string(path.with_extension("pub"))?;
-    Ok(public.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+    Ok(public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 fn current_user() -> std::io::Result<String> {
@@ -84,7 +90,10 @@ fn try_start() -> std::io::Result<SshdPeer> {
     let known_hosts = root.join("known_hosts");
     std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}\n"))?;
     let wrong_known_hosts = root.join("known_hosts_wrong");
-    std::fs::write(&wrong_known_hosts, format!("[127.0.0.1]:{port} {other_pub}\n"))?;
+    std::fs::write(
+        &wrong_known_hosts,
+        format!("[127.0.0.1]:{port} {other_pub}\n"),
+    )?;
     let empty_known_hosts = root.join("known_hosts_empty");
     std::fs::write(&empty_known_hosts, "")?;
     let data_dir = root.join("data");

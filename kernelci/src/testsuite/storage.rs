@@ -58,7 +58,9 @@ impl AsyncRead for FailingReader {
 
 /// Deterministic pseudo-random bytes (so a shifted or truncated copy never matches).
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             state = state
@@ -99,12 +101,18 @@ where
 
     // One file, URL from the upstream rule.
     let url = storage
-        .upload_single(UploadFile::from_bytes(b"hello".to_vec(), "hello.txt"), &prefix)
+        .upload_single(
+            UploadFile::from_bytes(b"hello".to_vec(), "hello.txt"),
+            &prefix,
+        )
         .await
         .expect("upload_single");
     assert_eq!(url, public_url(&base, &prefix, "hello.txt").expect("url"));
     assert!(url.ends_with(&format!("/{prefix}/hello.txt")), "{url}");
-    assert_eq!(read_back(p("hello.txt")).await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        read_back(p("hello.txt")).await.as_deref(),
+        Some(&b"hello"[..])
+    );
     assert!(storage.exists(&prefix, "hello.txt").await.expect("exists"));
     assert!(!storage.exists(&prefix, "absent.txt").await.expect("exists"));
 
@@ -127,21 +135,41 @@ where
         .map(|r| public_url(&base, &dest, r).expect("url"))
         .collect();
     assert_eq!(urls, expected);
-    assert_eq!(read_back(format!("{dest}/b.txt")).await.as_deref(), Some(&b"b"[..]));
-    assert_eq!(read_back(format!("{dest}/a.txt")).await.as_deref(), Some(&b"a"[..]));
-    assert_eq!(read_back(format!("{dest}/empty.log")).await.as_deref(), Some(&b""[..]));
+    assert_eq!(
+        read_back(format!("{dest}/b.txt")).await.as_deref(),
+        Some(&b"b"[..])
+    );
+    assert_eq!(
+        read_back(format!("{dest}/a.txt")).await.as_deref(),
+        Some(&b"a"[..])
+    );
+    assert_eq!(
+        read_back(format!("{dest}/empty.log")).await.as_deref(),
+        Some(&b""[..])
+    );
     assert_eq!(
         read_back(format!("{dest}/sub/dir/s.txt")).await.as_deref(),
         Some(&b"s"[..])
     );
-    assert!(storage.exists(&dest, "sub/dir/s.txt").await.expect("exists"));
+    assert!(
+        storage
+            .exists(&dest, "sub/dir/s.txt")
+            .await
+            .expect("exists")
+    );
 
     // Overwriting replaces the content.
     storage
-        .upload_single(UploadFile::from_bytes(b"second".to_vec(), "hello.txt"), &prefix)
+        .upload_single(
+            UploadFile::from_bytes(b"second".to_vec(), "hello.txt"),
+            &prefix,
+        )
         .await
         .expect("overwrite");
-    assert_eq!(read_back(p("hello.txt")).await.as_deref(), Some(&b"second"[..]));
+    assert_eq!(
+        read_back(p("hello.txt")).await.as_deref(),
+        Some(&b"second"[..])
+    );
 
     // A multi-megabyte file from disk arrives intact.
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -152,7 +180,10 @@ where
         .upload_single(UploadFile::from_path(&big_path, "big.bin"), &prefix)
         .await
         .expect("upload big");
-    assert!(read_back(p("big.bin")).await.as_deref() == Some(&big[..]), "big.bin differs");
+    assert!(
+        read_back(p("big.bin")).await.as_deref() == Some(&big[..]),
+        "big.bin differs"
+    );
 
     // Streaming readers work.
     storage
@@ -162,7 +193,10 @@ where
         )
         .await
         .expect("upload reader");
-    assert_eq!(read_back(p("r.txt")).await.as_deref(), Some(&b"streamed"[..]));
+    assert_eq!(
+        read_back(p("r.txt")).await.as_deref(),
+        Some(&b"streamed"[..])
+    );
 
     // An upload interrupted midway fails and leaves neither a truncated file at the final
     // name nor a changed old file.
@@ -174,7 +208,11 @@ where
         .await
         .expect_err("interrupted upload must fail");
     drop(err);
-    assert_eq!(read_back(p("cut.bin")).await, None, "truncated file left behind");
+    assert_eq!(
+        read_back(p("cut.bin")).await,
+        None,
+        "truncated file left behind"
+    );
     assert!(!storage.exists(&prefix, "cut.bin").await.expect("exists"));
     storage
         .upload_single(
@@ -183,10 +221,20 @@ where
         )
         .await
         .expect_err("interrupted overwrite must fail");
-    assert_eq!(read_back(p("hello.txt")).await.as_deref(), Some(&b"second"[..]));
+    assert_eq!(
+        read_back(p("hello.txt")).await.as_deref(),
+        Some(&b"second"[..])
+    );
 
     // Path traversal and friends are refused as Invalid, before anything is written.
-    for bad in ["../escape.txt", "/abs.txt", "a\\b.txt", "nul\0.txt", "x/../../y", ""] {
+    for bad in [
+        "../escape.txt",
+        "/abs.txt",
+        "a\\b.txt",
+        "nul\0.txt",
+        "x/../../y",
+        "",
+    ] {
         let err = storage
             .upload_single(UploadFile::from_bytes(b"no".to_vec(), bad), &prefix)
             .await
