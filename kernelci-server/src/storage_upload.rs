@@ -275,3 +275,21 @@ async fn archive(
     .await
     .map_err(|e| StorageError::backend("unpack task", ErrorKind::Internal, e))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_with_or_without_bearer() {
+        assert!(token_matches(Some("Bearer abc"), "abc"));
+        assert!(token_matches(Some("abc"), "abc"));
+        assert!(!token_matches(Some("Bearer abd"), "abc"));
+        assert!(!token_matches(Some("Bearer ab"), "abc"));
+        assert!(!token_matches(None, "abc"));
+        assert!(
+            !token_matches(Some(""), ""),
+            "an empty configured token accepts nothing"
+        );
+    }
+}

@@ -11,6 +11,10 @@
 //!   and 5xx answers; a 4xx fails at once. A [`UploadSource::Reader`] can only be sent once,
 //!   so a request holding one is not retried.
 //! - Files stream from disk; nothing is buffered whole.
+//! - [`Storage::exists`] asks `HEAD <public URL>` (the protocol has no existence call), so it
+//!   needs `base_url` to serve the stored files, as the server's endpoint does.
+//! - Upstream waits a fixed 10 s between attempts; the default here is 2 s, doubled after each
+//!   failure (2, 4, 8, 16 s), configurable with `retry_delay`.
 //!
 //! Binaries using this must install a rustls crypto provider first
 //! (`rustls::crypto::ring::default_provider().install_default()`).

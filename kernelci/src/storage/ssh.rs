@@ -49,7 +49,7 @@ pub enum SshMethod {
     Scp,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     host: String,
     port: u16,
@@ -107,9 +107,7 @@ impl SshStorage {
 
     /// Uses `method` to copy files.
     pub fn with_method(mut self, method: SshMethod) -> SshStorage {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.method = method;
-        }
+        Arc::make_mut(&mut self.inner).method = method;
         self
     }
 
@@ -158,9 +156,7 @@ impl SshStorage {
 
     /// Sets the connect and per-operation timeout (default 60 s).
     pub fn with_timeout(mut self, timeout: Duration) -> SshStorage {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.timeout = timeout;
-        }
+        Arc::make_mut(&mut self.inner).timeout = timeout;
         self
     }
 
