@@ -11,6 +11,8 @@
 //!   and evaluated the same way by every store;
 //! - [`store`]: the [`store::NodeStore`] trait and its implementations
 //!   ([`store::SqliteStore`] behind the default `sqlite` feature);
+//! - [`storage`]: the [`storage::Storage`] trait for artifacts (tarballs, logs) and its
+//!   backends: local directory, SSH (feature `ssh`), kernelci-storage HTTP (feature `client`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
 //! Heavy backends sit behind cargo features, so the default build stays small.
@@ -30,6 +32,7 @@
 pub mod error;
 pub mod models;
 pub mod query;
+pub mod storage;
 pub mod store;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

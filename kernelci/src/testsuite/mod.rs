@@ -2,9 +2,14 @@
 //!
 //! - [`peers`]: start real services (Redis, sshd, an SMTP server, ...) on free loopback ports
 //!   for tests, and stop them by pid when dropped.
-//! - The conformance suites, one per trait, that every implementation runs (`store_suite`, ...).
+//! - [`sshd`] (feature `ssh`): a real OpenSSH daemon with generated keys.
+//! - The conformance suites, one per trait, that every implementation runs
+//!   ([`storage::storage_suite`], ...).
 //!
 //! Third-party implementations of the traits can run the same suites from their own tests.
 
 pub mod peers;
+#[cfg(feature = "ssh")]
+pub mod sshd;
+pub mod storage;
 pub mod store;
