@@ -11,6 +11,8 @@
 //!   and evaluated the same way by every store;
 //! - [`store`]: the [`store::NodeStore`] trait and its implementations
 //!   ([`store::SqliteStore`] behind the default `sqlite` feature);
+//! - [`events`]: the CloudEvent envelope, node event payloads and the [`events::EventBus`]
+//!   that wakes listeners ([`events::LocalBus`]; `RedisBus` behind the `redis` feature);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
 //! Heavy backends sit behind cargo features, so the default build stays small.
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod events;
 pub mod models;
 pub mod query;
 pub mod store;
