@@ -97,6 +97,16 @@ mod redis {
             }
         }
 
+        // A pop leaves a pooled connection behind, which the restart will break.
+        bus.push("jobs", "before").await.unwrap();
+        assert_eq!(
+            bus.pop("jobs", Duration::from_secs(1))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("before")
+        );
+
         server.kill();
         // Every operation reports Unavailable, quickly.
         let start = Instant::now();

@@ -237,7 +237,8 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     async fn notify(&self, channel: &str, sequence_id: i64) -> Result<(), EventError>;
 
     /// Sends `payload` to the current listeners of `channel` (fire and forget: nobody
-    /// listening means nobody gets it).
+    /// listening means nobody gets it). On buses that carry text (Redis), a payload that is a
+    /// bare decimal integer arrives as [`Wakeup::Event`]; send CloudEvent JSON, not numbers.
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), EventError>;
 
     /// Starts receiving wake-ups for `channels`. Wake-ups sent after this returns are received.

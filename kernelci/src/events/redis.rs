@@ -213,29 +213,38 @@ impl RedisBus {
         .map(drop)
     }
 
-    async fn pop_connection(&self) -> Result<MultiplexedConnection, EventError> {
+    /// An idle pooled connection for a blocking pop (`true`), or a new one (`false`).
+    async fn pop_connection(&self) -> Result<(MultiplexedConnection, bool), EventError> {
         let idle = self
             .inner
             .pop_pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop();
-        if let Some(conn) = idle {
-            return Ok(conn);
+        match idle {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((
+                fresh_connection(&self.inner.client, self.inner.config.op_timeout).await?,
+                false,
+            )),
         }
-        let limit = self.inner.config.op_timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(limit))
-            .set_response_timeout(None);
-        bounded(
-            limit,
-            "a connection",
-            self.inner
-                .client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
     }
+}
+
+/// A new multiplexed connection without a response timeout (for blocking commands).
+async fn fresh_connection(
+    client: &Client,
+    limit: Duration,
+) -> Result<MultiplexedConnection, EventError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(None);
+    bounded(
+        limit,
+        "a connection",
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
 }
 
 /// Receives wake-ups for the bus: connect, subscribe to every wanted channel, forward
@@ -384,8 +393,9 @@ impl EventBus for RedisBus {
             let cmd = redis::cmd("LPOP").arg(list).clone();
             return bounded(limit, "LPOP", cmd.query_async::<Option<String>>(&mut conn)).await;
         }
-        let mut conn = self.pop_connection().await?;
+        let (mut conn, pooled) = self.pop_connection().await?;
         let pool = self.inner.pop_pool.clone();
+        let client = self.inner.client.clone();
         let list = list.to_owned();
         let (tx, rx) = oneshot::channel();
         // The BLPOP runs in its own task: if our caller goes away while Redis hands over an
@@ -395,13 +405,28 @@ impl EventBus for RedisBus {
                 .arg(&list)
                 .arg(format!("{:.3}", timeout.as_secs_f64()))
                 .clone();
-            let result = bounded(
-                timeout + limit,
-                "BLPOP",
-                cmd.query_async::<Option<(String, String)>>(&mut conn),
-            )
-            .await
-            .map(|item| item.map(|(_, value)| value));
+            let blpop = |conn: &mut MultiplexedConnection| {
+                let mut conn = conn.clone();
+                let cmd = cmd.clone();
+                async move {
+                    bounded(
+                        timeout + limit,
+                        "BLPOP",
+                        cmd.query_async::<Option<(String, String)>>(&mut conn),
+                    )
+                    .await
+                    .map(|item| item.map(|(_, value)| value))
+                }
+            };
+            let mut result = blpop(&mut conn).await;
+            // A pooled connection may predate a Redis restart: retry once on a new one.
+            if pooled
+                && result.is_err()
+                && let Ok(fresh) = fresh_connection(&client, limit).await
+            {
+                conn = fresh;
+                result = blpop(&mut conn).await;
+            }
             let healthy = result.is_ok();
             if let Err(Ok(Some(item))) = tx.send(result) {
                 let back = redis::cmd("LPUSH").arg(&list).arg(&item).clone();
