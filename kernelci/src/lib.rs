@@ -11,6 +11,8 @@
 //!   and evaluated the same way by every store;
 //! - [`store`]: the [`store::NodeStore`] trait and its implementations
 //!   ([`store::SqliteStore`] behind the default `sqlite` feature);
+//! - [`events`]: the CloudEvent envelope, node event payloads and the [`events::EventBus`]
+//!   that wakes listeners ([`events::LocalBus`]; `RedisBus` behind the `redis` feature);
 //! - [`storage`]: the [`storage::Storage`] trait for artifacts (tarballs, logs) and its
 //!   backends: local directory, SSH (feature `ssh`), kernelci-storage HTTP (feature `client`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
@@ -30,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod events;
 pub mod models;
 pub mod query;
 pub mod storage;
