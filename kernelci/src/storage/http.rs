@@ -203,7 +203,9 @@ impl HttpStorage {
                     error
                 }
                 Err(e) => {
-                    let transient = e.is_timeout() || e.is_connect();
+                    // Uploads are idempotent: a connection dropped mid-request is retried too.
+                    let transient =
+                        e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
                     let error = transport(&context, e);
                     if !transient {
                         return Err(error);

@@ -24,9 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ErrorKind;
-use crate::models::{
-    ModelError, Node, NodePatch, ObjectId, ResultValue, State, Timestamp, User, UserGroup,
-};
+use crate::models::{ModelError, Node, NodePatch, ObjectId, Timestamp, User, UserGroup};
 use crate::query::{Filter, QueryError};
 
 /// Errors of node stores.
@@ -279,54 +277,6 @@ pub struct SubscriberState {
     pub created_at: Timestamp,
     /// When it last polled.
     pub last_poll: Option<Timestamp>,
-}
-
-/// The node payload of events on channel `node` (api spec §6.2), keys in upstream's order.
-pub fn node_event_data(
-    op: &str,
-    node: &Node,
-    previous: Option<(State, Option<ResultValue>)>,
-    is_hierarchy: bool,
-) -> Value {
-    let mut map = serde_json::Map::new();
-    map.insert("op".into(), Value::from(op));
-    map.insert(
-        "id".into(),
-        serde_json::to_value(node.id).unwrap_or(Value::Null),
-    );
-    map.insert("kind".into(), Value::from(node.kind.clone()));
-    map.insert("name".into(), Value::from(node.name.clone()));
-    map.insert("path".into(), Value::from(node.path.clone()));
-    map.insert(
-        "group".into(),
-        serde_json::to_value(&node.group).unwrap_or(Value::Null),
-    );
-    map.insert("state".into(), Value::from(node.state.as_str()));
-    map.insert(
-        "result".into(),
-        node.result
-            .map(|r| Value::from(r.as_str()))
-            .unwrap_or(Value::Null),
-    );
-    map.insert(
-        "owner".into(),
-        serde_json::to_value(&node.owner).unwrap_or(Value::Null),
-    );
-    map.insert(
-        "data".into(),
-        node.data.clone().map(Value::Object).unwrap_or(Value::Null),
-    );
-    map.insert("is_hierarchy".into(), Value::Bool(is_hierarchy));
-    if let Some((state, result)) = previous {
-        map.insert("previous_state".into(), Value::from(state.as_str()));
-        map.insert(
-            "previous_result".into(),
-            result
-                .map(|r| Value::from(r.as_str()))
-                .unwrap_or(Value::Null),
-        );
-    }
-    Value::Object(map)
 }
 
 /// The storage behind a KernelCI API: nodes, users, groups, key/values and the event log.

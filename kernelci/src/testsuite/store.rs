@@ -173,6 +173,13 @@ pub const SAMPLE_QUERIES: &[&[(&str, &str)]] = &[
     &[("missing.field__ne", "x")],
 ];
 
+fn filter<const N: usize>(pairs: [(&str, &str); N]) -> Filter {
+    match Query::parse(pairs) {
+        Ok(q) => q.filter,
+        Err(e) => panic!("bad test query {pairs:?}: {e}"),
+    }
+}
+
 async fn must<T>(what: &str, r: Result<T, StoreError>) -> T {
     match r {
         Ok(v) => v,
@@ -290,9 +297,7 @@ pub async fn queries_match_reference<S: NodeStore>(store: &S) {
     // Sanity: the sample queries exercise both empty and non-empty answers.
     let kinds = must(
         "count",
-        store
-            .count_nodes(&Query::parse([("kind", "test")]).unwrap().filter)
-            .await,
+        store.count_nodes(&filter([("kind", "test")])).await,
     )
     .await;
     assert_eq!(kinds, 48);
@@ -524,9 +529,7 @@ pub async fn hierarchy_writes_one_event<S: NodeStore>(store: &S) {
     )
     .await;
     assert_eq!(written.len(), 3);
-    let children = Query::parse([("parent", root.id.expect("id").to_hex().as_str())])
-        .unwrap()
-        .filter;
+    let children = filter([("parent", root.id.expect("id").to_hex().as_str())]);
     assert_eq!(must("count", store.count_nodes(&children).await).await, 1);
     let events = must(
         "events",
@@ -557,9 +560,7 @@ pub async fn set_field_and_delete<S: NodeStore>(store: &S) {
     )
     .await;
     assert_eq!(n, 5);
-    let flagged = Query::parse([("processed_by_kcidb_bridge", "true")])
-        .unwrap()
-        .filter;
+    let flagged = filter([("processed_by_kcidb_bridge", "true")]);
     let want = nodes
         .iter()
         .skip(5)
@@ -574,7 +575,7 @@ pub async fn set_field_and_delete<S: NodeStore>(store: &S) {
         store.set_field(&ids, "data.x", json!(1)).await.is_err(),
         "dotted field refused"
     );
-    let tests = Query::parse([("kind", "test")]).unwrap().filter;
+    let tests = filter([("kind", "test")]);
     let n_tests = must("count", store.count_nodes(&tests).await).await;
     assert_eq!(
         must("delete", store.delete_nodes(&tests).await).await,
@@ -652,11 +653,7 @@ pub async fn users_and_groups<S: NodeStore>(store: &S) {
     let (admins_users, total) = must(
         "find",
         store
-            .find_users(
-                &Query::parse([("groups.name", "admins")]).unwrap().filter,
-                0,
-                None,
-            )
+            .find_users(&filter([("groups.name", "admins")]), 0, None)
             .await,
     )
     .await;
@@ -664,11 +661,7 @@ pub async fn users_and_groups<S: NodeStore>(store: &S) {
     let (supers, _) = must(
         "find",
         store
-            .find_users(
-                &Query::parse([("is_superuser", "true")]).unwrap().filter,
-                0,
-                None,
-            )
+            .find_users(&filter([("is_superuser", "true")]), 0, None)
             .await,
     )
     .await;
@@ -693,7 +686,7 @@ pub async fn users_and_groups<S: NodeStore>(store: &S) {
     let (groups, total) = must(
         "groups",
         store
-            .find_groups(&Query::parse([("name", "admins")]).unwrap().filter, 0, None)
+            .find_groups(&filter([("name", "admins")]), 0, None)
             .await,
     )
     .await;
@@ -795,9 +788,7 @@ pub async fn event_log<S: NodeStore>(store: &S) {
         "find",
         store
             .find_events(
-                &Query::parse([("data.n__gte", "27"), ("channel", "node")])
-                    .unwrap()
-                    .filter,
+                &filter([("data.n__gte", "27"), ("channel", "node")]),
                 0,
                 None,
             )

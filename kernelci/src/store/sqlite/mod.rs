@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use super::{
     Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeStore, NodeUpdate,
-    StoreError, StoreResult, StoredEvent, SubscriberState, UpdateRule, node_event_data,
+    StoreError, StoreResult, StoredEvent, SubscriberState, UpdateRule,
 };
+use crate::events::{NODE_CHANNEL, NodeEvent};
 use crate::models::{Node, NodePatch, ObjectId, Timestamp, User, UserGroup};
 use crate::query::{Condition, Filter};
 
@@ -452,15 +453,14 @@ fn append_event(tx: &Transaction<'_>, ev: NewEvent) -> StoreResult<StoredEvent> 
 }
 
 fn node_event(op: &str, node: &Node, previous: Option<&Node>, is_hierarchy: bool) -> NewEvent {
+    let event = match (op, previous) {
+        ("updated", Some(prev)) => NodeEvent::updated(node, prev.state, prev.result, is_hierarchy),
+        _ => NodeEvent::created(node),
+    };
     NewEvent {
-        channel: "node".into(),
+        channel: NODE_CHANNEL.into(),
         owner: node.owner.clone().filter(|o| !o.is_empty()),
-        data: node_event_data(
-            op,
-            node,
-            previous.map(|p| (p.state, p.result)),
-            is_hierarchy,
-        ),
+        data: event.to_value(),
         attributes: serde_json::Map::new(),
     }
 }
