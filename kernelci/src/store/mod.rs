@@ -19,6 +19,9 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+/// A store shared between tasks.
+pub type SharedStore = std::sync::Arc<dyn NodeStore>;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -416,7 +419,30 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Creates or replaces a durable subscriber's state.
     async fn put_subscriber(&self, state: SubscriberState) -> StoreResult<()>;
 
+    /// Adds one to the counter `name` (created at 0) and returns the new value. Counters are
+    /// shared by every process using the store (subscription ids, for instance).
+    async fn increment_counter(&self, name: &str) -> StoreResult<u64>;
+
     /// Moves a subscriber's acknowledged position forward to `sequence_id` (never backwards)
     /// and stamps `last_poll`. `NotFound` when the subscriber does not exist.
     async fn ack_subscriber(&self, subscriber_id: &str, sequence_id: u64) -> StoreResult<()>;
+}
+
+/// Telemetry events (upstream collection `telemetry`): runtime errors, job and test results,
+/// kept for statistics and anomaly detection.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync + 'static {
+    /// Inserts telemetry documents (JSON objects with at least `ts`); returns how many.
+    async fn insert_telemetry(&self, events: Vec<Value>) -> StoreResult<u64>;
+
+    /// Telemetry documents matching `filter` with `ts` in `[since, until]`, oldest first,
+    /// with offset and limit; and the total count.
+    async fn find_telemetry(
+        &self,
+        filter: &Filter,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<(Vec<Value>, u64)>;
 }

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::{
     Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeStore, NodeUpdate,
-    StoreError, StoreResult, StoredEvent, SubscriberState, UpdateRule,
+    StoreError, StoreResult, StoredEvent, SubscriberState, TelemetryStore, UpdateRule,
 };
 use crate::events::{NODE_CHANNEL, NodeEvent};
 use crate::models::{Node, NodePatch, ObjectId, Timestamp, User, UserGroup};
@@ -179,6 +179,16 @@ CREATE TABLE IF NOT EXISTS event (
 );
 CREATE INDEX IF NOT EXISTS event_channel ON event(channel, seq);
 CREATE INDEX IF NOT EXISTS event_ts ON event(ts);
+CREATE TABLE IF NOT EXISTS counter (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  ts TEXT NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry(ts);
 CREATE TABLE IF NOT EXISTS subscriber (
   subscriber_id TEXT PRIMARY KEY,
   doc TEXT NOT NULL
@@ -1135,6 +1145,22 @@ impl NodeStore for SqliteStore {
         .await
     }
 
+    async fn increment_counter(&self, name: &str) -> StoreResult<u64> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let v: i64 = tx
+                .query_row(
+                    "INSERT INTO counter (name, value) VALUES (?1, 1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            Ok(v.max(0) as u64)
+        })
+        .await
+    }
+
     async fn ack_subscriber(&self, subscriber_id: &str, sequence_id: u64) -> StoreResult<()> {
         let id = subscriber_id.to_owned();
         self.write(move |tx| {
@@ -1164,6 +1190,82 @@ impl NodeStore for SqliteStore {
             )
             .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TelemetryStore for SqliteStore {
+    async fn insert_telemetry(&self, events: Vec<Value>) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO telemetry (ts, doc) VALUES (?1, ?2)")
+                .map_err(db_err)?;
+            let mut n = 0u64;
+            for mut e in events {
+                let ts = e
+                    .get("ts")
+                    .and_then(Value::as_str)
+                    .and_then(|s| Timestamp::parse(s).ok())
+                    .unwrap_or_else(Timestamp::now);
+                if let Some(obj) = e.as_object_mut() {
+                    obj.insert("ts".into(), Value::String(ts.to_string()));
+                    obj.entry("id")
+                        .or_insert_with(|| Value::String(ObjectId::new().to_hex()));
+                }
+                let doc =
+                    serde_json::to_string(&e).map_err(|e| StoreError::Internal(e.to_string()))?;
+                stmt.execute(params![ts.to_string(), doc]).map_err(db_err)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn find_telemetry(
+        &self,
+        filter: &Filter,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<(Vec<Value>, u64)> {
+        let mut w = sql::where_clause(filter, "doc", &|_| None).map_err(StoreError::Invalid)?;
+        if let Some(s) = since {
+            let p = w.param(SqlValue::Text(s.to_string()));
+            w.sql.push_str(&format!(" AND ts >= {p}"));
+        }
+        if let Some(u) = until {
+            let p = w.param(SqlValue::Text(u.to_string()));
+            w.sql.push_str(&format!(" AND ts <= {p}"));
+        }
+        self.read(move |c| {
+            let total: i64 = c
+                .prepare_cached(&format!("SELECT count(*) FROM telemetry WHERE {}", w.sql))
+                .map_err(db_err)?
+                .query_row(params_from_iter(w.params.iter()), |r| r.get(0))
+                .map_err(db_err)?;
+            let limit = limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT doc FROM telemetry WHERE {} ORDER BY ts, seq LIMIT {limit} OFFSET {}",
+                    w.sql,
+                    offset.min(i64::MAX as u64)
+                ))
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(w.params.iter()), |r| r.get::<_, String>(0))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(
+                    serde_json::from_str(&row.map_err(db_err)?)
+                        .map_err(|e| corrupt("telemetry", e))?,
+                );
+            }
+            Ok((out, total.max(0) as u64))
         })
         .await
     }
