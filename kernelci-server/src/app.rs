@@ -1,0 +1,208 @@
+//! The application state shared by every request, and start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernelci::events::{EventBus, LocalBus};
+use kernelci::models::{ObjectId, User, UserGroup};
+use kernelci::store::{NodeStore, SqliteStore, TelemetryStore};
+
+use crate::auth::{self, Auth};
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::pubsub::PubSub;
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Settings.
+    pub config: ServerConfig,
+    /// Nodes, users, groups, key/values, the event log.
+    pub store: Arc<dyn NodeStore>,
+    /// Telemetry.
+    pub telemetry: Arc<dyn TelemetryStore>,
+    /// Wake-ups and lists.
+    pub bus: Arc<dyn EventBus>,
+    /// Tokens and passwords.
+    pub auth: Auth,
+    /// Subscriptions.
+    pub pubsub: PubSub,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("listen", &self.config.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store could not be opened or prepared.
+    #[error("store: {0}")]
+    Store(#[from] kernelci::store::StoreError),
+    /// The event bus could not be set up.
+    #[error("event bus: {0}")]
+    Bus(String),
+}
+
+impl App {
+    /// Builds the application over an already opened store and bus.
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn NodeStore>,
+        telemetry: Arc<dyn TelemetryStore>,
+        bus: Arc<dyn EventBus>,
+    ) -> Arc<App> {
+        let secret = config.secret_key.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+            tracing::warn!("SECRET_KEY is not set: using a random secret; tokens will not survive a restart");
+            let mut b = [0u8; 32];
+            let _ = getrandom::fill(&mut b);
+            hex::encode(b)
+        });
+        let auth = Auth::new(
+            &secret,
+            config.unified_secret.as_deref(),
+            config.access_token_expire_seconds,
+            config.invite_token_expire_seconds,
+            store.clone(),
+        );
+        let pubsub = PubSub::new(
+            store.clone(),
+            bus.clone(),
+            config.keep_alive(),
+            config.cloud_events_source.clone(),
+        );
+        Arc::new(App {
+            config,
+            store,
+            telemetry,
+            bus,
+            auth,
+            pubsub,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Opens the store and bus named by `config` (embedded SQLite and an in-process bus by
+    /// default), bootstraps the first admin and the legacy groups.
+    pub async fn open(config: ServerConfig) -> Result<Arc<App>, StartError> {
+        let url = config.database_url();
+        let (store, telemetry): (Arc<dyn NodeStore>, Arc<dyn TelemetryStore>) =
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                let s = SqliteStore::open(path)?;
+                s.set_query_timeout(Duration::from_secs(config.query_timeout));
+                (Arc::new(s.clone()), Arc::new(s))
+            } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+                return Err(StartError::Config(format!(
+                    "'{url}': this build has no MongoDB support; rebuild with the `mongodb` feature"
+                )));
+            } else {
+                return Err(StartError::Config(format!(
+                    "unknown database URL '{url}'; use sqlite://PATH or mongodb://..."
+                )));
+            };
+        let bus: Arc<dyn EventBus> = match config.redis_url() {
+            None => Arc::new(LocalBus::new()),
+            Some(url) => open_redis(&url)?,
+        };
+        let app = App::new(config, store, telemetry, bus);
+        app.bootstrap().await?;
+        Ok(app)
+    }
+
+    /// Creates the first admin (when `KCI_INITIAL_PASSWORD` is set and no superuser exists)
+    /// and the `node:edit:any` group.
+    pub async fn bootstrap(&self) -> Result<(), StartError> {
+        let edit_any = match self.store.get_group_by_name("node:edit:any").await? {
+            Some(g) => g,
+            None => match self
+                .store
+                .insert_group(UserGroup::new("node:edit:any"))
+                .await
+            {
+                Ok(g) => g,
+                // Another replica created it first.
+                Err(_) => self
+                    .store
+                    .get_group_by_name("node:edit:any")
+                    .await?
+                    .ok_or_else(|| {
+                        StartError::Config("cannot create group node:edit:any".into())
+                    })?,
+            },
+        };
+        for legacy in ["staging.kernelci.org", "production"] {
+            if let Some(mut u) = self.store.get_user_by_username(legacy).await?
+                && !u.in_group("node:edit:any")
+            {
+                u.groups.push(edit_any.clone());
+                self.store.update_user(u).await?;
+            }
+        }
+        let filter = kernelci::query::Query::parse([("is_superuser", "true")])
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .filter;
+        let (supers, _) = self.store.find_users(&filter, 0, Some(1)).await?;
+        if !supers.is_empty() {
+            return Ok(());
+        }
+        let Some(password) = self
+            .config
+            .initial_password
+            .clone()
+            .filter(|p| !p.is_empty())
+        else {
+            tracing::warn!(
+                "no superuser exists and KCI_INITIAL_PASSWORD is not set: no admin was created"
+            );
+            return Ok(());
+        };
+        let username = self.config.initial_admin_username.clone();
+        let email = self
+            .config
+            .initial_admin_email
+            .clone()
+            .unwrap_or_else(|| format!("{username}@kernelci.org"));
+        let hashed = auth::hash_password_async(password)
+            .await
+            .map_err(|e| StartError::Config(format!("{:?}", e.body)))?;
+        let admin = User {
+            id: ObjectId::new(),
+            email,
+            hashed_password: hashed,
+            is_active: true,
+            is_superuser: true,
+            is_verified: true,
+            username: username.clone(),
+            groups: vec![],
+        };
+        match self.store.insert_user(admin).await {
+            Ok(_) => tracing::info!(%username, "created the initial admin user"),
+            Err(e) => {
+                tracing::warn!(%username, error = %e, "could not create the initial admin user")
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(url: &str) -> Result<Arc<dyn EventBus>, StartError> {
+    kernelci::events::RedisBus::new(url)
+        .map(|b| Arc::new(b) as Arc<dyn EventBus>)
+        .map_err(|e| StartError::Bus(e.to_string()))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(url: &str) -> Result<Arc<dyn EventBus>, StartError> {
+    Err(StartError::Config(format!(
+        "'{url}': this build has no Redis support; rebuild with the `redis` feature"
+    )))
+}

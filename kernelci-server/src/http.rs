@@ -1,0 +1,292 @@
+//! Request and response plumbing: the parsed request, upstream's error bodies, JSON replies.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use kernelci::ErrorKind;
+use kernelci::models::ModelError;
+use kernelci::query::QueryError;
+use kernelci::store::StoreError;
+use serde::Serialize;
+use serde_json::{Value, json};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::reply::Response;
+
+/// One API request, after the version prefix was taken off the path.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The path below the version prefix, e.g. `/node/65bb...`.
+    pub path: String,
+    /// `latest` or `v0`: the prefix the client used (bare paths count as `latest`).
+    pub version: &'static str,
+    /// Decoded query pairs, in order.
+    pub query: Vec<(String, String)>,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// The peer address, when known.
+    pub remote: Option<SocketAddr>,
+}
+
+impl Request {
+    /// The path split into segments (no empty ones).
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.split('/').filter(|s| !s.is_empty()).collect()
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; invalid JSON is upstream's 422 `json_invalid` error.
+    pub fn json(&self) -> Result<Value, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::unprocessable(json!([{
+                "type": "json_invalid",
+                "loc": ["body", e.column().saturating_sub(1)],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": e.to_string()},
+            }]))
+        })
+    }
+
+    /// The body as an urlencoded form.
+    pub fn form(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A boolean query flag, read as upstream's FastAPI reads `bool` (true/1/yes/on).
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.query_param(name) {
+            None => Ok(false),
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                ApiError::validation(
+                    "query",
+                    name,
+                    "bool_parsing",
+                    "Input should be a valid boolean, unable to interpret input",
+                    v,
+                )
+            }),
+        }
+    }
+}
+
+/// Parses a boolean like pydantic does.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// An error reply: a status and a body (usually `{"detail": ...}`).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl ApiError {
+    /// `{"detail": "<message>"}` with `status`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "detail": detail.into() }),
+        }
+    }
+
+    /// 400 with a detail.
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 404 with a detail.
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// 401 `Unauthorized`.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+    }
+
+    /// 403 `Forbidden`.
+    pub fn forbidden() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "Forbidden")
+    }
+
+    /// 422 with a pydantic-style error list.
+    pub fn unprocessable(detail: Value) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": detail }),
+        }
+    }
+
+    /// 422 for one field, pydantic style.
+    pub fn validation(
+        place: &str,
+        field: &str,
+        ty: &str,
+        msg: &str,
+        input: impl Serialize,
+    ) -> ApiError {
+        let mut loc = vec![Value::from(place)];
+        loc.extend(
+            field
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(|s| match s.parse::<u64>() {
+                    Ok(i) => Value::from(i),
+                    Err(_) => Value::from(s),
+                }),
+        );
+        ApiError::unprocessable(json!([{ "type": ty, "loc": loc, "msg": msg, "input": input }]))
+    }
+
+    /// 422 for a field missing from a body or form.
+    pub fn missing(place: &str, field: &str) -> ApiError {
+        ApiError::validation(place, field, "missing", "Field required", Value::Null)
+    }
+
+    /// 500 with upstream's body.
+    pub fn internal(message: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %message, "internal error");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: json!({"message": "Internal server error, check container logs"}),
+        }
+    }
+
+    /// 422 from a model decode error, 400 from a validation error (upstream's split).
+    pub fn from_model(e: ModelError) -> ApiError {
+        match &e {
+            ModelError::Decode {
+                path,
+                message,
+                syntax,
+            } => {
+                if *syntax {
+                    ApiError::unprocessable(json!([{
+                        "type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error",
+                        "input": {}, "ctx": {"error": message},
+                    }]))
+                } else {
+                    ApiError::validation("body", path, "value_error", message, Value::Null)
+                }
+            }
+            _ => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e.kind() {
+            ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+            ErrorKind::Invalid | ErrorKind::Conflict => match e {
+                StoreError::Model(m) => ApiError::from_model(m),
+                StoreError::EventsPurged { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
+                other => ApiError::bad_request(other.to_string()),
+            },
+            ErrorKind::Unauthorized => ApiError::unauthorized(),
+            ErrorKind::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+            ErrorKind::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            ErrorKind::Internal => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> ApiError {
+        match &e {
+            QueryError::InvalidPagination { key, value, reason } => {
+                let ty = if reason.contains("at least") {
+                    "greater_than_equal"
+                } else {
+                    "int_parsing"
+                };
+                ApiError::validation("query", key, ty, &e.to_string(), value)
+            }
+            _ => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> ApiError {
+        ApiError::from_model(e)
+    }
+}
+
+/// A reply with status and JSON body.
+pub fn json_reply(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+    let mut resp = Response::new(bytes.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// 200 with a JSON body.
+pub fn ok(body: Value) -> Result<Response, ApiError> {
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// 200 with a serialisable body.
+pub fn ok_json<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let v = serde_json::to_value(body).map_err(ApiError::internal)?;
+    ok(v)
+}
+
+/// An empty reply with `status`.
+pub fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Vec::new().into());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A reply with a content type.
+pub fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+    let mut resp = Response::new(body.into().into());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A 307 redirect.
+pub fn redirect(location: &str) -> Response {
+    let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+impl ApiError {
+    /// The reply.
+    pub fn into_response(self) -> Response {
+        json_reply(self.status, &self.body)
+    }
+}

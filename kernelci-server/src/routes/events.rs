@@ -1,0 +1,137 @@
+//! `GET /events`: the event history.
+
+use kernelci::models::{ObjectId, Timestamp};
+use kernelci::query::{Filter, Op, Operand, Scalar};
+use serde_json::Value;
+use warp::reply::Response;
+
+use crate::app::App;
+use crate::http::{ApiError, Request, ok};
+
+fn eq(f: Filter, field: &str, v: Scalar) -> Filter {
+    f.and(field, Op::Eq, Operand::One(v))
+}
+
+fn raw_value(v: &str) -> Scalar {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Scalar::Bool(true),
+        "false" => Scalar::Bool(false),
+        _ => Scalar::Str(v.to_owned()),
+    }
+}
+
+/// `GET /events`: filters as upstream, results in sequence order.
+pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let mut f = Filter::all();
+    let mut limit: Option<u64> = None;
+    let mut offset = 0u64;
+    let mut recursive = false;
+    let (mut id, mut ids) = (None, None);
+    let has = |k: &str| req.query_param(k).is_some();
+    if has("node_id") && has("data.id") {
+        return Err(ApiError::bad_request(
+            "Provide either node_id or data.id, not both",
+        ));
+    }
+    if has("id") && has("ids") {
+        return Err(ApiError::bad_request("Provide either id or ids, not both"));
+    }
+    for (k, v) in &req.query {
+        match k.as_str() {
+            "kind" | "state" | "result" | "op" | "name" | "group" | "owner" => {
+                if !v.is_empty() {
+                    f = eq(f, &format!("data.{k}"), Scalar::Str(v.clone()));
+                }
+            }
+            "channel" => f = eq(f, "channel", Scalar::Str(v.clone())),
+            "path" => {
+                let re = regex::Regex::new(v)
+                    .map_err(|e| ApiError::bad_request(format!("Invalid path regex: {e}")))?;
+                f = f.and("data.path", Op::Re, Operand::Regex(re));
+            }
+            "node_id" => f = eq(f, "data.id", Scalar::Str(v.clone())),
+            "id" => {
+                id = Some(
+                    ObjectId::parse_str(v)
+                        .map_err(|_| ApiError::bad_request("Invalid id format"))?,
+                )
+            }
+            "ids" => {
+                let parts: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if parts.is_empty() {
+                    return Err(ApiError::bad_request("ids must contain at least one id"));
+                }
+                let parsed: Result<Vec<ObjectId>, _> =
+                    parts.iter().map(|p| ObjectId::parse_str(p)).collect();
+                ids = Some(parsed.map_err(|_| ApiError::bad_request("Invalid ids format"))?);
+            }
+            "from" => {
+                let t = Timestamp::parse(v).map_err(|_| {
+                    ApiError::bad_request("Invalid 'from' parameter, must be an ISO 8601 datetime")
+                })?;
+                f = f.and("timestamp", Op::Gt, Operand::One(Scalar::Time(t)));
+            }
+            "limit" => {
+                limit = Some(v.parse().map_err(|_| {
+                    ApiError::validation(
+                        "query",
+                        "limit",
+                        "int_parsing",
+                        "Input should be a valid integer",
+                        v,
+                    )
+                })?)
+            }
+            "offset" => {
+                offset = v.parse().map_err(|_| {
+                    ApiError::validation(
+                        "query",
+                        "offset",
+                        "int_parsing",
+                        "Input should be a valid integer",
+                        v,
+                    )
+                })?
+            }
+            "recursive" => recursive = !v.is_empty(),
+            _ => f = eq(f, k, raw_value(v)),
+        }
+    }
+    if let Some(id) = id {
+        f = eq(f, "id", Scalar::Str(id.to_hex()));
+    }
+    if let Some(ids) = ids {
+        f = f.and(
+            "id",
+            Op::In,
+            Operand::List(ids.iter().map(|i| Scalar::Str(i.to_hex())).collect()),
+        );
+    }
+    if recursive && limit.is_none_or(|l| l > 1000) {
+        return Err(ApiError::bad_request(
+            "Recursive limit is too large, max is 1000",
+        ));
+    }
+    let events = app.store.find_events(&f, offset, limit).await?;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let mut doc = e.to_document();
+        if recursive
+            && let Some(nid) = e
+                .data
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| ObjectId::parse_str(s).ok())
+            && let Some(node) = app.store.get_node(nid).await?
+            && let Some(o) = doc.as_object_mut()
+        {
+            o.insert("node".into(), node.to_value());
+        }
+        out.push(doc);
+    }
+    ok(Value::Array(out))
+}

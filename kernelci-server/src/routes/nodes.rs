@@ -1,0 +1,433 @@
+//! Node routes: get, find, count, create, replace, patch, batch set, hierarchy.
+
+use kernelci::models::{Node, NodePatch, ObjectId, User};
+use kernelci::query::{Query, QueryError};
+use kernelci::store::{EventMode, FindOptions, StoreError, UpdateRule};
+use serde_json::{Value, json};
+use warp::reply::Response;
+
+use super::object_id;
+use crate::app::App;
+use crate::http::{ApiError, Request, ok};
+
+/// Whether `user` may edit `node` (api spec §5).
+pub fn can_edit(user: &User, node: &Node) -> bool {
+    if user.is_superuser
+        || node.owner.as_deref() == Some(user.username.as_str())
+        || user.in_group("node:edit:any")
+    {
+        return true;
+    }
+    if user
+        .groups
+        .iter()
+        .any(|g| node.user_groups.contains(&g.name))
+    {
+        return true;
+    }
+    match node.data_str("runtime") {
+        Some(rt) if !rt.is_empty() => {
+            user.in_group(&format!("runtime:{rt}:node-editor"))
+                || user.in_group(&format!("runtime:{rt}:node-admin"))
+        }
+        _ => false,
+    }
+}
+
+fn edit_denied() -> ApiError {
+    ApiError::new(
+        warp::http::StatusCode::UNAUTHORIZED,
+        "Unauthorized to complete the operation",
+    )
+}
+
+/// `GET /node/{id}`.
+pub async fn get(app: &App, id: &str) -> Result<Response, ApiError> {
+    let id = object_id(id)?;
+    match app.store.get_node(id).await? {
+        Some(n) => ok(n.to_value()),
+        None => ok(Value::Null),
+    }
+}
+
+fn parse_query(req: &Request) -> Result<Query, ApiError> {
+    Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(ApiError::from)
+}
+
+/// `GET /nodes`: paginated.
+pub async fn find(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let q = parse_query(req)?;
+    let limit = q.limit.unwrap_or(50);
+    let offset = q.offset.unwrap_or(0);
+    let opts = FindOptions {
+        limit: Some(limit),
+        offset,
+        ..Default::default()
+    };
+    let (page, total) = futures::try_join!(
+        app.store.find_nodes(&q.filter, &opts),
+        app.store.count_nodes(&q.filter)
+    )?;
+    let items: Vec<Value> = page.items.iter().map(Node::to_value).collect();
+    ok(json!({"items": items, "total": total, "limit": limit, "offset": offset}))
+}
+
+/// `GET /nodes/fast`: a bare array; `limit`/`offset` page, no default limit.
+pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let q =
+        Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(
+            |e| match e {
+                QueryError::InvalidPagination { value, .. } => ApiError::bad_request(format!(
+                    "invalid literal for int() with base 10: '{value}'"
+                )),
+                other => ApiError::from(other),
+            },
+        )?;
+    let opts = FindOptions {
+        limit: q.limit,
+        offset: q.offset.unwrap_or(0),
+        ..Default::default()
+    };
+    let page = app
+        .store
+        .find_nodes(&q.filter, &opts)
+        .await
+        .map_err(|e| match e {
+            StoreError::Timeout(_) => ApiError::new(
+                warp::http::StatusCode::GATEWAY_TIMEOUT,
+                "Timeout while fetching nodes: ",
+            ),
+            other => other.into(),
+        })?;
+    ok(Value::Array(
+        page.items.iter().map(Node::to_value).collect(),
+    ))
+}
+
+/// `GET /count`: `limit`/`offset` are ignored (upstream counted them as fields).
+pub async fn count(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let q = parse_query(req)?;
+    ok(json!(app.store.count_nodes(&q.filter).await?))
+}
+
+async fn check_groups(app: &App, groups: &[String]) -> Result<(), ApiError> {
+    for g in groups {
+        if app.store.get_group_by_name(g).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "User group does not exist with name: {g}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /node`.
+pub async fn create(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let user = app.auth.user(req).await?;
+    let given_id = body
+        .get("id")
+        .or_else(|| body.get("_id"))
+        .filter(|v| !v.is_null())
+        .cloned();
+    let mut node = Node::from_value(body)?;
+    node.coerce_version_numbers();
+    node.validate()?;
+    if let Some(parent) = node.parent
+        && app.store.get_node(parent).await?.is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "Parent not found with id: {parent}"
+        )));
+    }
+    check_groups(app, &node.user_groups).await?;
+    node.owner = Some(user.username.clone());
+    if let Some(id) = given_id {
+        let shown = id
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| id.to_string());
+        return Err(ApiError::bad_request(format!(
+            "Object cannot be created with id: {shown}"
+        )));
+    }
+    let stored = app
+        .store
+        .insert_nodes(vec![node], EventMode::Publish)
+        .await?;
+    let node = stored
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("insert returned nothing"))?;
+    app.metrics
+        .nodes_created
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    notify_latest(app).await;
+    ok(node.to_value())
+}
+
+/// Wakes `node` listeners after a write that appended events.
+async fn notify_latest(app: &App) {
+    app.pubsub.wake(kernelci::events::NODE_CHANNEL, 0).await;
+    app.metrics
+        .events_published
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn editable(app: &App, req: &Request, id: &str) -> Result<(User, Node), ApiError> {
+    let user = app.auth.user(req).await?;
+    let id = object_id(id)?;
+    let stored = app
+        .store
+        .get_node(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Node not found with id: {id}")))?;
+    if !can_edit(&user, &stored) {
+        return Err(edit_denied());
+    }
+    Ok((user, stored))
+}
+
+fn event_mode(req: &Request) -> Result<EventMode, ApiError> {
+    Ok(if req.flag("noevent")? {
+        EventMode::Silent
+    } else {
+        EventMode::Publish
+    })
+}
+
+/// `PUT /node/{id}`: full replacement with the transition rule.
+pub async fn replace(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let (_user, stored) = editable(app, req, id).await?;
+    let mut node = Node::from_value(body)?;
+    let id = stored.id;
+    node.id = id;
+    if node.parent.is_some() && node.parent == id {
+        return Err(ApiError::bad_request(
+            "Parent cannot be the same as the object",
+        ));
+    }
+    node.coerce_version_numbers();
+    node.validate()?;
+    node.processed_by_kcidb_bridge = node.processed_by_kcidb_bridge
+        && !stored.processed_by_kcidb_bridge
+        && node.state == stored.state;
+    let rule = UpdateRule {
+        event: event_mode(req)?,
+        ..UpdateRule::PUT
+    };
+    let upd = app.store.update_node(node, rule).await?;
+    if upd.event.is_some() {
+        notify_latest(app).await;
+    }
+    ok(upd.node.to_value())
+}
+
+/// `PATCH /node/{id}`.
+pub async fn patch(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let (_user, stored) = editable(app, req, id).await?;
+    let patch: NodePatch = kernelci::models::validate::decode_value(body)?;
+    if patch.is_empty() {
+        return Err(ApiError::bad_request("No fields to update"));
+    }
+    let id = stored
+        .id
+        .ok_or_else(|| ApiError::internal("stored node without id"))?;
+    let upd = app
+        .store
+        .patch_node(id, &patch, event_mode(req)?)
+        .await
+        .map_err(|e| match e {
+            StoreError::Model(kernelci::models::ModelError::Transition { to, .. }) => {
+                ApiError::bad_request(format!(
+                    "Transition not allowed with state: StateValues.{}",
+                    to.as_str().to_uppercase()
+                ))
+            }
+            other => other.into(),
+        })?;
+    if upd.event.is_some() {
+        notify_latest(app).await;
+    }
+    ok(upd.node.to_value())
+}
+
+/// `PUT /batch/nodeset`.
+pub async fn batch_set(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let user = app.auth.user(req).await?;
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::validation(
+            "body",
+            "",
+            "model_attributes_type",
+            "Input should be a valid dictionary",
+            &body,
+        )
+    })?;
+    let nodes = match obj.get("nodes") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(other) => {
+            return Err(ApiError::validation(
+                "body",
+                "nodes",
+                "list_type",
+                "Input should be a valid list",
+                other,
+            ));
+        }
+        None => return Err(ApiError::missing("body", "nodes")),
+    };
+    let field = match obj.get("field") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ApiError::validation(
+                "body",
+                "field",
+                "string_type",
+                "Input should be a valid string",
+                other,
+            ));
+        }
+        None => return Err(ApiError::missing("body", "field")),
+    };
+    let value = match obj.get("value") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ApiError::validation(
+                "body",
+                "value",
+                "string_type",
+                "Input should be a valid string",
+                other,
+            ));
+        }
+        None => return Err(ApiError::missing("body", "value")),
+    };
+    let typed = match value.as_str() {
+        "true" | "True" => Value::Bool(true),
+        "false" | "False" => Value::Bool(false),
+        other => Value::String(other.to_owned()),
+    };
+    let mut updated = 0u64;
+    for (i, raw) in nodes.iter().enumerate() {
+        let Some(s) = raw.as_str() else {
+            return Err(ApiError::validation(
+                "body",
+                &format!("nodes.{i}"),
+                "string_type",
+                "Input should be a valid string",
+                raw,
+            ));
+        };
+        let id = object_id(s)?;
+        let node = app
+            .store
+            .get_node(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("Node not found with id: {id}")))?;
+        if !can_edit(&user, &node) {
+            continue;
+        }
+        if field != "processed_by_kcidb_bridge" {
+            return Err(ApiError::bad_request("Field not supported"));
+        }
+        updated += app.store.set_field(&[id], &field, typed.clone()).await?;
+    }
+    ok(json!(updated))
+}
+
+struct Flat {
+    nodes: Vec<Node>,
+}
+
+fn flatten(
+    h: &Value,
+    parent: Option<ObjectId>,
+    path: &str,
+    out: &mut Flat,
+) -> Result<(), ApiError> {
+    let obj = h.as_object().ok_or_else(|| {
+        ApiError::validation(
+            "body",
+            path,
+            "model_type",
+            "Input should be a valid dictionary",
+            h,
+        )
+    })?;
+    let node_v = obj
+        .get("node")
+        .ok_or_else(|| ApiError::missing("body", format!("{path}.node").trim_start_matches('.')))?;
+    let children = match obj.get("child_nodes") {
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "body",
+                &format!("{path}.child_nodes"),
+                "list_type",
+                "Input should be a valid list",
+                other,
+            ));
+        }
+        None => {
+            return Err(ApiError::missing(
+                "body",
+                format!("{path}.child_nodes").trim_start_matches('.'),
+            ));
+        }
+    };
+    let mut node = Node::from_value(node_v.clone()).map_err(|e| match e {
+        kernelci::models::ModelError::Decode {
+            path: p, message, ..
+        } => ApiError::validation(
+            "body",
+            format!("{path}.node.{p}").trim_start_matches('.'),
+            "value_error",
+            &message,
+            Value::Null,
+        ),
+        other => ApiError::from(other),
+    })?;
+    if parent.is_some() {
+        node.parent = parent;
+    }
+    if node.id.is_none() {
+        node.id = Some(ObjectId::new());
+    }
+    let id = node.id;
+    out.nodes.push(node);
+    for (i, c) in children.iter().enumerate() {
+        flatten(c, id, &format!("{path}.child_nodes.{i}"), out)?;
+    }
+    Ok(())
+}
+
+/// `PUT /nodes/{id}`: a result hierarchy; one `updated` event for the root.
+pub async fn hierarchy(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let mut body = req.json()?;
+    let (user, stored_root) = editable(app, req, id).await?;
+    if let Some(n) = body.get_mut("node").and_then(Value::as_object_mut) {
+        n.insert("id".into(), Value::String(id.to_owned()));
+        n.remove("_id");
+    }
+    let mut flat = Flat { nodes: Vec::new() };
+    flatten(&body, None, "", &mut flat)?;
+    for node in &mut flat.nodes {
+        if node.owner.as_deref().is_none_or(str::is_empty) {
+            node.owner = Some(user.username.clone());
+        }
+        node.submitter.clone_from(&stored_root.submitter);
+        node.treeid.clone_from(&stored_root.treeid);
+        node.coerce_version_numbers();
+        node.validate()?;
+    }
+    let written = app
+        .store
+        .write_hierarchy(flat.nodes, EventMode::Publish)
+        .await?;
+    notify_latest(app).await;
+    ok(Value::Array(written.iter().map(Node::to_value).collect()))
+}

@@ -1,0 +1,132 @@
+//! HTML pages, icons, static files and `/metrics`.
+
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use crate::app::App;
+use crate::http::{ApiError, typed};
+
+const VIEWER: &str = include_str!("../../assets/viewer.html");
+const VIEWER_CSS: &str = include_str!("../../assets/viewer.css");
+const VIEWER_JS: &str = include_str!("../../assets/viewer.js");
+const ICONS: [(&str, &[u8]); 3] = [
+    ("ok.png", include_bytes!("../../assets/ok.png")),
+    ("bad.png", include_bytes!("../../assets/bad.png")),
+    ("warning.png", include_bytes!("../../assets/warning.png")),
+];
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <link rel=\"stylesheet\" href=\"/static/css/viewer.css\"></head><body>\
+         <header><h1>{title}</h1><a href=\"/viewer\">Nodes</a></header><main style=\"display:block\">{body}</main></body></html>\n"
+    )
+}
+
+fn html(body: String) -> Response {
+    typed(StatusCode::OK, "text/html; charset=utf-8", body)
+}
+
+fn no_cache(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    r
+}
+
+/// `GET /`.
+pub fn index() -> Response {
+    html(page(
+        "KernelCI API Server",
+        "<section><p>KernelCI API, wire-compatible with upstream. Browse the <a href=\"/viewer\">nodes</a>, \
+         read the <a href=\"/latest/openapi.json\">OpenAPI description</a>.</p></section>",
+    ))
+}
+
+/// The named HTML pages (`/viewer`, `/dashboard`, ...), with upstream's no-cache headers.
+pub fn named(name: &str) -> Option<Response> {
+    let title = match name {
+        "viewer" => return Some(no_cache(html(VIEWER.to_owned()))),
+        "dashboard" => "KernelCI Dashboard",
+        "manage" => "Maestro API Manage",
+        "analytics" => "KernelCI Pipeline Analytics",
+        "stats" => "KernelCI API Statistics",
+        _ => return None,
+    };
+    Some(no_cache(html(page(
+        title,
+        "<section><p>See the <a href=\"/viewer\">viewer</a>.</p></section>",
+    ))))
+}
+
+/// `GET /user/invite` and `GET /user/accept-invite`.
+pub fn invite_page(accept: bool) -> Response {
+    if accept {
+        html(page(
+            "KernelCI API - Accept Invite",
+            "<section><form onsubmit=\"event.preventDefault();fetch('/latest/user/accept-invite',{method:'POST',\
+             headers:{'Content-Type':'application/json'},body:JSON.stringify({token:new URLSearchParams(location.search).get('token'),\
+             password:this.password.value})}).then(r=>r.json()).then(b=>{document.getElementById('out').textContent=JSON.stringify(b)})\">\
+             <label>New password <input type=\"password\" name=\"password\"></label> <button>Accept</button></form><pre id=\"out\"></pre></section>",
+        ))
+    } else {
+        html(page(
+            "KernelCI API - Invite User",
+            "<section><p>Invite users with <code>POST /user/invite</code> as an admin.</p></section>",
+        ))
+    }
+}
+
+fn valid_name(name: &str, ext: &str) -> bool {
+    name.len() > ext.len()
+        && name.ends_with(ext)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `GET /icons/{name}`: a missing icon is a 404 (upstream answered 500).
+pub fn icon(name: &str) -> Result<Response, ApiError> {
+    if !valid_name(name, ".png") {
+        return Err(ApiError::bad_request("Invalid icon name"));
+    }
+    match ICONS.iter().find(|(n, _)| *n == name) {
+        Some((_, bytes)) => Ok(typed(StatusCode::OK, "image/png", bytes.to_vec())),
+        None => Err(ApiError::not_found("File not found")),
+    }
+}
+
+/// `GET /static/{css|js}/{name}`.
+pub fn static_file(kind: &str, name: &str) -> Result<Response, ApiError> {
+    let (ext, ctype) = match kind {
+        "css" => (".css", "text/css; charset=utf-8"),
+        _ => (".js", "application/javascript"),
+    };
+    if !valid_name(name, ext) {
+        return Err(ApiError::bad_request("Invalid filename"));
+    }
+    let body = match name {
+        "viewer.css" => VIEWER_CSS,
+        "viewer.js" => VIEWER_JS,
+        _ => return Err(ApiError::not_found("File not found")),
+    };
+    let mut r = typed(StatusCode::OK, ctype, body);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    Ok(r)
+}
+
+/// `GET /metrics`.
+pub fn metrics(app: &App) -> Response {
+    typed(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        app.metrics.render(app.pubsub.len()),
+    )
+}

@@ -1,0 +1,692 @@
+//! Users, groups, login and invites (api spec §3.2), plus revocable API tokens.
+
+use kernelci::models::{ObjectId, User, UserGroup};
+use kernelci::query::Query;
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::object_id;
+use crate::app::App;
+use crate::auth::{self, Claims, RESET_AUDIENCE};
+use crate::http::{ApiError, Request, empty, ok, ok_json};
+
+fn user_read(u: &User) -> Value {
+    serde_json::to_value(u.read()).unwrap_or(Value::Null)
+}
+
+fn form_field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn require_form<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
+    form_field(form, name).ok_or_else(|| ApiError::missing("body", name))
+}
+
+fn body_str<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    match body.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(ApiError::validation(
+            "body",
+            name,
+            "string_type",
+            "Input should be a valid string",
+            other,
+        )),
+        None => Err(ApiError::missing("body", name)),
+    }
+}
+
+fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::validation(
+            "body",
+            name,
+            "string_type",
+            "Input should be a valid string",
+            other,
+        )),
+    }
+}
+
+fn opt_bool(body: &Value, name: &str) -> Result<Option<bool>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ApiError::validation(
+            "body",
+            name,
+            "bool_type",
+            "Input should be a valid boolean",
+            other,
+        )),
+    }
+}
+
+fn opt_groups(body: &Value) -> Result<Option<Vec<String>>, ApiError> {
+    match body.get("groups") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            let mut out: Vec<String> = Vec::new();
+            for (i, v) in items.iter().enumerate() {
+                let s = v.as_str().ok_or_else(|| {
+                    ApiError::validation(
+                        "body",
+                        &format!("groups.{i}"),
+                        "string_type",
+                        "Input should be a valid string",
+                        v,
+                    )
+                })?;
+                if out.iter().any(|g| g == s) {
+                    return Err(ApiError::validation(
+                        "body",
+                        "groups",
+                        "value_error",
+                        "Value error, Groups must be unique",
+                        items,
+                    ));
+                }
+                out.push(s.to_owned());
+            }
+            Ok(Some(out))
+        }
+        Some(other) => Err(ApiError::validation(
+            "body",
+            "groups",
+            "list_type",
+            "Input should be a valid list",
+            other,
+        )),
+    }
+}
+
+fn valid_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.contains(char::is_whitespace)
+}
+
+fn email_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
+    match opt_str(body, name)? {
+        None => Ok(None),
+        Some(e) if valid_email(e) => Ok(Some(e.to_owned())),
+        Some(e) => Err(ApiError::validation(
+            "body",
+            name,
+            "value_error",
+            "value is not a valid email address: An email address must have an @-sign and a valid domain.",
+            e,
+        )),
+    }
+}
+
+/// `POST /user/login` (form).
+pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let form = req.form();
+    let username = require_form(&form, "username")?;
+    let password = require_form(&form, "password")?;
+    if let Some(gt) = form_field(&form, "grant_type")
+        && gt != "password"
+    {
+        return Err(ApiError::validation(
+            "body",
+            "grant_type",
+            "string_pattern_mismatch",
+            "String should match pattern '^password$'",
+            gt,
+        ));
+    }
+    let bad = || ApiError::bad_request("LOGIN_BAD_CREDENTIALS");
+    let Some(mut user) = app.store.get_user_by_username(username).await? else {
+        // Spend the same time as a real check, so timing does not reveal usernames.
+        let _ = auth::verify_password_async(password.to_owned(), String::new()).await;
+        return Err(bad());
+    };
+    if !auth::verify_password_async(password.to_owned(), user.hashed_password.clone()).await
+        || !user.is_active
+    {
+        return Err(bad());
+    }
+    if !user.is_verified {
+        return Err(ApiError::bad_request("LOGIN_USER_NOT_VERIFIED"));
+    }
+    if auth::needs_rehash(&user.hashed_password) {
+        user.hashed_password = auth::hash_password_async(password.to_owned()).await?;
+        app.store.update_user(user.clone()).await?;
+    }
+    let (token, _) = app.auth.login_token(&user, app.auth.access_ttl)?;
+    ok(json!({"access_token": token, "token_type": "bearer"}))
+}
+
+/// `POST /user/logout`: revokes the token used (upstream could not).
+pub async fn logout(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let (user, claims) = app.auth.user_and_claims(req).await?;
+    if !user.is_verified {
+        return Err(ApiError::forbidden());
+    }
+    if let Some(jti) = claims.jti {
+        app.auth.revoke(&jti).await?;
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /user/register`: disabled, as upstream.
+pub async fn register(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    app.auth.superuser(req).await?;
+    email_field(&body, "email")?.ok_or_else(|| ApiError::missing("body", "email"))?;
+    body_str(&body, "password")?;
+    body_str(&body, "username")?;
+    Err(ApiError::not_found(
+        "User registration is disabled; use /user/invite instead.",
+    ))
+}
+
+fn public_base_url(app: &App, req: &Request) -> String {
+    if let Some(u) = app
+        .config
+        .public_base_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+    {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let local_peer = req
+        .remote
+        .map(|a| a.ip().is_loopback() || is_private(a.ip()))
+        .unwrap_or(true);
+    if local_peer {
+        if let Some(fwd) = req.header("forwarded") {
+            let first = fwd.split(',').next().unwrap_or_default();
+            let mut host = None;
+            let mut proto = None;
+            for part in first.split(';') {
+                if let Some((k, v)) = part.trim().split_once('=') {
+                    match k.to_ascii_lowercase().as_str() {
+                        "host" => host = Some(v.trim_matches('"').to_owned()),
+                        "proto" => proto = Some(v.trim_matches('"').to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(h) = host {
+                return format!("{}://{h}", proto.unwrap_or_else(|| "http".into()));
+            }
+        }
+        if let Some(h) = req.header("x-forwarded-host") {
+            let proto = req.header("x-forwarded-proto").unwrap_or("http");
+            return format!("{proto}://{h}");
+        }
+    }
+    let host = req.header("host").unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+/// `GET /user/invite/url`.
+pub async fn invite_url(app: &App, req: &Request) -> Result<Response, ApiError> {
+    app.auth.superuser(req).await?;
+    let base = public_base_url(app, req);
+    ok(json!({"public_base_url": base, "accept_invite_url": format!("{base}/user/accept-invite")}))
+}
+
+/// `POST /user/invite`.
+pub async fn invite(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    app.auth.superuser(req).await?;
+    let username = body_str(&body, "username")?.to_owned();
+    let email = email_field(&body, "email")?.ok_or_else(|| ApiError::missing("body", "email"))?;
+    let groups = opt_groups(&body)?.unwrap_or_default();
+    let is_superuser = opt_bool(&body, "is_superuser")?.unwrap_or(false);
+    let return_token = opt_bool(&body, "return_token")?.unwrap_or(false);
+    let resend = opt_bool(&body, "resend_if_exists")?.unwrap_or(false);
+    let existing = match app.store.get_user_by_username(&username).await? {
+        Some(u) => Some(u),
+        None => app.store.get_user_by_email(&email).await?,
+    };
+    let user = match existing {
+        Some(u) => {
+            if !resend {
+                return Err(ApiError::bad_request("User already exists"));
+            }
+            if u.is_verified {
+                return Err(ApiError::bad_request("User already verified"));
+            }
+            if u.username != username {
+                return Err(ApiError::bad_request(
+                    "Existing user has a different username",
+                ));
+            }
+            if !u.email.eq_ignore_ascii_case(&email) {
+                return Err(ApiError::bad_request("Existing user has a different email"));
+            }
+            u
+        }
+        None => {
+            let mut group_objs = Vec::new();
+            for g in &groups {
+                let grp = app.store.get_group_by_name(g).await?.ok_or_else(|| {
+                    ApiError::bad_request(format!("User group does not exist with name: {g}"))
+                })?;
+                group_objs.push(grp);
+            }
+            let mut pw = [0u8; 24];
+            getrandom::fill(&mut pw).map_err(ApiError::internal)?;
+            let user = User {
+                id: ObjectId::new(),
+                email: email.clone(),
+                hashed_password: auth::hash_password_async(hex::encode(pw)).await?,
+                is_active: true,
+                is_superuser,
+                is_verified: false,
+                username: username.clone(),
+                groups: group_objs,
+            };
+            app.store
+                .insert_user(user)
+                .await
+                .map_err(|e| match e.kind() {
+                    kernelci::ErrorKind::Conflict => {
+                        ApiError::bad_request("REGISTER_USER_ALREADY_EXISTS")
+                    }
+                    _ => e.into(),
+                })?
+        }
+    };
+    let now = kernelci::models::Timestamp::now().micros() / 1_000_000;
+    let claims = Claims {
+        sub: Some(user.id.to_hex()),
+        email: Some(user.email.clone()),
+        purpose: Some("invite".into()),
+        iat: Some(now),
+        exp: Some(now + i64::try_from(app.auth.invite_ttl).unwrap_or(i64::MAX / 2)),
+        ..Default::default()
+    };
+    let token = app.auth.sign(&claims)?;
+    let base = public_base_url(app, req);
+    let accept = format!("{base}/user/accept-invite");
+    ok(json!({
+        "user": user_read(&user),
+        "email_sent": false,
+        "public_base_url": base,
+        "accept_invite_url": accept,
+        "invite_url": if return_token { Value::from(format!("{accept}?token={token}")) } else { Value::Null },
+        "token": if return_token { Value::from(token) } else { Value::Null },
+    }))
+}
+
+/// `POST /user/accept-invite`.
+pub async fn accept_invite(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let token = body_str(&body, "token")?;
+    let password = body_str(&body, "password")?.to_owned();
+    let claims = app
+        .auth
+        .decode(token, None)
+        .ok_or_else(|| ApiError::bad_request("Invalid or expired invite token"))?;
+    if claims.purpose.as_deref() != Some("invite") {
+        return Err(ApiError::bad_request("Invalid invite token"));
+    }
+    let id = object_id(claims.sub.as_deref().unwrap_or_default())?;
+    let mut user = app
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User not found"))?;
+    if !user.is_active {
+        return Err(ApiError::bad_request("User is inactive"));
+    }
+    if !claims
+        .email
+        .as_deref()
+        .is_some_and(|e| e.eq_ignore_ascii_case(&user.email))
+    {
+        return Err(ApiError::bad_request("Invalid invite token"));
+    }
+    if user.is_verified {
+        return Err(ApiError::bad_request("Invite already accepted"));
+    }
+    user.hashed_password = auth::hash_password_async(password).await?;
+    user.is_verified = true;
+    let user = app.store.update_user(user).await?;
+    ok(user_read(&user))
+}
+
+fn fingerprint(app: &App, hashed_password: &str) -> Result<String, ApiError> {
+    // A keyed digest of the hash (the signature of a token over it): changes with the password,
+    // reveals nothing about it.
+    let t = app.auth.sign(&Claims {
+        sub: Some(hashed_password.to_owned()),
+        ..Default::default()
+    })?;
+    Ok(t.rsplit('.').next().unwrap_or_default().to_owned())
+}
+
+/// `POST /user/forgot-password`.
+pub async fn forgot_password(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let email = email_field(&body, "email")?.ok_or_else(|| ApiError::missing("body", "email"))?;
+    if let Some(user) = app.store.get_user_by_email(&email).await?
+        && user.is_active
+    {
+        // The token would go by e-mail; this server has no mail transport configured.
+        let _ = fingerprint(app, &user.hashed_password)?;
+        return Err(ApiError::bad_request(
+            "Password reset e-mails cannot be sent: no SMTP server is configured (SMTP_HOST); ask an admin for an invite",
+        ));
+    }
+    Ok(crate::http::json_reply(StatusCode::ACCEPTED, &Value::Null))
+}
+
+/// `POST /user/reset-password`.
+pub async fn reset_password(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let token = body_str(&body, "token")?;
+    let password = body_str(&body, "password")?.to_owned();
+    let bad = || ApiError::bad_request("RESET_PASSWORD_BAD_TOKEN");
+    let claims = app
+        .auth
+        .decode(token, Some(RESET_AUDIENCE))
+        .ok_or_else(bad)?;
+    let id = claims
+        .sub
+        .as_deref()
+        .and_then(|s| ObjectId::parse_str(s).ok())
+        .ok_or_else(bad)?;
+    let mut user = app.store.get_user(id).await?.ok_or_else(bad)?;
+    if !user.is_active
+        || claims.password_fgpt.as_deref()
+            != Some(fingerprint(app, &user.hashed_password)?.as_str())
+    {
+        return Err(bad());
+    }
+    user.hashed_password = auth::hash_password_async(password).await?;
+    app.store.update_user(user).await?;
+    ok(Value::Null)
+}
+
+/// `POST /user/update-password` (form: username, password, new_password).
+pub async fn update_password(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let form = req.form();
+    let username = require_form(&form, "username")?;
+    let password = require_form(&form, "password")?;
+    let new_password = require_form(&form, "new_password")?;
+    let bad = || ApiError::bad_request("LOGIN_BAD_CREDENTIALS");
+    let mut user = app
+        .store
+        .get_user_by_username(username)
+        .await?
+        .ok_or_else(bad)?;
+    if !user.is_active
+        || !auth::verify_password_async(password.to_owned(), user.hashed_password.clone()).await
+    {
+        return Err(bad());
+    }
+    user.hashed_password = auth::hash_password_async(new_password.to_owned()).await?;
+    app.store.update_user(user).await?;
+    ok(Value::Null)
+}
+
+/// `GET /whoami`.
+pub async fn whoami(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let user = app.auth.verified_user(req).await?;
+    ok(user_read(&user))
+}
+
+/// `GET /user/{id}`.
+pub async fn get_user(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    app.auth.user(req).await?;
+    let nf = || ApiError::not_found("Not Found");
+    let id = ObjectId::parse_str(id).map_err(|_| nf())?;
+    let user = app.store.get_user(id).await?.ok_or_else(nf)?;
+    ok(user_read(&user))
+}
+
+/// `DELETE /user/{id}`.
+pub async fn delete_user(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    app.auth.superuser(req).await?;
+    let nf = || ApiError::not_found("Not Found");
+    let id = ObjectId::parse_str(id).map_err(|_| nf())?;
+    if !app.store.delete_user(id).await? {
+        return Err(nf());
+    }
+    ok(Value::Null)
+}
+
+async fn apply_update(
+    app: &App,
+    mut user: User,
+    body: &Value,
+    admin: bool,
+) -> Result<User, ApiError> {
+    if let Some(username) = opt_str(body, "username")?
+        && username != user.username
+    {
+        if app.store.get_user_by_username(username).await?.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "Username already exists: {username}"
+            )));
+        }
+        user.username = username.to_owned();
+    }
+    if admin && let Some(groups) = opt_groups(body)?.filter(|g| !g.is_empty()) {
+        let mut objs = Vec::new();
+        for g in groups {
+            let grp = app.store.get_group_by_name(&g).await?.ok_or_else(|| {
+                ApiError::bad_request(format!("User group does not exist with name: {g}"))
+            })?;
+            objs.push(grp);
+        }
+        user.groups = objs;
+    }
+    let verified_sent = opt_bool(body, "is_verified")?;
+    if let Some(email) = email_field(body, "email")?
+        && !email.eq_ignore_ascii_case(&user.email)
+    {
+        if let Some(other) = app.store.get_user_by_email(&email).await?
+            && other.id != user.id
+        {
+            return Err(ApiError::bad_request("UPDATE_USER_EMAIL_ALREADY_EXISTS"));
+        }
+        user.email = email;
+        user.is_verified = false;
+    }
+    if admin {
+        if let Some(v) = opt_bool(body, "is_active")? {
+            user.is_active = v;
+        }
+        if let Some(v) = opt_bool(body, "is_superuser")? {
+            user.is_superuser = v;
+        }
+        if let Some(v) = verified_sent {
+            user.is_verified = v;
+        }
+    }
+    if let Some(pw) = opt_str(body, "password")? {
+        user.hashed_password = auth::hash_password_async(pw.to_owned()).await?;
+    }
+    app.store
+        .update_user(user)
+        .await
+        .map_err(|e| match e.kind() {
+            kernelci::ErrorKind::Conflict => ApiError::bad_request(e.to_string()),
+            _ => e.into(),
+        })
+}
+
+/// `PATCH /user/me`.
+pub async fn patch_me(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    let user = app.auth.user(req).await?;
+    if opt_groups(&body)?.is_some_and(|g| !g.is_empty()) {
+        return Err(ApiError::bad_request(
+            "User groups can only be updated by an admin user",
+        ));
+    }
+    let user = apply_update(app, user, &body, false).await?;
+    ok(user_read(&user))
+}
+
+/// `PATCH /user/{id}` (admin).
+pub async fn patch_user(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    app.auth.superuser(req).await?;
+    let oid = object_id(id)?;
+    let user = app
+        .store
+        .get_user(oid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("User not found with id: {id}")))?;
+    let user = apply_update(app, user, &body, true).await?;
+    ok(user_read(&user))
+}
+
+fn paged(items: Vec<Value>, total: u64, limit: u64, offset: u64) -> Result<Response, ApiError> {
+    ok(json!({"items": items, "total": total, "limit": limit, "offset": offset}))
+}
+
+/// `GET /users`.
+pub async fn list_users(app: &App, req: &Request) -> Result<Response, ApiError> {
+    app.auth.user(req).await?;
+    let q = Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let (limit, offset) = (q.limit.unwrap_or(50), q.offset.unwrap_or(0));
+    let (users, total) = app.store.find_users(&q.filter, offset, Some(limit)).await?;
+    let items = users
+        .iter()
+        .map(|u| {
+            let mut v = user_read(u);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("revision_id".into(), Value::Null);
+            }
+            v
+        })
+        .collect();
+    paged(items, total, limit, offset)
+}
+
+/// `GET /user-groups`.
+pub async fn list_groups(app: &App, req: &Request) -> Result<Response, ApiError> {
+    app.auth.superuser(req).await?;
+    let q = Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let (limit, offset) = (q.limit.unwrap_or(50), q.offset.unwrap_or(0));
+    let (groups, total) = app
+        .store
+        .find_groups(&q.filter, offset, Some(limit))
+        .await?;
+    paged(
+        groups
+            .iter()
+            .map(|g| serde_json::to_value(g).unwrap_or(Value::Null))
+            .collect(),
+        total,
+        limit,
+        offset,
+    )
+}
+
+/// `GET /user-groups/{id}`.
+pub async fn get_group(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    app.auth.superuser(req).await?;
+    let oid = object_id(id)?;
+    let g = app
+        .store
+        .get_group(oid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("User group not found with id: {id}")))?;
+    ok_json(&g)
+}
+
+/// `POST /user-groups`.
+pub async fn create_group(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = req.json()?;
+    app.auth.superuser(req).await?;
+    let name = body_str(&body, "name")?;
+    let g = app
+        .store
+        .insert_group(UserGroup::new(name))
+        .await
+        .map_err(|e| match e.kind() {
+            kernelci::ErrorKind::Conflict => {
+                ApiError::bad_request(format!("User group already exists with name: {name}"))
+            }
+            _ => e.into(),
+        })?;
+    ok_json(&g)
+}
+
+/// `DELETE /user-groups/{id}`.
+pub async fn delete_group(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    app.auth.superuser(req).await?;
+    let oid = object_id(id)?;
+    let g = app
+        .store
+        .get_group(oid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("User group not found with id: {id}")))?;
+    let members = Query::parse([("groups.name", g.name.as_str())])?.filter;
+    let (_, n) = app.store.find_users(&members, 0, Some(1)).await?;
+    if n > 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "User group is assigned to users and cannot be deleted. Remove it from users first.",
+        ));
+    }
+    app.store.delete_group(oid).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /user/tokens` (our extension): a named, revocable API token for the caller.
+pub async fn create_token(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body = if req.body.is_empty() {
+        json!({})
+    } else {
+        req.json()?
+    };
+    let user = app.auth.user(req).await?;
+    let name = opt_str(&body, "name")?.unwrap_or("api-token");
+    let ttl = match body.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::validation(
+                "body",
+                "expires_in",
+                "int_type",
+                "Input should be a positive integer (seconds)",
+                v,
+            )
+        })?),
+    };
+    let (token, info) = app.auth.create_api_token(&user, name, ttl).await?;
+    ok(
+        json!({"access_token": token, "token_type": "bearer", "jti": info.jti, "name": info.name, "expires": info.expires}),
+    )
+}
+
+/// `DELETE /user/tokens/{jti}` (our extension): revokes a token (its owner or an admin).
+pub async fn revoke_token(app: &App, req: &Request, jti: &str) -> Result<Response, ApiError> {
+    let user = app.auth.user(req).await?;
+    if !user.is_superuser {
+        match app.auth.token_info(jti).await? {
+            Some(info) if info.username == user.username => {}
+            _ => return Err(ApiError::not_found(format!("Token not found: {jti}"))),
+        }
+    }
+    app.auth.revoke(jti).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
