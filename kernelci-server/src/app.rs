@@ -146,9 +146,11 @@ impl App {
                 self.store.update_user(u).await?;
             }
         }
-        let filter = kernelci::query::Query::parse([("is_superuser", "true")])
-            .map_err(|e| StartError::Config(e.to_string()))?
-            .filter;
+        let filter = kernelci::query::Filter::all().and(
+            "is_superuser",
+            kernelci::query::Op::Eq,
+            kernelci::query::Operand::One(kernelci::query::Scalar::Bool(true)),
+        );
         let (supers, _) = self.store.find_users(&filter, 0, Some(1)).await?;
         if !supers.is_empty() {
             return Ok(());

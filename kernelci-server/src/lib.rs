@@ -142,7 +142,8 @@ pub fn bind(
     let server = async move {
         match storage {
             Some(storage) => {
-                let files = warp::path("storage").and(storage_upload::routes(storage, token));
+                let files =
+                    warp::path(String::from("storage")).and(storage_upload::routes(storage, token));
                 warp::serve(files.or(filter))
                     .incoming(listener)
                     .graceful(shutdown)

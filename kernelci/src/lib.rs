@@ -15,6 +15,7 @@
 //!   that wakes listeners ([`events::LocalBus`]; `RedisBus` behind the `redis` feature);
 //! - [`storage`]: the [`storage::Storage`] trait for artifacts (tarballs, logs) and its
 //!   backends: local directory, SSH (feature `ssh`), kernelci-storage HTTP (feature `client`);
+//! - `client` (feature `client`): the typed API client and a reliable event `Listener`;
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
 //! Heavy backends sit behind cargo features, so the default build stays small.
@@ -31,6 +32,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod error;
 pub mod events;
 pub mod models;

@@ -51,7 +51,7 @@ pub async fn get(app: &App, id: &str) -> Result<Response, ApiError> {
 }
 
 fn parse_query(req: &Request) -> Result<Query, ApiError> {
-    Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(ApiError::from)
+    Query::parse(req.query.clone()).map_err(ApiError::from)
 }
 
 /// `GET /nodes`: paginated.
@@ -74,15 +74,12 @@ pub async fn find(app: &App, req: &Request) -> Result<Response, ApiError> {
 
 /// `GET /nodes/fast`: a bare array; `limit`/`offset` page, no default limit.
 pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
-    let q =
-        Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(
-            |e| match e {
-                QueryError::InvalidPagination { value, .. } => ApiError::bad_request(format!(
-                    "invalid literal for int() with base 10: '{value}'"
-                )),
-                other => ApiError::from(other),
-            },
-        )?;
+    let q = Query::parse(req.query.clone()).map_err(|e| match e {
+        QueryError::InvalidPagination { value, .. } => {
+            ApiError::bad_request(format!("invalid literal for int() with base 10: '{value}'"))
+        }
+        other => ApiError::from(other),
+    })?;
     let opts = FindOptions {
         limit: q.limit,
         offset: q.offset.unwrap_or(0),

@@ -564,7 +564,7 @@ fn paged(items: Vec<Value>, total: u64, limit: u64, offset: u64) -> Result<Respo
 /// `GET /users`.
 pub async fn list_users(app: &App, req: &Request) -> Result<Response, ApiError> {
     app.auth.user(req).await?;
-    let q = Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let q = Query::parse(req.query.clone())?;
     let (limit, offset) = (q.limit.unwrap_or(50), q.offset.unwrap_or(0));
     let (users, total) = app.store.find_users(&q.filter, offset, Some(limit)).await?;
     let items = users
@@ -583,7 +583,7 @@ pub async fn list_users(app: &App, req: &Request) -> Result<Response, ApiError> 
 /// `GET /user-groups`.
 pub async fn list_groups(app: &App, req: &Request) -> Result<Response, ApiError> {
     app.auth.superuser(req).await?;
-    let q = Query::parse(req.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let q = Query::parse(req.query.clone())?;
     let (limit, offset) = (q.limit.unwrap_or(50), q.offset.unwrap_or(0));
     let (groups, total) = app
         .store
@@ -639,7 +639,7 @@ pub async fn delete_group(app: &App, req: &Request, id: &str) -> Result<Response
         .get_group(oid)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("User group not found with id: {id}")))?;
-    let members = Query::parse([("groups.name", g.name.as_str())])?.filter;
+    let members = Query::parse([("groups.name".to_owned(), g.name.clone())])?.filter;
     let (_, n) = app.store.find_users(&members, 0, Some(1)).await?;
     if n > 0 {
         return Err(ApiError::new(
