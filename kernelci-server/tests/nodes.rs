@@ -38,7 +38,7 @@ async fn events(t: &TestApp, q: &str) -> Vec<Value> {
         .await
         .json()
         .as_array()
-        .unwrap()
+        .expect("array")
         .clone()
 }
 

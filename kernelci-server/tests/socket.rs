@@ -37,7 +37,7 @@ fn serve(t: &TestApp) -> Server {
 
 fn client() -> reqwest::Client {
     crypto();
-    reqwest::Client::builder().build().unwrap()
+    reqwest::Client::builder().build().expect("client")
 }
 
 async fn started(tweak: impl FnOnce(&mut ServerConfig)) -> (TestApp, Server, String) {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("clock")
         .as_secs() as i64
 }
 
@@ -22,7 +22,7 @@ fn jwt(secret: &str, claims: &Value) -> String {
         claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
-    .unwrap()
+    .expect("jwt")
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ fn base64_url(s: &str) -> Vec<u8> {
     let mut buf = 0u32;
     let mut bits = 0;
     for c in s.bytes() {
-        let v = A.iter().position(|&a| a == c).unwrap() as u32;
+        let v = A.iter().position(|&a| a == c).expect("base64url") as u32;
         buf = (buf << 6) | v;
         bits += 6;
         if bits >= 8 {

@@ -150,7 +150,7 @@ impl Req<'_> {
         self.inner = self
             .inner
             .header("content-type", "application/json")
-            .body(body.as_ref().to_vec());
+            .body(body.as_ref());
         self
     }
     pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
