@@ -466,3 +466,63 @@ async fn behind_retention_is_an_explicit_error() {
     let (_, e) = t.listen(&svc, fresh, "").await;
     assert_eq!(e["data"]["id"], n["id"]);
 }
+
+#[tokio::test]
+async fn a_pending_listen_does_not_block_other_calls() {
+    let t = app_with(|c| c.cloud_events_source = "https://ci.example.org/".into()).await;
+    let alice = t.user_token("alice", &[]).await;
+    let sub = t.subscribe(&alice, "node", "").await;
+    let listen_path = format!("/listen/{sub}");
+    let pending = t.get_as(&alice, &listen_path);
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stats = tokio::time::timeout(
+            Duration::from_secs(3),
+            t.get_as(&t.admin, "/stats/subscriptions"),
+        )
+        .await
+        .expect("stats answers while a listen waits");
+        assert_eq!(stats.status, 200);
+        let ack = tokio::time::timeout(
+            Duration::from_secs(3),
+            t.post_as(&alice, &format!("/ack/{sub}"), &json!({"sequence_id": 0})),
+        )
+        .await
+        .expect("ack answers while a listen waits");
+        assert_eq!(ack.status, 200);
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            t.req("POST", &format!("/unsubscribe/{sub}"))
+                .token(&alice)
+                .send(),
+        )
+        .await
+        .expect("unsubscribe answers while a listen waits");
+        assert_eq!(r.status, 200);
+    };
+    let (listened, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(pending, others)
+    })
+    .await
+    .expect("the pending listen ends once its subscription is gone");
+    // The subscription went away under the listen: it is not found any more.
+    assert_eq!(listened.status, 404, "{}", listened.text());
+}
+
+#[tokio::test]
+async fn beep_uses_the_configured_source() {
+    let t = app_with(|c| {
+        c.keep_alive_period = 1;
+        c.cloud_events_source = "https://ci.example.org/".into();
+    })
+    .await;
+    let alice = t.user_token("alice", &[]).await;
+    let sub = t.subscribe(&alice, "node", "").await;
+    let (_, ev) = t.listen(&alice, sub, "").await;
+    assert_eq!(ev["data"], "BEEP");
+    assert_eq!(ev["source"], "https://ci.example.org/");
+    let n = t.create_node(&alice, node("checkout", "src")).await;
+    let (_, ev) = t.listen(&alice, sub, "").await;
+    assert_eq!(ev["data"]["id"], n["id"]);
+    assert_eq!(ev["source"], "https://ci.example.org/");
+}
