@@ -589,3 +589,19 @@ async fn telemetry_insert_list_stats_anomalies() {
     assert_eq!(ra[0]["device_id"], "qemu-1");
     assert_eq!(a["error_anomalies"], json!([]));
 }
+
+#[tokio::test]
+async fn odd_methods_and_paths() {
+    let t = app().await;
+    // No HEAD support upstream.
+    assert_eq!(t.req("HEAD", "/").send().await.status, 405);
+    // /user/me is only PATCH; GET /user/me is GET /user/{id} with an id that does not parse.
+    let r = t.get_as(&t.admin, "/user/me").await;
+    r.assert_detail(404, "Not Found");
+    // Routes that exist in no form upstream.
+    for p in ["/group", "/groups", "/docs", "/regression"] {
+        assert_eq!(t.get_as(&t.admin, p).await.status, 404, "{p}");
+    }
+    assert_eq!(t.get("/openapi.json").await.status, 200);
+    assert_eq!(t.get("/v0/openapi.json").await.status, 200);
+}
