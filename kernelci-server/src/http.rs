@@ -217,13 +217,29 @@ impl From<StoreError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> ApiError {
         match &e {
-            QueryError::InvalidPagination { key, value, reason } => {
-                let ty = if reason.contains("at least") {
-                    "greater_than_equal"
+            QueryError::InvalidPagination { key, value, .. } => {
+                // pydantic: an integer below the bound is `greater_than_equal` (limit >= 1,
+                // offset >= 0), anything else `int_parsing`.
+                if value.trim().parse::<i64>().is_ok() {
+                    let min = if key == "limit" { 1 } else { 0 };
+                    let mut err = ApiError::validation(
+                        "query",
+                        key,
+                        "greater_than_equal",
+                        &format!("Input should be greater than or equal to {min}"),
+                        value,
+                    );
+                    err.body["detail"][0]["ctx"] = json!({ "ge": min });
+                    err
                 } else {
-                    "int_parsing"
-                };
-                ApiError::validation("query", key, ty, &e.to_string(), value)
+                    ApiError::validation(
+                        "query",
+                        key,
+                        "int_parsing",
+                        "Input should be a valid integer, unable to parse string as an integer",
+                        value,
+                    )
+                }
             }
             _ => ApiError::bad_request(e.to_string()),
         }

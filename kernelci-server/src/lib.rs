@@ -139,25 +139,28 @@ pub fn bind(
         }
     });
     let token = app.config.storage_token.clone().unwrap_or_default();
-    let server = async move {
-        match storage {
-            Some(storage) => {
-                let files =
-                    warp::path(String::from("storage")).and(storage_upload::routes(storage, token));
+    // The serving future is built and boxed here, outside any `async` block: inside one, the
+    // `&'static str` of `warp::path("storage")` makes rustc fail to prove the future `Send`
+    // (a higher-ranked lifetime limitation), and `tokio::spawn(server)` would not compile.
+    let run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match storage {
+        Some(storage) => {
+            let files = warp::path("storage").and(storage_upload::routes(storage, token));
+            Box::pin(
                 warp::serve(files.or(filter))
                     .incoming(listener)
                     .graceful(shutdown)
-                    .run()
-                    .await;
-            }
-            None => {
-                warp::serve(filter)
-                    .incoming(listener)
-                    .graceful(shutdown)
-                    .run()
-                    .await
-            }
+                    .run(),
+            )
         }
+        None => Box::pin(
+            warp::serve(filter)
+                .incoming(listener)
+                .graceful(shutdown)
+                .run(),
+        ),
+    };
+    let server = async move {
+        run.await;
         maintenance.abort();
     };
     Ok((bound, server))

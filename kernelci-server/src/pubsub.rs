@@ -298,58 +298,71 @@ impl PubSub {
             .handle(id)
             .await?
             .ok_or_else(|| PubSub::not_found(id))?;
-        let mut s = h.lock().await;
-        if s.user != user {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "Error while listening to sub id {id}: Subscription {id} not owned by {user}"
-                ),
-            ));
-        }
-        match acknowledge {
-            Some(n) => self.acknowledge(&mut s, n).await?,
-            None => {
-                if let Some(d) = s.delivered {
-                    self.acknowledge(&mut s, d).await?;
+        // The subscription is locked only to read or move its position, never while waiting:
+        // `/unsubscribe`, `/ack` and `/stats/subscriptions` must not wait for a long-poll.
+        let (channel, filter) = {
+            let mut s = h.lock().await;
+            if s.user != user {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "Error while listening to sub id {id}: Subscription {id} not owned by {user}"
+                    ),
+                ));
+            }
+            match acknowledge {
+                Some(n) => self.acknowledge(&mut s, n).await?,
+                None => {
+                    if let Some(d) = s.delivered {
+                        self.acknowledge(&mut s, d).await?;
+                    }
                 }
             }
-        }
-        s.delivered = None;
-        s.last_poll = Some(Timestamp::now());
-        let filter = EventFilter {
-            channel: Some(s.channel.clone()),
-            owner: if s.promiscuous {
-                None
-            } else {
-                Some(s.user.clone())
-            },
+            s.delivered = None;
+            s.last_poll = Some(Timestamp::now());
+            let filter = EventFilter {
+                channel: Some(s.channel.clone()),
+                owner: if s.promiscuous {
+                    None
+                } else {
+                    Some(s.user.clone())
+                },
+            };
+            (s.channel.clone(), filter)
         };
         // Subscribe to wake-ups before reading the log, so nothing slips in between.
-        let mut wakeups = self.bus.subscribe(&[s.channel.as_str()]).await.ok();
+        let mut wakeups = self.bus.subscribe(&[channel.as_str()]).await.ok();
         let deadline = self.keep_alive.map(|k| Instant::now() + k);
         loop {
-            let next = self
-                .store
-                .events_after(s.position, &filter, 1)
-                .await
-                .map_err(store_err)?;
-            if let Some(e) = next.into_iter().next() {
-                s.delivered = Some(e.sequence_id);
-                self.save(&s).await?;
-                let msg = PubSub::message(&s.channel, &self.cloud_event(&e));
-                return Ok(msg);
-            }
-            let wait = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        self.save(&s).await?;
-                        return Ok(PubSub::message(&s.channel, &CloudEvent::beep()));
-                    }
-                    POLL.min(d - now)
+            let wait = {
+                let mut s = h.lock().await;
+                if !self.cache().contains_key(&id) {
+                    // Unsubscribed (or cleaned up) while we waited.
+                    return Err(PubSub::not_found(id));
                 }
-                None => POLL,
+                s.last_poll = Some(Timestamp::now());
+                let next = self
+                    .store
+                    .events_after(s.position, &filter, 1)
+                    .await
+                    .map_err(store_err)?;
+                if let Some(e) = next.into_iter().next() {
+                    s.delivered = Some(e.sequence_id);
+                    self.save(&s).await?;
+                    return Ok(PubSub::message(&channel, &self.cloud_event(&e)));
+                }
+                match deadline {
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            self.save(&s).await?;
+                            let beep = CloudEvent::beep().with_source(self.source.clone());
+                            return Ok(PubSub::message(&channel, &beep));
+                        }
+                        POLL.min(d - now)
+                    }
+                    None => POLL,
+                }
             };
             match wakeups.as_mut() {
                 Some(w) => match w.recv_timeout(wait).await {
@@ -361,7 +374,7 @@ impl PubSub {
                 },
                 None => {
                     tokio::time::sleep(wait).await;
-                    wakeups = self.bus.subscribe(&[s.channel.as_str()]).await.ok();
+                    wakeups = self.bus.subscribe(&[channel.as_str()]).await.ok();
                 }
             }
         }

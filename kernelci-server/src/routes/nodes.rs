@@ -50,6 +50,36 @@ pub async fn get(app: &App, id: &str) -> Result<Response, ApiError> {
     }
 }
 
+/// The checks pydantic makes while parsing a `Node` body, so they are 422s (api spec §3.4),
+/// not the 400 of the kind validation that follows: `user_groups` unique, `artifacts` absolute
+/// http(s) URLs.
+fn check_body_fields(node: &Node) -> Result<(), ApiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for g in &node.user_groups {
+        if !seen.insert(g) {
+            return Err(ApiError::validation(
+                "body",
+                "user_groups",
+                "value_error",
+                "Value error, Groups must be unique",
+                &node.user_groups,
+            ));
+        }
+    }
+    for (name, value) in node.artifacts.iter().flatten() {
+        let err = match value.as_str() {
+            Some(url) => kernelci::models::normalise_http_url(url).err(),
+            None => Some("URL input should be a string".to_owned()),
+        };
+        if let Some(msg) = err {
+            let mut e = ApiError::validation("body", "artifacts", "url_parsing", &msg, value);
+            e.body["detail"][0]["loc"] = json!(["body", "artifacts", name]);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn parse_query(req: &Request) -> Result<Query, ApiError> {
     Query::parse(req.query.clone()).map_err(ApiError::from)
 }
@@ -128,6 +158,7 @@ pub async fn create(app: &App, req: &Request) -> Result<Response, ApiError> {
         .filter(|v| !v.is_null())
         .cloned();
     let mut node = Node::from_value(body)?;
+    check_body_fields(&node)?;
     node.coerce_version_numbers();
     node.validate()?;
     if let Some(parent) = node.parent
@@ -198,6 +229,7 @@ pub async fn replace(app: &App, req: &Request, id: &str) -> Result<Response, Api
     let body = req.json()?;
     let (_user, stored) = editable(app, req, id).await?;
     let mut node = Node::from_value(body)?;
+    check_body_fields(&node)?;
     let id = stored.id;
     node.id = id;
     if node.parent.is_some() && node.parent == id {

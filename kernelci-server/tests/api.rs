@@ -1,0 +1,607 @@
+//! Transport conventions (api spec §1), pages, metrics, OpenAPI, key/value, events history and
+//! telemetry, through the router without a socket.
+
+mod common;
+
+use common::{app, node};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn version_prefixes_and_redirects() {
+    let t = app().await;
+    let n = t.create_node(&t.admin, node("checkout", "prefixes")).await;
+    let id = n["id"].as_str().unwrap();
+    for prefix in ["/latest", "/v0", ""] {
+        let r = t.get(&format!("{prefix}/node/{id}")).await;
+        assert_eq!(r.status, 200, "{prefix}");
+        assert_eq!(r.json()["id"], id);
+    }
+    for bad in ["/v1/nodes", "/v0.1/nodes", "/v2"] {
+        let r = t.get(bad).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        let v = bad.split('/').nth(1).unwrap();
+        assert_eq!(r.text(), format!("Unsupported API version: {v}"));
+    }
+    for (from, to) in [
+        ("/latest", "/latest/"),
+        ("/v0", "/v0/"),
+        ("/nodes/", "/latest/nodes"),
+        ("/latest/nodes/", "/latest/nodes"),
+        ("/v0/nodes/", "/v0/nodes"),
+    ] {
+        let r = t.get(from).await;
+        assert_eq!(r.status, 307, "{from}");
+        assert_eq!(r.header("location"), Some(to), "{from}");
+    }
+    assert_eq!(t.get("/latestfoo").await.status, 404);
+    t.get("/latest/nope").await.assert_detail(404, "Not Found");
+    t.req("DELETE", "/latest/nodes")
+        .send()
+        .await
+        .assert_detail(405, "Method Not Allowed");
+}
+
+#[tokio::test]
+async fn bad_json_is_422_before_auth() {
+    let t = app().await;
+    for (method, path) in [
+        ("POST", "/latest/node"),
+        ("PUT", "/latest/node/65bb0c1d3d2e7c5a1c0c0c0c"),
+        ("PATCH", "/latest/node/65bb0c1d3d2e7c5a1c0c0c0c"),
+        ("PUT", "/latest/batch/nodeset"),
+        ("POST", "/latest/publish/node"),
+        ("POST", "/latest/kv/ns/key"),
+        ("POST", "/latest/telemetry"),
+        ("POST", "/latest/user-groups"),
+    ] {
+        let r = t.req(method, path).raw("{not json").send().await;
+        assert_eq!(r.status, 422, "{method} {path}: {}", r.text());
+        let d = r.detail();
+        assert_eq!(d[0]["type"], "json_invalid", "{d}");
+        assert_eq!(d[0]["msg"], "JSON decode error");
+        assert_eq!(d[0]["loc"][0], "body");
+        // Good JSON without a token: 401.
+        let r = t.req(method, path).json(&json!({})).send().await;
+        assert_eq!(r.status, 401, "{method} {path}");
+        assert_eq!(r.json(), json!({"detail": "Unauthorized"}));
+    }
+}
+
+#[tokio::test]
+async fn pages_icons_static() {
+    let t = app().await;
+    let r = t.get("/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.text().contains("KernelCI API Server"));
+    assert!(r.header("cache-control").is_none());
+    assert_eq!(t.get("/latest/").await.status, 200);
+    for (page, title) in [
+        ("viewer", None),
+        ("dashboard", Some("KernelCI Dashboard")),
+        ("manage", Some("Maestro API Manage")),
+        ("analytics", Some("KernelCI Pipeline Analytics")),
+        ("stats", Some("KernelCI API Statistics")),
+    ] {
+        let r = t.get(&format!("/{page}")).await;
+        assert_eq!(r.status, 200, "{page}");
+        assert!(r.header("content-type").unwrap().starts_with("text/html"));
+        assert_eq!(
+            r.header("cache-control"),
+            Some("no-cache, no-store, must-revalidate")
+        );
+        assert_eq!(r.header("pragma"), Some("no-cache"));
+        assert_eq!(r.header("expires"), Some("0"));
+        if let Some(title) = title {
+            assert!(r.text().contains(title), "{page}");
+        }
+    }
+    for (p, title) in [
+        ("/user/invite", "KernelCI API - Invite User"),
+        ("/user/accept-invite", "KernelCI API - Accept Invite"),
+    ] {
+        let r = t.get(p).await;
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains(title));
+        assert!(r.header("cache-control").is_none());
+    }
+    for icon in ["ok.png", "bad.png", "warning.png"] {
+        let r = t.get(&format!("/icons/{icon}")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("image/png"));
+        assert_eq!(&r.bytes[1..4], b"PNG");
+    }
+    t.get("/icons/x.gif")
+        .await
+        .assert_detail(400, "Invalid icon name");
+    t.get("/icons/a%20b.png")
+        .await
+        .assert_detail(400, "Invalid icon name");
+    // Deliberately better than upstream's 500.
+    assert_eq!(t.get("/icons/missing.png").await.status, 404);
+    let r = t.get("/static/css/viewer.css").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=3600"));
+    let r = t.get("/static/js/viewer.js").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/javascript"));
+    t.get("/static/css/viewer.js")
+        .await
+        .assert_detail(400, "Invalid filename");
+    t.get("/static/js/x.css")
+        .await
+        .assert_detail(400, "Invalid filename");
+    t.get("/static/css/nope.css")
+        .await
+        .assert_detail(404, "File not found");
+}
+
+#[tokio::test]
+async fn metrics_format() {
+    let t = app().await;
+    t.get("/nodes").await;
+    let before = t.get("/metrics").await;
+    assert_eq!(before.status, 200);
+    assert!(
+        before
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = before.text();
+    let count = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("http_requests_total{instance=\"api\"} "))
+            .expect("http_requests_total line")
+            .parse()
+            .unwrap()
+    };
+    assert!(text.contains("subscriptions_cleaned{instance=\"api\"} 0\n"));
+    assert!(text.contains("nodes_purged{instance=\"api\"} 0\n"));
+    let n = count(&text);
+    // /nodes/fast is not counted, other routes are.
+    t.get("/nodes/fast").await;
+    t.get("/nodes").await;
+    let after = count(&t.get("/metrics").await.text());
+    assert_eq!(after, n + 2, "one /metrics and one /nodes");
+}
+
+#[tokio::test]
+async fn openapi_lists_every_dispatched_route() {
+    let t = app().await;
+    let r = t.get("/latest/openapi.json").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().expect("paths");
+    let expect = [
+        ("get", "/"),
+        ("post", "/user/login"),
+        ("post", "/user/logout"),
+        ("post", "/user/register"),
+        ("get", "/user/invite"),
+        ("post", "/user/invite"),
+        ("get", "/user/accept-invite"),
+        ("get", "/user/invite/url"),
+        ("post", "/user/accept-invite"),
+        ("post", "/user/forgot-password"),
+        ("post", "/user/reset-password"),
+        ("get", "/whoami"),
+        ("get", "/user/{id}"),
+        ("delete", "/user/{id}"),
+        ("patch", "/user/me"),
+        ("patch", "/user/{user_id}"),
+        ("get", "/user-groups"),
+        ("get", "/user-groups/{group_id}"),
+        ("post", "/user-groups"),
+        ("delete", "/user-groups/{group_id}"),
+        ("get", "/users"),
+        ("post", "/user/update-password"),
+        ("post", "/user/tokens"),
+        ("delete", "/user/tokens/{jti}"),
+        ("get", "/events"),
+        ("post", "/telemetry"),
+        ("get", "/telemetry"),
+        ("get", "/telemetry/stats"),
+        ("get", "/telemetry/anomalies"),
+        ("get", "/node/{node_id}"),
+        ("get", "/nodes"),
+        ("get", "/nodes/fast"),
+        ("get", "/count"),
+        ("post", "/node"),
+        ("put", "/node/{node_id}"),
+        ("patch", "/node/{node_id}"),
+        ("put", "/batch/nodeset"),
+        ("put", "/nodes/{node_id}"),
+        ("get", "/kv/{namespace}/{key}"),
+        ("post", "/kv/{namespace}/{key}"),
+        ("delete", "/kv/{namespace}/{key}"),
+        ("post", "/subscribe/{channel}"),
+        ("post", "/unsubscribe/{sub_id}"),
+        ("get", "/listen/{sub_id}"),
+        ("post", "/ack/{sub_id}"),
+        ("post", "/publish/{channel}"),
+        ("post", "/push/{list_name}"),
+        ("get", "/pop/{list_name}"),
+        ("get", "/stats/subscriptions"),
+        ("get", "/viewer"),
+        ("get", "/dashboard"),
+        ("get", "/manage"),
+        ("get", "/analytics"),
+        ("get", "/stats"),
+        ("get", "/icons/{icon_name}"),
+        ("get", "/static/css/{filename}"),
+        ("get", "/static/js/{filename}"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+    let mut missing = Vec::new();
+    for (m, p) in expect {
+        let ok = paths.get(p).and_then(|o| o.get(m)).is_some();
+        if !ok {
+            missing.push(format!("{m} {p}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing from openapi.json: {missing:?}; has {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn kv_store() {
+    let t = app().await;
+    let user = t.user_token("kvuser", &[]).await;
+    // Auth needed.
+    assert_eq!(t.get("/kv/ns/k").await.status, 401);
+    let r = t.get_as(&user, "/kv/ns/k").await;
+    assert_eq!((r.status, r.json()), (200, Value::Null));
+    let r = t.post_as(&user, "/kv/ns/k", &json!("value 1")).await;
+    assert_eq!((r.status, r.json()), (200, json!("OK")));
+    assert_eq!(t.get_as(&user, "/kv/ns/k").await.json(), json!("value 1"));
+    // Another user reads it too (no namespace ACL upstream).
+    assert_eq!(
+        t.get_as(&t.admin, "/kv/ns/k").await.json(),
+        json!("value 1")
+    );
+    // A bare word is not JSON: 422; a number is not a string: 422.
+    let r = t
+        .req("POST", "/kv/ns/k")
+        .token(&user)
+        .raw("bare")
+        .send()
+        .await;
+    r.assert_422("json_invalid", json!(["body", 0]));
+    let r = t.post_as(&user, "/kv/ns/k", &json!(5)).await;
+    assert_eq!(r.status, 422);
+    // Empty string deletes; null deletes.
+    t.post_as(&user, "/kv/ns/k", &json!("")).await;
+    assert_eq!(t.get_as(&user, "/kv/ns/k").await.json(), Value::Null);
+    t.post_as(&user, "/kv/ns/k", &json!("x")).await;
+    t.post_as(&user, "/kv/ns/k", &Value::Null).await;
+    assert_eq!(t.get_as(&user, "/kv/ns/k").await.json(), Value::Null);
+    t.post_as(&user, "/kv/ns/k", &json!("y")).await;
+    let r = t.delete_as(&user, "/kv/ns/k").await;
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!("Key-value pair deleted successfully"))
+    );
+    let r = t.delete_as(&user, "/kv/ns/never").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(t.get_as(&user, "/kv/ns/k").await.json(), Value::Null);
+}
+
+#[tokio::test]
+async fn events_history_filters() {
+    let t = app().await;
+    let a = t.create_node(&t.admin, node("checkout", "ev-a")).await;
+    let b = t.create_node(&t.admin, node("kbuild", "ev-b")).await;
+    let aid = a["id"].as_str().unwrap();
+    let r = t
+        .put_as(
+            &t.admin,
+            &format!("/node/{aid}"),
+            &json!({"kind": "checkout", "name": "ev-a", "path": ["checkout", "ev-a"], "state": "done", "result": "pass"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = t
+        .post_as(&t.admin, "/publish/other", &json!({"data": {"x": 1}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let all = t.get("/events").await.json();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    // Sequence order; the upstream document shape, id last.
+    let seqs: Vec<u64> = all
+        .iter()
+        .map(|e| e["sequence_id"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let keys: Vec<&String> = all[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys.last().unwrap().as_str(), "id");
+    for k in ["timestamp", "sequence_id", "channel", "owner", "data"] {
+        assert!(all[0].get(k).is_some(), "{k} in {}", all[0]);
+    }
+    let count = |v: Value| v.as_array().unwrap().len();
+    assert_eq!(count(t.get("/events?kind=checkout").await.json()), 2);
+    assert_eq!(
+        count(t.get("/events?kind=").await.json()),
+        4,
+        "empty ignored"
+    );
+    assert_eq!(count(t.get("/events?op=updated").await.json()), 1);
+    assert_eq!(count(t.get("/events?state=done").await.json()), 1);
+    assert_eq!(count(t.get("/events?channel=other").await.json()), 1);
+    assert_eq!(count(t.get("/events?channel=node").await.json()), 3);
+    assert_eq!(
+        count(t.get(&format!("/events?node_id={aid}")).await.json()),
+        2
+    );
+    assert_eq!(
+        count(t.get(&format!("/events?data.id={aid}")).await.json()),
+        2
+    );
+    assert_eq!(count(t.get("/events?path=ev-b").await.json()), 1);
+    assert_eq!(count(t.get("/events?owner=admin").await.json()), 3);
+    assert_eq!(count(t.get("/events?limit=2").await.json()), 2);
+    assert_eq!(count(t.get("/events?limit=2&offset=3").await.json()), 1);
+    let first_id = all[0]["id"].as_str().unwrap();
+    let r = t.get(&format!("/events?id={first_id}")).await.json();
+    assert_eq!(r[0]["id"], first_id);
+    let second = all[1]["id"].as_str().unwrap();
+    assert_eq!(
+        count(
+            t.get(&format!("/events?ids={first_id},{second}"))
+                .await
+                .json()
+        ),
+        2
+    );
+    assert_eq!(count(t.get("/events?from=2000-01-01").await.json()), 4);
+    assert_eq!(
+        count(t.get("/events?from=2999-01-01T00:00:00Z").await.json()),
+        0
+    );
+    // Recursive: the node is attached.
+    let r = t
+        .get("/events?recursive=true&limit=10&kind=kbuild")
+        .await
+        .json();
+    assert_eq!(r[0]["node"]["id"], b["id"]);
+    // Errors.
+    t.get(&format!("/events?node_id={aid}&data.id={aid}"))
+        .await
+        .assert_detail(400, "Provide either node_id or data.id, not both");
+    t.get("/events?id=zz")
+        .await
+        .assert_detail(400, "Invalid id format");
+    t.get("/events?ids=zz")
+        .await
+        .assert_detail(400, "Invalid ids format");
+    t.get("/events?ids=,")
+        .await
+        .assert_detail(400, "ids must contain at least one id");
+    t.get(&format!("/events?id={first_id}&ids={first_id}"))
+        .await
+        .assert_detail(400, "Provide either id or ids, not both");
+    t.get("/events?from=yesterday").await.assert_detail(
+        400,
+        "Invalid 'from' parameter, must be an ISO 8601 datetime",
+    );
+    t.get("/events?recursive=true")
+        .await
+        .assert_detail(400, "Recursive limit is too large, max is 1000");
+    t.get("/events?recursive=false&limit=1001")
+        .await
+        .assert_detail(400, "Recursive limit is too large, max is 1000");
+    assert_eq!(t.get("/events?limit=abc").await.status, 422);
+}
+
+fn tel(kind: &str, runtime: &str, device_type: &str, result: Option<&str>, infra: bool) -> Value {
+    json!({"kind": kind, "runtime": runtime, "device_type": device_type, "device_id": format!("{device_type}-1"),
+           "result": result, "is_infra_error": infra, "error_type": if infra { json!("Infrastructure") } else { Value::Null }})
+}
+
+#[tokio::test]
+async fn telemetry_insert_list_stats_anomalies() {
+    let t = app().await;
+    let user = t.user_token("teluser", &[]).await;
+    assert_eq!(
+        t.req("POST", "/telemetry")
+            .json(&json!([]))
+            .send()
+            .await
+            .status,
+        401
+    );
+    t.post_as(&user, "/telemetry", &json!([]))
+        .await
+        .assert_detail(400, "Events list cannot be empty");
+    let r = t
+        .post_as(&user, "/telemetry", &json!([{"kind": "job_result"}]))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.detail()
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid telemetry event: "),
+        "{}",
+        r.text()
+    );
+    let r = t
+        .post_as(
+            &user,
+            "/telemetry",
+            &json!([{"kind": "x", "runtime": "r", "retry": "1"}]),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Nothing was inserted by the failures.
+    assert_eq!(t.get("/telemetry").await.json()["total"], 0);
+
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(tel("job_result", "lava-a", "rpi", Some("fail"), false));
+    }
+    events.push(tel("job_result", "lava-a", "bbb", Some("pass"), false));
+    for _ in 0..4 {
+        events.push(tel(
+            "job_result",
+            "lava-b",
+            "qemu",
+            Some("incomplete"),
+            true,
+        ));
+    }
+    for _ in 0..3 {
+        events.push(json!({"kind": "runtime_error", "runtime": "lava-b", "error_type": "Infrastructure", "id": "dropme"}));
+    }
+    let r = t.post_as(&user, "/telemetry", &Value::Array(events)).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!({"inserted": 11})),
+        "{}",
+        r.text()
+    );
+
+    let r = t.get("/telemetry?limit=5").await.json();
+    assert_eq!(
+        (
+            r["total"].as_u64(),
+            r["limit"].as_u64(),
+            r["offset"].as_u64()
+        ),
+        (Some(11), Some(5), Some(0))
+    );
+    assert_eq!(r["items"].as_array().unwrap().len(), 5);
+    assert!(r["items"][0]["id"].is_string());
+    assert_eq!(t.get("/telemetry?runtime=lava-a").await.json()["total"], 4);
+    assert_eq!(
+        t.get("/telemetry?is_infra_error=TRUE").await.json()["total"],
+        4
+    );
+    assert_eq!(
+        t.get("/telemetry?retry=0").await.json()["total"],
+        0,
+        "numeric strings stay strings"
+    );
+    t.get("/telemetry?is_infra_error=maybe")
+        .await
+        .assert_detail(400, "Bad is_infra_error value, use 'true' or 'false'");
+    assert_eq!(t.get("/telemetry?since=bad").await.status, 400);
+    assert_eq!(
+        t.get("/telemetry?since=2000-01-01").await.json()["total"],
+        11
+    );
+    assert_eq!(
+        t.get("/telemetry?until=2000-01-01").await.json()["total"],
+        0
+    );
+    t.get("/telemetry?limit=0")
+        .await
+        .assert_422("greater_than_equal", json!(["query", "limit"]));
+
+    // Stats.
+    t.get("/telemetry/stats")
+        .await
+        .assert_detail(400, "'group_by' parameter is required");
+    t.get("/telemetry/stats?group_by=foo")
+        .await
+        .assert_detail(400, "Invalid group_by fields: {'foo'}");
+    t.get("/telemetry/stats?group_by=runtime&lab=a&runtime=b")
+        .await
+        .assert_detail(400, "'lab' and 'runtime' must match when both are provided");
+    let s = t
+        .get("/telemetry/stats?group_by=runtime&kind=job_result")
+        .await
+        .json();
+    let s = s.as_array().unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0]["runtime"], "lava-a");
+    assert_eq!(s[0]["lab"], "lava-a");
+    assert_eq!(
+        (
+            s[0]["total"].as_u64(),
+            s[0]["fail"].as_u64(),
+            s[0]["pass"].as_u64()
+        ),
+        (Some(4), Some(3), Some(1))
+    );
+    assert_eq!(
+        (
+            s[1]["total"].as_u64(),
+            s[1]["incomplete"].as_u64(),
+            s[1]["infra_error"].as_u64()
+        ),
+        (Some(4), Some(4), Some(4))
+    );
+    let s = t
+        .get("/telemetry/stats?group_by=runtime,device_type&lab=lava-a")
+        .await
+        .json();
+    assert_eq!(s.as_array().unwrap().len(), 2);
+
+    // Anomalies.
+    t.get("/telemetry/anomalies?window=2h")
+        .await
+        .assert_detail(400, "Invalid window '2h'. Use: 1h, 3h, 6h, 12h, 24h, 48h");
+    assert_eq!(
+        t.get("/telemetry/anomalies?threshold=1.5").await.status,
+        422
+    );
+    assert_eq!(t.get("/telemetry/anomalies?threshold=x").await.status, 422);
+    assert_eq!(t.get("/telemetry/anomalies?min_total=0").await.status, 422);
+    t.get("/telemetry/anomalies?scope=lab")
+        .await
+        .assert_422("string_pattern_mismatch", json!(["query", "scope"]));
+    let a = t.get("/telemetry/anomalies").await.json();
+    assert_eq!(a["window"], "6h");
+    assert_eq!(a["threshold"], 0.5);
+    assert_eq!(a["min_total"], 3);
+    assert_eq!(a["scope"], "device_type");
+    assert!(a["since"].as_str().unwrap().ends_with("+00:00"));
+    let ra = a["result_anomalies"].as_array().unwrap();
+    assert_eq!(ra.len(), 2, "{ra:?}");
+    // Sorted by infra_rate first.
+    assert_eq!(ra[0]["runtime"], "lava-b");
+    assert_eq!(ra[0]["infra_rate"], 1.0);
+    assert_eq!(ra[0]["constant_infra_failure"], true);
+    assert_eq!(ra[0]["latest_error_type"], "Infrastructure");
+    assert_eq!(ra[1]["device_type"], "rpi");
+    assert_eq!(ra[1]["constant_failure"], true);
+    assert_eq!(ra[1]["fail_rate"], 1.0);
+    assert_eq!(
+        a["error_anomalies"],
+        json!([{"runtime": "lava-b", "error_type": "Infrastructure", "count": 3}])
+    );
+    let a = t
+        .get("/telemetry/anomalies?scope=device&window=48h&threshold=1&min_total=4")
+        .await
+        .json();
+    let ra = a["result_anomalies"].as_array().unwrap();
+    assert_eq!(ra.len(), 1, "{ra:?}");
+    assert_eq!(ra[0]["device_id"], "qemu-1");
+    assert_eq!(a["error_anomalies"], json!([]));
+}
+
+#[tokio::test]
+async fn odd_methods_and_paths() {
+    let t = app().await;
+    // No HEAD support upstream.
+    assert_eq!(t.req("HEAD", "/").send().await.status, 405);
+    // /user/me is only PATCH; GET /user/me is GET /user/{id} with an id that does not parse.
+    let r = t.get_as(&t.admin, "/user/me").await;
+    r.assert_detail(404, "Not Found");
+    // Routes that exist in no form upstream.
+    for p in ["/group", "/groups", "/docs", "/regression"] {
+        assert_eq!(t.get_as(&t.admin, p).await.status, 404, "{p}");
+    }
+    assert_eq!(t.get("/openapi.json").await.status, 200);
+    assert_eq!(t.get("/v0/openapi.json").await.status, 200);
+}
