@@ -19,6 +19,12 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+#[cfg(feature = "mongodb")]
+mod mongo;
+
+#[cfg(feature = "mongodb")]
+pub use mongo::{MongoConfig, MongoStore};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -6,5 +6,7 @@
 //!
 //! Third-party implementations of the traits can run the same suites from their own tests.
 
+#[cfg(feature = "mongodb")]
+pub mod mongo;
 pub mod peers;
 pub mod store;
