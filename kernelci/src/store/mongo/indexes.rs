@@ -178,6 +178,36 @@ pub(crate) fn equivalent(spec: &IndexSpec, existing: &Document) -> bool {
     }
 }
 
+fn same_keys_and_collation(spec: &IndexSpec, existing: &Document) -> bool {
+    let Ok(keys) = existing.get_document("key") else {
+        return false;
+    };
+    if !same_keys(&spec.keys, keys) {
+        return false;
+    }
+    let have = existing
+        .get_document("collation")
+        .ok()
+        .filter(|c| c.get_str("locale").is_ok_and(|l| l != "simple"));
+    match (&spec.collation, have) {
+        (None, None) => true,
+        (Some(want), Some(have)) => want.iter().all(|(k, v)| {
+            have.get(k) == Some(v) || (num(Some(v)).is_some() && num(Some(v)) == num(have.get(k)))
+        }),
+        _ => false,
+    }
+}
+
+fn conflict(spec: &IndexSpec, existing: &Document) -> StoreError {
+    StoreError::Invalid(format!(
+        "index {} on {} conflicts with the existing index {} of other options ({existing}); \
+         drop it or change the configuration",
+        spec.name,
+        spec.collection,
+        existing.get_str("name").unwrap_or("?")
+    ))
+}
+
 async fn list(db: &Database, collection: &str) -> StoreResult<Vec<Document>> {
     match db.run_command(doc! { "listIndexes": collection }).await {
         Ok(reply) => Ok(reply
@@ -205,6 +235,11 @@ pub(crate) async fn reconcile(db: &Database, specs: &[IndexSpec]) -> StoreResult
         let existing = list(db, spec.collection).await?;
         if existing.iter().any(|e| equivalent(spec, e)) {
             continue;
+        }
+        // Same keys and collation with other options: MongoDB refuses the create with code
+        // 85; say so here too (some wire-compatible servers would accept a second index).
+        if let Some(clash) = existing.iter().find(|e| same_keys_and_collation(spec, e)) {
+            return Err(conflict(spec, clash));
         }
         let mut index = doc! { "key": spec.keys.clone(), "name": spec.name };
         if spec.unique {

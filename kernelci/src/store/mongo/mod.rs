@@ -170,8 +170,18 @@ pub(crate) fn mongo_err(what: &str, e: mongodb::error::Error) -> StoreError {
 /// Whether a transaction failing with `e` may be retried as a whole. Genuine MongoDB labels
 /// write conflicts `TransientTransactionError`; some wire-compatible servers only give the code
 /// (112, WriteConflict).
+/// A lost connection is not retried here: it surfaces as `Unavailable` at once.
 fn is_transient(e: &mongodb::error::Error) -> bool {
-    e.contains_label("TransientTransactionError") || write_error_code(e) == Some(112)
+    use mongodb::error::ErrorKind;
+    let network = matches!(
+        &*e.kind,
+        ErrorKind::Io(_)
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. }
+            | ErrorKind::Shutdown
+    );
+    !network && (e.contains_label("TransientTransactionError") || write_error_code(e) == Some(112))
 }
 
 /// Raises the counter `id` to at least `value` (`$max` without `$max`, which some
