@@ -15,10 +15,13 @@ use super::{ObjectId, Timestamp};
 pub const DEFAULT_TIMEOUT_SECS: i64 = 6 * 3600;
 
 /// Where a node is in its life. See [`State::can_transition_to`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Work is going on (the default).
+    #[default]
     Running,
     /// The node's own work is done and its artifacts can be used; children may still attach.
     Available,
@@ -226,12 +229,6 @@ pub struct Node {
 
 impl State {
     fn default_state() -> State {
-        State::Running
-    }
-}
-
-impl Default for State {
-    fn default() -> Self {
         State::Running
     }
 }

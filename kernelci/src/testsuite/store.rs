@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! kernelci::node_store_suite!(async {
-//!     let dir = tempfile::tempdir().unwrap();
-//!     let store = kernelci::store::SqliteStore::open(dir.path().join("db.sqlite3")).unwrap();
+//!     let dir = tempfile::tempdir().expect("valid query");
+//!     let store = kernelci::store::SqliteStore::open(dir.path().join("db.sqlite3")).expect("valid query");
 //!     (store, dir)
 //! });
 //! ```
@@ -311,7 +311,11 @@ pub async fn queries_match_reference<S: NodeStore>(store: &S) {
     let kinds = must(
         "count",
         store
-            .count_nodes(&Query::parse([("kind", "test")]).unwrap().filter)
+            .count_nodes(
+                &Query::parse([("kind", "test")])
+                    .expect("valid query")
+                    .filter,
+            )
             .await,
     )
     .await;
@@ -545,7 +549,7 @@ pub async fn hierarchy_writes_one_event<S: NodeStore>(store: &S) {
     .await;
     assert_eq!(written.len(), 3);
     let children = Query::parse([("parent", root.id.expect("id").to_hex().as_str())])
-        .unwrap()
+        .expect("valid query")
         .filter;
     assert_eq!(must("count", store.count_nodes(&children).await).await, 1);
     let events = must(
@@ -578,7 +582,7 @@ pub async fn set_field_and_delete<S: NodeStore>(store: &S) {
     .await;
     assert_eq!(n, 5);
     let flagged = Query::parse([("processed_by_kcidb_bridge", "true")])
-        .unwrap()
+        .expect("valid query")
         .filter;
     let want = nodes
         .iter()
@@ -594,7 +598,9 @@ pub async fn set_field_and_delete<S: NodeStore>(store: &S) {
         store.set_field(&ids, "data.x", json!(1)).await.is_err(),
         "dotted field refused"
     );
-    let tests = Query::parse([("kind", "test")]).unwrap().filter;
+    let tests = Query::parse([("kind", "test")])
+        .expect("valid query")
+        .filter;
     let n_tests = must("count", store.count_nodes(&tests).await).await;
     assert_eq!(
         must("delete", store.delete_nodes(&tests).await).await,
@@ -673,7 +679,9 @@ pub async fn users_and_groups<S: NodeStore>(store: &S) {
         "find",
         store
             .find_users(
-                &Query::parse([("groups.name", "admins")]).unwrap().filter,
+                &Query::parse([("groups.name", "admins")])
+                    .expect("valid query")
+                    .filter,
                 0,
                 None,
             )
@@ -685,7 +693,9 @@ pub async fn users_and_groups<S: NodeStore>(store: &S) {
         "find",
         store
             .find_users(
-                &Query::parse([("is_superuser", "true")]).unwrap().filter,
+                &Query::parse([("is_superuser", "true")])
+                    .expect("valid query")
+                    .filter,
                 0,
                 None,
             )
@@ -713,7 +723,13 @@ pub async fn users_and_groups<S: NodeStore>(store: &S) {
     let (groups, total) = must(
         "groups",
         store
-            .find_groups(&Query::parse([("name", "admins")]).unwrap().filter, 0, None)
+            .find_groups(
+                &Query::parse([("name", "admins")])
+                    .expect("valid query")
+                    .filter,
+                0,
+                None,
+            )
             .await,
     )
     .await;
@@ -816,7 +832,7 @@ pub async fn event_log<S: NodeStore>(store: &S) {
         store
             .find_events(
                 &Query::parse([("data.n__gte", "27"), ("channel", "node")])
-                    .unwrap()
+                    .expect("valid query")
                     .filter,
                 0,
                 None,

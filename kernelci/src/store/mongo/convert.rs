@@ -262,9 +262,8 @@ fn mongo_op(op: Op) -> &'static str {
 /// Whether MongoDB reads the dotted path the way the evaluator does.
 fn plain_path(field: &str) -> bool {
     field.split('.').enumerate().all(|(i, seg)| {
-        !seg.is_empty()
-            && !seg.starts_with('$')
-            && !(i > 0 && seg.bytes().all(|b| b.is_ascii_digit()))
+        let index = i > 0 && seg.bytes().all(|b| b.is_ascii_digit());
+        !(seg.is_empty() || seg.starts_with('$') || index)
     })
 }
 
