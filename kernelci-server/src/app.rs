@@ -195,6 +195,30 @@ impl App {
     }
 }
 
+#[cfg(feature = "mongodb")]
+async fn open_mongo(
+    config: &ServerConfig,
+    url: &str,
+) -> Result<(Arc<dyn NodeStore>, Arc<dyn TelemetryStore>), StartError> {
+    // Upstream's database name is fixed (`kernelci`); `KCI_MONGO_DATABASE` overrides it.
+    let database = std::env::var("KCI_MONGO_DATABASE").unwrap_or_else(|_| "kernelci".into());
+    let mut mc = kernelci::store::MongoConfig::new(url, database);
+    mc.query_timeout = Duration::from_secs(config.query_timeout);
+    mc.event_ttl = Duration::from_secs(config.event_history_ttl_seconds);
+    let store = kernelci::store::MongoStore::connect_with(mc).await?;
+    Ok((Arc::new(store.clone()), Arc::new(store)))
+}
+
+#[cfg(not(feature = "mongodb"))]
+async fn open_mongo(
+    _config: &ServerConfig,
+    url: &str,
+) -> Result<(Arc<dyn NodeStore>, Arc<dyn TelemetryStore>), StartError> {
+    Err(StartError::Config(format!(
+        "'{url}': this build has no MongoDB support; rebuild with the `mongodb` feature"
+    )))
+}
+
 #[cfg(feature = "redis")]
 fn open_redis(url: &str) -> Result<Arc<dyn EventBus>, StartError> {
     kernelci::events::RedisBus::new(url)

@@ -44,6 +44,11 @@ impl Timestamp {
         self.0.and_utc().timestamp_micros()
     }
 
+    /// This time without its sub-millisecond digits (what a BSON datetime keeps).
+    pub fn truncate_to_millis(&self) -> Self {
+        Self::from_micros(self.micros().div_euclid(1000) * 1000).unwrap_or(*self)
+    }
+
     /// The naive UTC value.
     pub fn naive(&self) -> NaiveDateTime {
         self.0

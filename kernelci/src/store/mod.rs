@@ -21,6 +21,11 @@ pub use sqlite::SqliteStore;
 
 /// A store shared between tasks.
 pub type SharedStore = std::sync::Arc<dyn NodeStore>;
+#[cfg(feature = "mongodb")]
+mod mongo;
+
+#[cfg(feature = "mongodb")]
+pub use mongo::{MongoConfig, MongoStore};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

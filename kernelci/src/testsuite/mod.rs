@@ -10,6 +10,8 @@
 //! Third-party implementations of the traits can run the same suites from their own tests.
 
 pub mod bus;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
 pub mod peers;
 pub mod redis;
 #[cfg(feature = "ssh")]
