@@ -9,6 +9,7 @@
 mod sql;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     query_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Bit i set: column `HOT_COLUMNS[i]` may hold the sentinel in some row.
+    sentinels: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -85,11 +88,33 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("stored {what} cannot be read: {e}"))
 }
 
+/// The column of a field, if it has one (for sorting).
 fn hot_column(field: &str) -> Option<&'static str> {
+    if field == "id" {
+        return Some("id");
+    }
     sql::HOT_COLUMNS
         .iter()
-        .find(|(f, _)| *f == field)
-        .map(|(_, c)| *c)
+        .find(|(f, _, _)| *f == field)
+        .map(|(_, c, _)| *c)
+}
+
+impl Inner {
+    /// The hot column of a field for a query, knowing which columns hold sentinels.
+    fn hot(&self, field: &str) -> Option<sql::HotColumn> {
+        if field == "id" {
+            return Some(sql::HotColumn {
+                name: "id",
+                may_hold_sentinel: false,
+            });
+        }
+        let i = sql::HOT_COLUMNS.iter().position(|(f, _, _)| *f == field)?;
+        let bits = self.sentinels.load(Ordering::Acquire);
+        Some(sql::HotColumn {
+            name: sql::HOT_COLUMNS[i].1,
+            may_hold_sentinel: bits & (1 << i) != 0,
+        })
+    }
 }
 
 fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
@@ -130,7 +155,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "cache_size", -262_144)?;
     conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
     register_functions(conn)
 }
@@ -138,11 +163,17 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 fn schema() -> String {
     let mut cols = String::new();
     let mut indexes = String::new();
-    for (_, col) in sql::HOT_COLUMNS {
-        cols.push_str(&format!(",\n  {col} TEXT"));
-        indexes.push_str(&format!(
-            "CREATE INDEX IF NOT EXISTS node_{col} ON node({col}, id);\n"
+    for (_, col, indexed) in sql::HOT_COLUMNS {
+        cols.push_str(&format!(
+            ",
+  {col} TEXT"
         ));
+        if *indexed {
+            indexes.push_str(&format!(
+                "CREATE INDEX IF NOT EXISTS node_{col} ON node({col}, id);
+"
+            ));
+        }
     }
     format!(
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -202,7 +233,7 @@ fn hot_column_list() -> &'static str {
     LIST.get_or_init(|| {
         sql::HOT_COLUMNS
             .iter()
-            .map(|(_, c)| *c)
+            .map(|(_, c, _)| *c)
             .collect::<Vec<_>>()
             .join(", ")
     })
@@ -226,7 +257,7 @@ fn node_row_sql(insert: bool) -> &'static str {
             let sets: Vec<String> = sql::HOT_COLUMNS
                 .iter()
                 .enumerate()
-                .map(|(i, (_, c))| format!("{c} = ?{}", i + 3))
+                .map(|(i, (_, c, _))| format!("{c} = ?{}", i + 3))
                 .collect();
             format!(
                 "UPDATE node SET doc = ?2, {} WHERE id = ?1",
@@ -237,7 +268,9 @@ fn node_row_sql(insert: bool) -> &'static str {
 }
 
 /// The row values of a node: id, document, then the hot columns.
-fn node_row(node: &Node) -> StoreResult<Vec<SqlValue>> {
+/// The row values of a node (id, document, then the hot columns), and the bits of the hot
+/// columns that got the sentinel.
+fn node_row(node: &Node) -> StoreResult<(Vec<SqlValue>, u32)> {
     let id = node
         .id
         .ok_or_else(|| StoreError::Internal("node without id".into()))?;
@@ -247,14 +280,15 @@ fn node_row(node: &Node) -> StoreResult<Vec<SqlValue>> {
     let mut row = Vec::with_capacity(sql::HOT_COLUMNS.len() + 2);
     row.push(SqlValue::Text(id.to_hex()));
     row.push(SqlValue::Text(doc));
-    for (field, _) in sql::HOT_COLUMNS {
-        row.push(
-            sql::hot_text_value(&value, field)
-                .map(SqlValue::Text)
-                .unwrap_or(SqlValue::Null),
-        );
+    let mut bits = 0u32;
+    for (i, (field, _, _)) in sql::HOT_COLUMNS.iter().enumerate() {
+        let v = sql::hot_text_value(&value, field);
+        if v.as_deref() == Some(sql::SENTINEL) {
+            bits |= 1 << i;
+        }
+        row.push(v.map(SqlValue::Text).unwrap_or(SqlValue::Null));
     }
-    Ok(row)
+    Ok((row, bits))
 }
 
 impl SqliteStore {
@@ -284,12 +318,33 @@ impl SqliteStore {
         writer
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db_err)?;
+        // Refresh the planner's statistics where SQLite thinks they are stale.
+        writer
+            .execute_batch("PRAGMA optimize=0x10002;")
+            .map_err(db_err)?;
+        // Which columns hold the sentinel (non-text values) in some row: those need the
+        // evaluator for such rows; the others are answered by plain SQL.
+        let mut sentinels = 0u32;
+        for (i, (_, col, _)) in sql::HOT_COLUMNS.iter().enumerate().skip(sql::TYPED_COLUMNS) {
+            let found: Option<i64> = writer
+                .query_row(
+                    &format!("SELECT 1 FROM node WHERE {col} = char(1) LIMIT 1"),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if found.is_some() {
+                sentinels |= 1 << i;
+            }
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 query_timeout_ms: std::sync::atomic::AtomicU64::new(30_000),
+                sentinels: Arc::new(AtomicU32::new(sentinels)),
             }),
         })
     }
@@ -399,8 +454,10 @@ fn load_node(tx: &Connection, id: ObjectId) -> StoreResult<Option<Node>> {
     doc.map(|d| decode_node(&d)).transpose()
 }
 
-fn insert_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
-    let row = node_row(node)?;
+fn insert_node_row(tx: &Transaction<'_>, node: &Node, sentinels: &AtomicU32) -> StoreResult<()> {
+    let (row, bits) = node_row(node)?;
+    // Marked before the commit, so no reader sees the row without the mark.
+    sentinels.fetch_or(bits, Ordering::AcqRel);
     let mut stmt = tx.prepare_cached(node_row_sql(true)).map_err(db_err)?;
     stmt.execute(params_from_iter(row.iter()))
         .map_err(|e| match db_err(e) {
@@ -413,8 +470,9 @@ fn insert_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
     Ok(())
 }
 
-fn replace_node_row(tx: &Transaction<'_>, node: &Node) -> StoreResult<()> {
-    let row = node_row(node)?;
+fn replace_node_row(tx: &Transaction<'_>, node: &Node, sentinels: &AtomicU32) -> StoreResult<()> {
+    let (row, bits) = node_row(node)?;
+    sentinels.fetch_or(bits, Ordering::AcqRel);
     let mut stmt = tx.prepare_cached(node_row_sql(false)).map_err(db_err)?;
     stmt.execute(params_from_iter(row.iter())).map_err(db_err)?;
     Ok(())
@@ -533,10 +591,11 @@ fn is_valid_field(field: &str) -> bool {
 
 fn find_nodes_sync(
     conn: &Connection,
+    inner: &Inner,
     filter: &Filter,
     options: &FindOptions,
 ) -> StoreResult<NodePage> {
-    let mut w = sql::where_clause(filter, "doc", &hot_column).map_err(StoreError::Invalid)?;
+    let mut w = sql::where_clause(filter, "doc", &|f| inner.hot(f)).map_err(StoreError::Invalid)?;
     let (key_expr, desc) = match &options.sort {
         Some(sort) => {
             if !is_valid_field(&sort.field) {
@@ -627,13 +686,14 @@ fn find_nodes_sync(
 #[async_trait]
 impl NodeStore for SqliteStore {
     async fn insert_nodes(&self, nodes: Vec<Node>, event: EventMode) -> StoreResult<Vec<Node>> {
+        let sentinels = self.inner.sentinels.clone();
         self.write(move |tx| {
             let mut out = Vec::with_capacity(nodes.len());
             for mut node in nodes {
                 if node.id.is_none() {
                     node.id = Some(ObjectId::new());
                 }
-                insert_node_row(tx, &node)?;
+                insert_node_row(tx, &node, &sentinels)?;
                 if event == EventMode::Publish {
                     append_event(tx, node_event("created", &node, None, false))?;
                 }
@@ -652,6 +712,7 @@ impl NodeStore for SqliteStore {
         let id = node
             .id
             .ok_or_else(|| StoreError::Invalid("node has no id".into()))?;
+        let sentinels = self.inner.sentinels.clone();
         self.write(move |tx| {
             let previous = load_node(tx, id)?.ok_or(StoreError::NotFound {
                 what: "Node",
@@ -666,7 +727,7 @@ impl NodeStore for SqliteStore {
                 node.user_groups.clone_from(&previous.user_groups);
             }
             node.updated = Timestamp::now();
-            replace_node_row(tx, &node)?;
+            replace_node_row(tx, &node, &sentinels)?;
             let event = match rule.event {
                 EventMode::Publish => Some(append_event(
                     tx,
@@ -690,6 +751,7 @@ impl NodeStore for SqliteStore {
         event: EventMode,
     ) -> StoreResult<NodeUpdate> {
         let patch = patch.clone();
+        let sentinels = self.inner.sentinels.clone();
         self.write(move |tx| {
             let previous = load_node(tx, id)?.ok_or(StoreError::NotFound {
                 what: "Node",
@@ -697,7 +759,7 @@ impl NodeStore for SqliteStore {
             })?;
             let mut node = previous.clone();
             patch.apply(&mut node)?;
-            replace_node_row(tx, &node)?;
+            replace_node_row(tx, &node, &sentinels)?;
             let event = match event {
                 EventMode::Publish => Some(append_event(
                     tx,
@@ -715,6 +777,7 @@ impl NodeStore for SqliteStore {
     }
 
     async fn write_hierarchy(&self, nodes: Vec<Node>, event: EventMode) -> StoreResult<Vec<Node>> {
+        let sentinels = self.inner.sentinels.clone();
         self.write(move |tx| {
             let mut out = Vec::with_capacity(nodes.len());
             let mut root_previous = None;
@@ -725,12 +788,12 @@ impl NodeStore for SqliteStore {
                 };
                 if stored.is_some() {
                     node.updated = Timestamp::now();
-                    replace_node_row(tx, &node)?;
+                    replace_node_row(tx, &node, &sentinels)?;
                 } else {
                     if node.id.is_none() {
                         node.id = Some(ObjectId::new());
                     }
-                    insert_node_row(tx, &node)?;
+                    insert_node_row(tx, &node, &sentinels)?;
                 }
                 if i == 0 {
                     root_previous = stored;
@@ -756,6 +819,7 @@ impl NodeStore for SqliteStore {
         }
         let ids = ids.to_vec();
         let field = field.to_owned();
+        let sentinels = self.inner.sentinels.clone();
         self.write(move |tx| {
             let now = Timestamp::now();
             let mut n = 0u64;
@@ -769,7 +833,7 @@ impl NodeStore for SqliteStore {
                     obj.insert("updated".into(), Value::String(now.to_string()));
                 }
                 let node = Node::from_value(doc)?;
-                replace_node_row(tx, &node)?;
+                replace_node_row(tx, &node, &sentinels)?;
                 n += 1;
             }
             Ok(n)
@@ -779,12 +843,14 @@ impl NodeStore for SqliteStore {
 
     async fn find_nodes(&self, filter: &Filter, options: &FindOptions) -> StoreResult<NodePage> {
         let (filter, options) = (filter.clone(), options.clone());
-        self.read(move |conn| find_nodes_sync(conn, &filter, &options))
+        let inner = self.inner.clone();
+        self.read(move |conn| find_nodes_sync(conn, &inner, &filter, &options))
             .await
     }
 
     async fn count_nodes(&self, filter: &Filter) -> StoreResult<u64> {
-        let w = sql::where_clause(filter, "doc", &hot_column).map_err(StoreError::Invalid)?;
+        let w = sql::where_clause(filter, "doc", &|f| self.inner.hot(f))
+            .map_err(StoreError::Invalid)?;
         self.read(move |conn| {
             let n: i64 = conn
                 .prepare_cached(&format!("SELECT count(*) FROM node WHERE {}", w.sql))
@@ -797,7 +863,8 @@ impl NodeStore for SqliteStore {
     }
 
     async fn delete_nodes(&self, filter: &Filter) -> StoreResult<u64> {
-        let w = sql::where_clause(filter, "doc", &hot_column).map_err(StoreError::Invalid)?;
+        let w = sql::where_clause(filter, "doc", &|f| self.inner.hot(f))
+            .map_err(StoreError::Invalid)?;
         self.write(move |tx| {
             let n = tx
                 .execute(
@@ -1339,7 +1406,7 @@ mod tests {
 
     fn plan(store: &SqliteStore, pairs: &[(&str, &str)]) -> String {
         let q = Query::parse(pairs.iter().copied()).expect("query");
-        let w = sql::where_clause(&q.filter, "doc", &hot_column).expect("sql");
+        let w = sql::where_clause(&q.filter, "doc", &|f| store.inner.hot(f)).expect("sql");
         let conn = store.inner.writer.lock().expect("lock");
         let mut stmt = conn
             .prepare(&format!(

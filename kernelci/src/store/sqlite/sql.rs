@@ -15,24 +15,38 @@ use serde_json::Value;
 
 use crate::query::{Condition, Filter, Op, Operand, Scalar};
 
-/// Fields with an indexed column: (dotted field, column name).
-pub(super) const HOT_COLUMNS: &[(&str, &str)] = &[
-    ("kind", "kind"),
-    ("state", "state"),
-    ("result", "result"),
-    ("parent", "parent"),
-    ("name", "name"),
-    ("group", "grp"),
-    ("owner", "owner"),
-    ("created", "created"),
-    ("updated", "updated"),
-    ("timeout", "timeout"),
-    ("holdoff", "holdoff"),
-    ("treeid", "treeid"),
-    ("data.kernel_revision.commit", "kr_commit"),
-    ("data.kernel_revision.tree", "kr_tree"),
-    ("data.kernel_revision.branch", "kr_branch"),
+/// Fields kept in their own column: (dotted field, column name, indexed). The first twelve are
+/// top-level fields the node model types as text (or null), so they never hold the sentinel.
+pub(super) const HOT_COLUMNS: &[(&str, &str, bool)] = &[
+    ("kind", "kind", true),
+    ("state", "state", true),
+    ("result", "result", false),
+    ("parent", "parent", true),
+    ("name", "name", true),
+    ("group", "grp", true),
+    ("owner", "owner", true),
+    ("created", "created", true),
+    ("updated", "updated", false),
+    ("timeout", "timeout", false),
+    ("holdoff", "holdoff", false),
+    ("treeid", "treeid", false),
+    ("data.kernel_revision.commit", "kr_commit", true),
+    ("data.kernel_revision.tree", "kr_tree", true),
+    ("data.kernel_revision.branch", "kr_branch", true),
 ];
+
+/// How many leading [`HOT_COLUMNS`] are typed text by the node model.
+pub(super) const TYPED_COLUMNS: usize = 12;
+
+/// A hot column for a query: its name, and whether it may hold the sentinel (then rows with
+/// it are answered by the evaluator).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HotColumn {
+    /// Column name.
+    pub name: &'static str,
+    /// Whether some row may hold the sentinel.
+    pub may_hold_sentinel: bool,
+}
 
 /// The sentinel text value of non-text fields.
 pub(super) const SENTINEL: &str = "\u{1}";
@@ -104,11 +118,11 @@ fn sym(op: Op) -> &'static str {
 }
 
 /// Builds the clause for `filter` on the document column `doc`; `hot` maps a field to its
-/// indexed text-value column.
+/// text-value column.
 pub(super) fn where_clause(
     filter: &Filter,
     doc: &str,
-    hot: &dyn Fn(&str) -> Option<&'static str>,
+    hot: &dyn Fn(&str) -> Option<HotColumn>,
 ) -> Result<Where, String> {
     let mut w = Where::default();
     let mut parts = Vec::new();
@@ -118,10 +132,15 @@ pub(super) fn where_clause(
         } else {
             cond.field.as_str()
         };
+        let hot = hot(field);
+        if let Some(col) = hot.filter(|c| !c.may_hold_sentinel) {
+            parts.push(text_sql(&mut w, cond, col.name));
+            continue;
+        }
         let cond_json = serde_json::to_string(cond).map_err(|e| e.to_string())?;
         let residual = format!("kci_match({doc}, {})", w.param(SqlValue::Text(cond_json)));
-        let part = match hot(field) {
-            Some(col) => hot_sql(&mut w, cond, col, &residual),
+        let part = match hot {
+            Some(col) => hot_sql(&mut w, cond, col.name, &residual),
             None => json_sql(&mut w, cond, doc, field, &residual),
         };
         parts.push(part);
@@ -134,7 +153,65 @@ pub(super) fn where_clause(
     Ok(w)
 }
 
-/// SQL on a hot text-value column.
+/// Exact SQL on a column that only holds text or NULL: plain comparisons the index serves.
+fn text_sql(w: &mut Where, cond: &Condition, col: &str) -> String {
+    let eq = |w: &mut Where, s: &Scalar| -> String {
+        match s {
+            Scalar::Null => format!("{col} IS NULL"),
+            other => match text_param(other) {
+                Some(p) => format!("{col} = {}", w.param(p)),
+                None => "0".to_owned(),
+            },
+        }
+    };
+    match (&cond.operand, cond.op) {
+        (Operand::One(s), Op::Eq) => eq(w, s),
+        (Operand::One(Scalar::Null), Op::Ne) => format!("{col} IS NOT NULL"),
+        (Operand::One(s), Op::Ne) => match text_param(s) {
+            Some(p) => format!("{col} IS NOT {}", w.param(p)),
+            None => "1".to_owned(),
+        },
+        (Operand::One(Scalar::Null), Op::Lte | Op::Gte) => format!("{col} IS NULL"),
+        (Operand::One(Scalar::Null), _) => "0".to_owned(),
+        (Operand::One(s), op) => match text_param(s) {
+            Some(p) => format!("{col} {} {}", sym(op), w.param(p)),
+            None => "0".to_owned(),
+        },
+        (Operand::List(items), op) => {
+            let texts: Vec<String> = items
+                .iter()
+                .filter_map(text_param)
+                .map(|p| w.param(p))
+                .collect();
+            let mut any = Vec::new();
+            if !texts.is_empty() {
+                any.push(format!("COALESCE({col} IN ({}), 0)", texts.join(", ")));
+            }
+            if items.contains(&Scalar::Null) {
+                any.push(format!("{col} IS NULL"));
+            }
+            let any = if any.is_empty() {
+                "0".to_owned()
+            } else {
+                any.join(" OR ")
+            };
+            match op {
+                Op::Nin => format!("NOT ({any})"),
+                // A plain IN list keeps the index usable.
+                _ if !items.contains(&Scalar::Null) && !texts.is_empty() => {
+                    format!("{col} IN ({})", texts.join(", "))
+                }
+                _ => format!("({any})"),
+            }
+        }
+        (Operand::Regex(re), _) => {
+            let p = w.param(SqlValue::Text(re.as_str().to_owned()));
+            format!("({col} IS NOT NULL AND regexp({p}, {col}))")
+        }
+    }
+}
+
+/// SQL on a hot text-value column that may hold the sentinel.
 fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String {
     let sentinel_rows = format!("({col} IS char(1) AND {residual})");
     let eq_exact = |w: &mut Where, s: &Scalar| -> String {
