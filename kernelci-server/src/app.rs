@@ -100,9 +100,7 @@ impl App {
                 s.set_query_timeout(Duration::from_secs(config.query_timeout));
                 (Arc::new(s.clone()), Arc::new(s))
             } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
-                return Err(StartError::Config(format!(
-                    "'{url}': this build has no MongoDB support; rebuild with the `mongodb` feature"
-                )));
+                open_mongo(&config, &url).await?
             } else {
                 return Err(StartError::Config(format!(
                     "unknown database URL '{url}'; use sqlite://PATH or mongodb://..."

@@ -1518,10 +1518,9 @@ impl crate::store::TelemetryStore for MongoStore {
                 if let Some(o) = e.as_object_mut() {
                     o.remove("id");
                     o.remove("_id");
-                    if !o
-                        .get("ts")
+                    if o.get("ts")
                         .and_then(Value::as_str)
-                        .is_some_and(|t| Timestamp::parse(t).is_ok())
+                        .is_none_or(|t| Timestamp::parse(t).is_err())
                     {
                         o.insert("ts".into(), Value::String(Timestamp::now().to_string()));
                     }
