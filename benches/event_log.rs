@@ -30,8 +30,20 @@ fn catch_up(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(EVENTS));
     for (name, filter) in [
-        ("promiscuous_100k", EventFilter { channel: Some("node".into()), owner: None }),
-        ("owner_filtered_100k", EventFilter { channel: Some("node".into()), owner: Some("alice".into()) }),
+        (
+            "promiscuous_100k",
+            EventFilter {
+                channel: Some("node".into()),
+                owner: None,
+            },
+        ),
+        (
+            "owner_filtered_100k",
+            EventFilter {
+                channel: Some("node".into()),
+                owner: Some("alice".into()),
+            },
+        ),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
