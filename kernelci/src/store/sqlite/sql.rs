@@ -224,6 +224,12 @@ fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String
         }
     };
     match (&cond.operand, cond.op) {
+        // A text equality: one IN over the value and the sentinel gives the planner a single
+        // index lookup; the evaluator then only runs on sentinel rows.
+        (Operand::One(s), Op::Eq) if text_param(s).is_some() => {
+            let p = text_param(s).map(|v| w.param(v)).unwrap_or_default();
+            format!("({col} IN ({p}, char(1)) AND ({col} IS {p} OR {residual}))")
+        }
         (Operand::One(s), Op::Eq) => format!("({} OR {sentinel_rows})", eq_exact(w, s)),
         (Operand::One(s), Op::Ne) => {
             format!(
