@@ -478,6 +478,29 @@ fn replace_node_row(tx: &Transaction<'_>, node: &Node, sentinels: &AtomicU32) ->
     Ok(())
 }
 
+/// Replaces a node and, with [`EventMode::Publish`], appends its `updated` event.
+fn write_update(
+    tx: &Transaction<'_>,
+    node: Node,
+    previous: Node,
+    mode: EventMode,
+    sentinels: &AtomicU32,
+) -> StoreResult<NodeUpdate> {
+    replace_node_row(tx, &node, sentinels)?;
+    let event = match mode {
+        EventMode::Publish => Some(append_event(
+            tx,
+            node_event("updated", &node, Some(&previous), false),
+        )?),
+        EventMode::Silent => None,
+    };
+    Ok(NodeUpdate {
+        node,
+        previous,
+        event,
+    })
+}
+
 fn append_event(tx: &Transaction<'_>, ev: NewEvent) -> StoreResult<StoredEvent> {
     let mut stored = StoredEvent {
         sequence_id: 0,
@@ -727,19 +750,7 @@ impl NodeStore for SqliteStore {
                 node.user_groups.clone_from(&previous.user_groups);
             }
             node.updated = Timestamp::now();
-            replace_node_row(tx, &node, &sentinels)?;
-            let event = match rule.event {
-                EventMode::Publish => Some(append_event(
-                    tx,
-                    node_event("updated", &node, Some(&previous), false),
-                )?),
-                EventMode::Silent => None,
-            };
-            Ok(NodeUpdate {
-                node,
-                previous,
-                event,
-            })
+            write_update(tx, node, previous, rule.event, &sentinels)
         })
         .await
     }
@@ -759,19 +770,7 @@ impl NodeStore for SqliteStore {
             })?;
             let mut node = previous.clone();
             patch.apply(&mut node)?;
-            replace_node_row(tx, &node, &sentinels)?;
-            let event = match event {
-                EventMode::Publish => Some(append_event(
-                    tx,
-                    node_event("updated", &node, Some(&previous), false),
-                )?),
-                EventMode::Silent => None,
-            };
-            Ok(NodeUpdate {
-                node,
-                previous,
-                event,
-            })
+            write_update(tx, node, previous, event, &sentinels)
         })
         .await
     }
