@@ -430,6 +430,29 @@ impl Tx {
     }
 
     /// Appends events with the next sequence numbers.
+    /// Replaces a node and, with [`EventMode::Publish`], appends its `updated` event.
+    async fn write_update(
+        &mut self,
+        node: Node,
+        previous: Node,
+        guard: &Bson,
+        mode: EventMode,
+    ) -> StoreResult<NodeUpdate> {
+        self.replace_node(&node, guard).await?;
+        let event = match mode {
+            EventMode::Publish => self
+                .append(vec![node_event("updated", &node, Some(&previous), false)])
+                .await?
+                .pop(),
+            EventMode::Silent => None,
+        };
+        Ok(NodeUpdate {
+            node,
+            previous,
+            event,
+        })
+    }
+
     async fn append(&mut self, events: Vec<NewEvent>) -> StoreResult<Vec<StoredEvent>> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -825,19 +848,7 @@ impl NodeStore for MongoStore {
                 }
                 node.updated = Timestamp::now();
                 let node = stored_node(node);
-                tx.replace_node(&node, &guard).await?;
-                let event = match rule.event {
-                    EventMode::Publish => tx
-                        .append(vec![node_event("updated", &node, Some(&previous), false)])
-                        .await?
-                        .pop(),
-                    EventMode::Silent => None,
-                };
-                Ok(NodeUpdate {
-                    node,
-                    previous,
-                    event,
-                })
+                tx.write_update(node, previous, &guard, rule.event).await
             })
         }))
         .await
@@ -857,19 +868,7 @@ impl NodeStore for MongoStore {
                 let mut node = previous.clone();
                 patch.apply(&mut node)?;
                 let node = stored_node(node);
-                tx.replace_node(&node, &guard).await?;
-                let event = match event {
-                    EventMode::Publish => tx
-                        .append(vec![node_event("updated", &node, Some(&previous), false)])
-                        .await?
-                        .pop(),
-                    EventMode::Silent => None,
-                };
-                Ok(NodeUpdate {
-                    node,
-                    previous,
-                    event,
-                })
+                tx.write_update(node, previous, &guard, event).await
             })
         }))
         .await
