@@ -16,6 +16,13 @@
 //! - [`storage`]: the [`storage::Storage`] trait for artifacts (tarballs, logs) and its
 //!   backends: local directory, SSH (feature `ssh`), kernelci-storage HTTP (feature `client`);
 //! - `client` (feature `client`): the typed API client and a reliable event `Listener`;
+//! - [`config`]: `kernelci.toml` settings and the pipeline YAML configs, validated;
+//! - [`runtime`]: the [`runtime::Runtime`] trait (shell; Docker, Kubernetes, LAVA behind
+//!   features) and job templates;
+//! - `git` (feature `git`): ls-remote, mirror, describe, kernel version, tarball;
+//! - `pipeline` (feature `pipeline`): the services (trigger, tarball, scheduler, timeout,
+//!   regressions, report, LAVA callback, job retry) and the job runner;
+//! - [`report`]: the result report, rendered as upstream and sent over SMTP (feature `email`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
 //! Heavy backends sit behind cargo features, so the default build stays small.
@@ -34,10 +41,17 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod events;
+#[cfg(feature = "git")]
+pub mod git;
 pub mod models;
+#[cfg(feature = "pipeline")]
+pub mod pipeline;
 pub mod query;
+pub mod report;
+pub mod runtime;
 pub mod storage;
 pub mod store;
 #[cfg(feature = "testsuite")]

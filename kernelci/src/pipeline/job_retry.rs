@@ -1,0 +1,1 @@
+//! Job retry: re-scheduling failed or incomplete jobs (upstream `job_retry`).

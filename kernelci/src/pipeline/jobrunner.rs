@@ -1,0 +1,1 @@
+//! The job runner: what a job does once started, in any runtime.

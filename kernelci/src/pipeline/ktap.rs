@@ -1,0 +1,1 @@
+//! Parsing KTAP, kselftest and KUnit output into test nodes.

@@ -1,0 +1,1 @@
+//! The LAVA callback receiver: callback bodies into node result hierarchies.

@@ -1,0 +1,1 @@
+//! The regression tracker: comparing finished tests with their previous run.

@@ -1,0 +1,1 @@
+//! The report service: a report for each finished checkout.

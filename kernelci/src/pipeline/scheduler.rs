@@ -1,0 +1,1 @@
+//! The scheduler service: matching events to jobs and submitting them to runtimes.

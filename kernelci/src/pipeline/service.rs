@@ -1,0 +1,1 @@
+//! What every service shares: durable subscription, liveness, graceful shutdown.

@@ -1,0 +1,1 @@
+//! The tarball service: source tarballs for new checkouts.

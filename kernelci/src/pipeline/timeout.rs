@@ -1,0 +1,1 @@
+//! The timeout service: timeout, holdoff and closing modes.

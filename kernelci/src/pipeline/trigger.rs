@@ -1,0 +1,1 @@
+//! The trigger service: new revisions on kernel trees become checkout nodes.
