@@ -66,7 +66,16 @@ async function loadEvents() {
   }
 }
 
+// Deep links: `/viewer?node_id=ID` opens a node (the URL the KCIDB bridge publishes), and any
+// filter field given in the query string (`?kind=test&result=fail`) pre-fills the form.
+const query = new URLSearchParams(location.search);
+for (const el of document.getElementById('filters').elements) {
+  if (el.name && query.has(el.name)) el.value = query.get(el.name);
+}
 document.getElementById('filters').addEventListener('submit', (ev) => { ev.preventDefault(); loadNodes(); });
 loadNodes();
 loadEvents();
+if (query.get('node_id')) showNode(query.get('node_id')).catch((e) => {
+  document.getElementById('node').innerHTML = `<p class="fail">Error: ${esc(e.message)}</p>`;
+});
 setInterval(loadEvents, 5000);
