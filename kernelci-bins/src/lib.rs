@@ -2,3 +2,4 @@
 //! `kernelci` library.
 
 pub mod cli;
+pub mod demo;
