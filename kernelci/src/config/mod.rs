@@ -51,7 +51,7 @@ pub use pipeline::{
     VersionRule,
 };
 pub use settings::{RuntimeCredentials, Secret, Settings};
-pub use source::{KeyPath, Origin};
+pub use source::{KeyPath, KeySeg, Origin, yaml_files};
 
 use crate::ErrorKind;
 

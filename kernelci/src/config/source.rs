@@ -325,8 +325,8 @@ impl Sources {
 }
 
 /// Every `*.yaml` under `path` (recursively, sorted, skipping `/debos/`), or `path` itself
-/// when it is a file.
-pub(crate) fn discover(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// when it is a file: the files [`super::PipelineConfig::load`] reads, in merge order.
+pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound {
             ConfigErrorKind::NotFound
@@ -472,7 +472,7 @@ pub(crate) fn load_paths(paths: &[PathBuf]) -> (Map<String, Value>, Sources, Vec
     let mut errors = Vec::new();
     let mut config = Map::new();
     for root in paths {
-        let files = match discover(root) {
+        let files = match yaml_files(root) {
             Ok(f) => f,
             Err(e) => {
                 errors.push(e);

@@ -1,17 +1,40 @@
 //! Cross-reference checks of a typed configuration: every name an entry uses is defined.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use super::source::KeyPath;
 use super::{ConfigError, ConfigErrorKind, PipelineConfig, parse_frequency};
 
+/// The entry names of a mapping section as written (including entries that failed to type,
+/// so one bad entry does not also make every reference to it an error).
+fn names<'a>(c: &'a PipelineConfig, section: &str) -> HashSet<&'a str> {
+    match c.raw.get(section) {
+        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+        _ => HashSet::new(),
+    }
+}
+
 pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
+    let jobs = names(c, "jobs");
+    let runtimes = names(c, "runtimes");
+    let platforms = names(c, "platforms");
+    let trees = names(c, "trees");
+    let fragments = names(c, "fragments");
+    let lab_types: HashSet<&str> = match c.raw.get("runtimes") {
+        Some(Value::Object(m)) => m
+            .values()
+            .filter_map(|r| r.get("lab_type").and_then(Value::as_str))
+            .collect(),
+        _ => HashSet::new(),
+    };
     let reference = |path: &KeyPath, msg: String| c.error_at(ConfigErrorKind::Reference, path, msg);
     let schema = |path: &KeyPath, msg: String| c.error_at(ConfigErrorKind::Schema, path, msg);
 
     for (i, entry) in c.scheduler.iter().enumerate() {
         let at = KeyPath::keys(["scheduler"]).index(i);
-        if !c.jobs.contains_key(&entry.job) {
+        if !jobs.contains(entry.job.as_str()) {
             errors.push(reference(
                 &at.key("job"),
                 format!("unknown job {:?}", entry.job),
@@ -30,7 +53,7 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
         }
         match (&entry.runtime.name, &entry.runtime.lab_type) {
             (Some(name), _) => {
-                if !c.runtimes.contains_key(name) {
+                if !runtimes.contains(name.as_str()) {
                     errors.push(reference(
                         &at.key("runtime").key("name"),
                         format!("unknown runtime {name:?}"),
@@ -38,7 +61,7 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
                 }
             }
             (None, Some(lab_type)) => {
-                if !c.runtimes.values().any(|r| &r.lab_type == lab_type) {
+                if !lab_types.contains(lab_type.as_str()) {
                     errors.push(reference(
                         &at.key("runtime").key("type"),
                         format!("no runtime has lab_type {lab_type:?}"),
@@ -50,7 +73,7 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             }
         }
         for (j, platform) in entry.platforms.iter().enumerate() {
-            if !c.platforms.contains_key(platform) {
+            if !platforms.contains(platform.as_str()) {
                 errors.push(reference(
                     &at.key("platforms").index(j),
                     format!("unknown platform {platform:?}"),
@@ -61,7 +84,7 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
 
     for (name, bc) in &c.build_configs {
         let at = KeyPath::keys(["build_configs", name.as_str()]);
-        if !c.trees.contains_key(&bc.tree) {
+        if !trees.contains(bc.tree.as_str()) {
             errors.push(reference(
                 &at.key("tree"),
                 format!("unknown tree {:?}", bc.tree),
@@ -73,7 +96,7 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
         if let Some(r) = bc
             .reference
             .as_ref()
-            .filter(|r| !c.trees.contains_key(&r.tree))
+            .filter(|r| !trees.contains(r.tree.as_str()))
         {
             errors.push(reference(
                 &at.key("reference").key("tree"),
@@ -96,7 +119,7 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
                 format!("invalid frequency {other}: expected a string like 1d, 12h, 30m"),
             )),
         }
-        let fragments: Vec<(Option<usize>, &str)> = match job.params.get("fragments") {
+        let used: Vec<(Option<usize>, &str)> = match job.params.get("fragments") {
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
@@ -105,8 +128,8 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             Some(Value::String(s)) => vec![(None, s.as_str())],
             _ => Vec::new(),
         };
-        for (i, fragment) in fragments {
-            if fragment.starts_with("CONFIG_") || c.fragments.contains_key(fragment) {
+        for (i, fragment) in used {
+            if fragment.starts_with("CONFIG_") || fragments.contains(fragment) {
                 continue;
             }
             let at = match i {
