@@ -1,8 +1,8 @@
 //! `kci`: the KernelCI command-line tool.
 
 pub mod api;
+pub mod config;
 pub mod local;
-pub mod settings;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +36,9 @@ pub enum Command {
     /// Work on a local embedded (SQLite) node store directly, without a server.
     #[command(subcommand)]
     Local(local::LocalCommand),
+    /// Check and inspect the pipeline YAML configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::User(cmd) => api::user(&cli.api, cmd).await,
         Command::Token(cmd) => api::token(&cli.api, cmd).await,
         Command::Local(cmd) => local::run(cmd).await,
+        Command::Config(cmd) => config::run(cmd, cli.api.json),
     };
     match result {
         Ok(()) => 0,
