@@ -221,7 +221,7 @@ async fn check_ktap_results(env: &Env, job: &Node) {
         .await
         .unwrap();
     let mut got: Vec<_> = cases.iter().map(|n| (n.name.clone(), n.result)).collect();
-    got.sort();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         got,
         [
