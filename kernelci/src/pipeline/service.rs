@@ -539,6 +539,12 @@ impl ServiceContext {
         format!("{}:{channel}", self.name)
     }
 
+    /// The liveness component name of the event loop on `channel`: long handler steps beat
+    /// it (`ctx.liveness().beat(&ctx.events_component("node"))`) to stay alive.
+    pub fn events_component(&self, channel: &str) -> String {
+        format!("events:{}", self.subscriber_id(channel))
+    }
+
     /// Sleeps `duration`, or less when a stop is asked for; `false` means "stop".
     pub async fn sleep(&self, duration: Duration) -> bool {
         tokio::select! {
@@ -607,7 +613,7 @@ impl ServiceContext {
         config.promiscuous = subscription.promiscuous;
         config.poll_timeout = subscription.poll_timeout;
         let mut listener = Listener::new(self.api.clone(), config);
-        let component = format!("events:{sub_id}");
+        let component = self.events_component(&subscription.channel);
         self.liveness
             .register_listener(&component, listener.health_handle());
         tracing::info!(service = %self.name, subscriber = %sub_id, "listening");
