@@ -222,7 +222,7 @@ pub struct CheckoutData {
     /// The revision.
     #[serde(default)]
     pub kernel_revision: Option<Revision>,
-    /// `node_timeout` or `git_checkout_failure`.
+    /// `node_timeout`, `git_checkout_failure` or `git_commit_error`.
     #[serde(default)]
     pub error_code: Option<String>,
     /// Error text.
@@ -494,10 +494,10 @@ fn check(shape: Shape, path: &str, v: &Value, errors: &mut ValidationErrors) {
             ),
         },
         Shape::CheckoutErrorCode => match v.as_str() {
-            Some("node_timeout" | "git_checkout_failure") => {}
+            Some("node_timeout" | "git_checkout_failure" | "git_commit_error") => {}
             _ => errors.push(
                 path,
-                "Input should be 'node_timeout' or 'git_checkout_failure'",
+                "Input should be 'node_timeout', 'git_checkout_failure' or 'git_commit_error'",
             ),
         },
         Shape::Revision => check_revision(path, v, errors),

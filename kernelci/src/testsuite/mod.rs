@@ -4,6 +4,7 @@
 //!   for tests, and stop them by pid when dropped.
 //! - [`sshd`] (feature `ssh`): a real OpenSSH daemon with generated keys.
 //! - [`redis`]: a real `redis-server` that tests can kill and restart.
+//! - [`smtp`]: a real SMTP server (aiosmtpd) whose received messages tests can read.
 //! - The conformance suites, one per trait, that every implementation runs:
 //!   [`store`] (`NodeStore`), [`bus`] (`EventBus`), [`storage`] (`Storage`).
 //!
@@ -14,6 +15,7 @@ pub mod bus;
 pub mod mongo;
 pub mod peers;
 pub mod redis;
+pub mod smtp;
 #[cfg(feature = "ssh")]
 pub mod sshd;
 pub mod storage;

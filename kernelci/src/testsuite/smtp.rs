@@ -1,0 +1,307 @@
+//! A real SMTP server for tests: Debian's `python3-aiosmtpd` (`python3 -m aiosmtpd -n -l
+//! 127.0.0.1:<port>`), which prints every message it accepts to its standard output. The
+//! messages are parsed back ([`ReceivedMail`]) so tests can check headers and the decoded body.
+//!
+//! When the module is missing and the test runs as root, it is installed with `apt-get`;
+//! otherwise [`SmtpServer::start`] reports a missing peer (see [`super::peers::missing_peer`]).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::peers::{PeerProcess, free_port, missing_peer};
+
+/// Debian's Python, which has the `python3-aiosmtpd` package (not a pyenv one on `PATH`).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+fn has_aiosmtpd() -> bool {
+    Path::new(PYTHON).exists()
+        && Command::new(PYTHON)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn try_install() -> bool {
+    if !is_root() {
+        return false;
+    }
+    eprintln!("installing python3-aiosmtpd for the SMTP tests");
+    let ok = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "python3-aiosmtpd",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    ok && has_aiosmtpd()
+}
+
+/// A running `aiosmtpd` on a free loopback port; dropping it stops it.
+#[derive(Debug)]
+pub struct SmtpServer {
+    peer: PeerProcess,
+}
+
+/// One message the server accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMail {
+    /// The top-level headers, unfolded, in order (aiosmtpd adds `X-Peer`).
+    pub headers: Vec<(String, String)>,
+    /// The raw body (after the header block), lines joined with `\n`.
+    pub raw_body: String,
+    /// The first `text/plain` part (or the whole body when not multipart), decoded from
+    /// quoted-printable when so encoded.
+    pub text: String,
+    /// That part's headers.
+    pub part_headers: Vec<(String, String)>,
+}
+
+impl ReceivedMail {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The first header of the text part named `name` (case-insensitive).
+    pub fn part_header(&self, name: &str) -> Option<&str> {
+        find_header(&self.part_headers, name)
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl SmtpServer {
+    /// Starts the server, installing `python3-aiosmtpd` first when missing and running as
+    /// root. `None` (after a loud notice, or a panic under CI) when it cannot run.
+    pub fn start() -> Option<SmtpServer> {
+        if !has_aiosmtpd() && !try_install() {
+            return missing_peer(
+                "SMTP server (aiosmtpd)",
+                "apt-get install -y python3-aiosmtpd",
+            );
+        }
+        let port = free_port();
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary directory for aiosmtpd: {e}"),
+        };
+        let mut cmd = Command::new(PYTHON);
+        // -u: unbuffered, so each message is in the log as soon as it is accepted.
+        cmd.args([
+            "-u",
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        match PeerProcess::spawn("aiosmtpd", cmd, port, dir) {
+            Ok(peer) => Some(SmtpServer { peer }),
+            Err(e) => panic!("aiosmtpd did not start: {e}"),
+        }
+    }
+
+    /// The loopback port.
+    pub fn port(&self) -> u16 {
+        self.peer.port
+    }
+
+    /// What the server printed so far.
+    pub fn log(&self) -> String {
+        self.peer.log()
+    }
+
+    /// The messages accepted so far.
+    pub fn messages(&self) -> Vec<ReceivedMail> {
+        parse_log(&self.log())
+    }
+
+    /// Waits up to `timeout` until at least `n` messages arrived, and returns them all.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n || Instant::now() >= deadline {
+                return messages;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+const BEGIN: &str = "---------- MESSAGE FOLLOWS ----------";
+const END: &str = "------------ END MESSAGE ------------";
+
+/// Parses aiosmtpd's `Debugging` output into messages.
+pub fn parse_log(log: &str) -> Vec<ReceivedMail> {
+    let mut out = Vec::new();
+    let mut rest = log;
+    while let Some(start) = rest.find(BEGIN) {
+        let after = &rest[start + BEGIN.len()..];
+        let Some(end) = after.find(END) else { break };
+        let block = after[..end].trim_start_matches(['\r', '\n']);
+        let mut lines: Vec<&str> = block.lines().collect();
+        // "mail options: [...]" and a blank line come first when the client sent options.
+        if lines
+            .first()
+            .is_some_and(|l| l.starts_with("mail options:"))
+        {
+            lines.remove(0);
+            if lines.first().is_some_and(|l| l.is_empty()) {
+                lines.remove(0);
+            }
+        }
+        out.push(parse_message(&lines));
+        rest = &after[end + END.len()..];
+    }
+    out
+}
+
+fn split_headers<'s, 'a>(lines: &'s [&'a str]) -> (Vec<(String, String)>, &'s [&'a str]) {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() && !lines[i].is_empty() {
+        let line = lines[i];
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push_str(line);
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim_start().to_owned()));
+        }
+        i += 1;
+    }
+    let body = if i < lines.len() {
+        &lines[i + 1..]
+    } else {
+        &[]
+    };
+    (headers, body)
+}
+
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn parse_message(lines: &[&str]) -> ReceivedMail {
+    let (headers, body) = split_headers(lines);
+    let raw_body = body.join("\n");
+    let ctype = find_header(&headers, "Content-Type").unwrap_or("text/plain");
+    let (part_headers, part_body): (Vec<(String, String)>, Vec<&str>) =
+        match boundary(ctype).filter(|_| ctype.to_ascii_lowercase().starts_with("multipart/")) {
+            Some(b) => {
+                let open = format!("--{b}");
+                let mut parts: Vec<Vec<&str>> = Vec::new();
+                let mut current: Option<Vec<&str>> = None;
+                for line in body {
+                    if line.starts_with(&open) {
+                        if let Some(p) = current.take() {
+                            parts.push(p);
+                        }
+                        if line.trim_end() == format!("{open}--") {
+                            break;
+                        }
+                        current = Some(Vec::new());
+                    } else if let Some(p) = current.as_mut() {
+                        p.push(line);
+                    }
+                }
+                let first_text = parts.iter().map(|p| split_headers(p)).find(|(h, _)| {
+                    find_header(h, "Content-Type")
+                        .is_none_or(|t| t.to_ascii_lowercase().starts_with("text/plain"))
+                });
+                match first_text {
+                    Some((h, b)) => (h, b.to_vec()),
+                    None => (Vec::new(), Vec::new()),
+                }
+            }
+            None => (Vec::new(), body.to_vec()),
+        };
+    let encoding = find_header(&part_headers, "Content-Transfer-Encoding")
+        .or_else(|| find_header(&headers, "Content-Transfer-Encoding"))
+        .unwrap_or("7bit")
+        .to_ascii_lowercase();
+    let joined = part_body.join("\n");
+    let text = if encoding == "quoted-printable" {
+        decode_quoted_printable(&joined)
+    } else {
+        joined
+    };
+    ReceivedMail {
+        headers,
+        raw_body,
+        text,
+        part_headers,
+    }
+}
+
+/// Decodes quoted-printable text (soft line breaks `=\n`, `=XX` escapes).
+pub fn decode_quoted_printable(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            if bytes.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            if bytes.get(i + 1) == Some(&b'\r') && bytes.get(i + 2) == Some(&b'\n') {
+                i += 3;
+                continue;
+            }
+            if let Some(hex) = bytes.get(i + 1..i + 3)
+                && let Ok(s) = std::str::from_utf8(hex)
+                && let Ok(b) = u8::from_str_radix(s, 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_debugging_output() {
+        let log = "---------- MESSAGE FOLLOWS ----------\nmail options: ['SIZE=10']\n\n\
+Subject: a long\n subject\nContent-Type: multipart/mixed; boundary=\"XyZ\"\nX-Peer: ('127.0.0.1', 1)\n\n\
+--XyZ\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n\
+caf=C3=A9 and a soft=\n break\n--XyZ--\n------------ END MESSAGE ------------\n";
+        let m = parse_log(log);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].header("subject"), Some("a long subject"));
+        assert_eq!(m[0].text, "café and a soft break");
+        assert_eq!(
+            m[0].part_header("content-transfer-encoding"),
+            Some("quoted-printable")
+        );
+    }
+}
