@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod job;
 pub mod local;
+pub mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +44,9 @@ pub enum Command {
     /// Check and inspect the pipeline YAML configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Run everything in one process: API server, storage, pipeline services (`--demo`:
+    /// on a generated kernel tree, offline).
+    Up(up::UpArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -55,6 +59,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Local(cmd) => local::run(cmd).await,
         Command::Config(cmd) => config::run(cmd, cli.api.json),
         Command::Job(cmd) => job::run(&cli.api, cmd).await,
+        Command::Up(args) => return up::up(cli.api.settings.clone(), args).await,
     };
     match result {
         Ok(()) => 0,

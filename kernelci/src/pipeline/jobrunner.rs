@@ -43,6 +43,25 @@ use crate::storage::{self, Storage, StorageConfig, UploadFile};
 /// How long a passing kbuild stays `available` before the timeout service may close it.
 pub const KBUILD_HOLDOFF_SECS: i64 = 600;
 
+/// The kbuild holdoff: the `kbuild_holdoff` job parameter (seconds), else the
+/// `KCI_KBUILD_HOLDOFF` environment variable (set by `kci up --holdoff`), else
+/// [`KBUILD_HOLDOFF_SECS`].
+pub fn kbuild_holdoff_secs(params: &JobParams) -> i64 {
+    params
+        .get("kbuild_holdoff")
+        .and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .or_else(|| {
+            std::env::var("KCI_KBUILD_HOLDOFF")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        })
+        .filter(|s| *s >= 0)
+        .unwrap_or(KBUILD_HOLDOFF_SECS)
+}
+
 /// The `data` fields every child node inherits from the root (upstream `submit_results`).
 pub const INHERITED_DATA: [&str; 8] = [
     "kernel_revision",
@@ -253,7 +272,7 @@ impl JobRunner {
             });
         }
         if is_kbuild && outcome.holdoff.is_none() {
-            outcome.holdoff = Some(Timestamp::now().plus_secs(KBUILD_HOLDOFF_SECS));
+            outcome.holdoff = Some(Timestamp::now().plus_secs(kbuild_holdoff_secs(&self.params)));
         }
         let hierarchy = build_hierarchy(&node, &outcome);
         let written = self.api.submit_results(&hierarchy).await?;

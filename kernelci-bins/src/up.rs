@@ -1,0 +1,667 @@
+//! `kci up`: the all-in-one mode. One process runs the API server on the embedded default
+//! (SQLite file, in-process event bus), the artifact storage served over HTTP by the same
+//! server (`/storage/`), and every pipeline service — trigger, tarball, scheduler (shell
+//! runtime), timeout/holdoff/closing, regression tracker, report, job retry — from a config
+//! folder in upstream's format.
+//!
+//! `--demo` first creates a small kernel-style git tree ([`crate::demo`]) and a config folder
+//! that follows it, so one revision goes trigger → tarball → kbuild → tests → report in about a
+//! minute, offline. Progress is printed one line per node event, then the report and the URL
+//! where the nodes can be browsed.
+//!
+//! Everything lives under the data directory (`--data`, default `./kci-data`):
+//!
+//! | path | what |
+//! |---|---|
+//! | `kernelci.sqlite` | the node store, users, event log |
+//! | `storage/` | artifacts (tarballs, logs, kernels), served at `<url>/storage/` |
+//! | `secret-key`, `admin-password` | generated on first start unless `SECRET_KEY` / `KCI_INITIAL_PASSWORD` are set |
+//! | `src/` | the tarball service's git work trees |
+//! | `jobs/` | generated job definitions and job work directories |
+//! | `demo/` | with `--demo`: the demo tree (`demo/linux`) and its config (`demo/config`) |
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernelci::client::{ApiClient, Listener, ListenerConfig};
+use kernelci::config::{ConfigErrors, PipelineConfig, Settings};
+use kernelci::pipeline::job_retry::JobRetry;
+use kernelci::pipeline::regression::RegressionTracker;
+use kernelci::pipeline::reporter::Reporter;
+use kernelci::pipeline::scheduler::{Scheduler, SchedulerOptions};
+use kernelci::pipeline::service::{ServiceContext, Shutdown};
+use kernelci::pipeline::tarball::{Tarball, TarballOptions};
+use kernelci::pipeline::timeout::{TimeoutMode, TimeoutService};
+use kernelci::pipeline::trigger::{BuildTarget, Trigger, TriggerOptions};
+use kernelci::report::SmtpConfig;
+use kernelci::runtime::Runtime;
+use kernelci::runtime::registry::{RuntimeContext, RuntimeCredentials, RuntimeRegistry};
+use kernelci::runtime::template::TemplateEngine;
+use kernelci::storage::Storage;
+use serde_json::Value;
+
+/// The job templates shipped with the binary, written into the demo config so `kci up --demo`
+/// works from any directory.
+const SHIPPED_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "runtime/base/shell.jinja2",
+        include_str!("../../config/runtime/base/shell.jinja2"),
+    ),
+    (
+        "runtime/kbuild.jinja2",
+        include_str!("../../config/runtime/kbuild.jinja2"),
+    ),
+    (
+        "runtime/ktap-test.jinja2",
+        include_str!("../../config/runtime/ktap-test.jinja2"),
+    ),
+];
+
+/// What `kci up` runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Config folders in upstream's layout (`*.yaml`, `runtime/*.jinja2`); ignored by `--demo`,
+    /// which writes its own.
+    pub config: Vec<PathBuf>,
+    /// The data directory.
+    pub data: PathBuf,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Create the demo tree and config and follow them.
+    pub demo: bool,
+    /// Stop once the first checkout is reported (for scripts and tests).
+    pub exit_after_report: bool,
+    /// The `kernelci.toml` settings file, if any (`[trigger]`, `[runtime.<name>]`, ...).
+    pub settings: Option<PathBuf>,
+    /// How often the trigger polls the trees (default: 10 s in the demo, else `[trigger]
+    /// poll_period` or one hour).
+    pub poll_period: Option<Duration>,
+    /// How often the timeout/holdoff/closing passes run (default: 2 s in the demo, else 60 s).
+    pub timeout_period: Option<Duration>,
+    /// How long checkouts (and builds) stay `available` for more jobs (upstream: 10 minutes;
+    /// the demo uses 5 seconds).
+    pub holdoff: Option<Duration>,
+    /// Where reports are mailed; `None` prints them only.
+    pub smtp: Option<SmtpConfig>,
+    /// Only these runtimes of the config are started (default: every runtime this build
+    /// supports; runtimes that cannot start are reported and skipped).
+    pub runtimes: Vec<String>,
+    /// Print one line per node event.
+    pub progress: bool,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            config: vec![PathBuf::from("config")],
+            data: PathBuf::from("kci-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            demo: false,
+            exit_after_report: false,
+            settings: None,
+            poll_period: None,
+            timeout_period: None,
+            holdoff: None,
+            smtp: None,
+            runtimes: Vec::new(),
+            progress: true,
+        }
+    }
+}
+
+/// Why `kci up` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// A file or directory could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The config folder has errors (each names its file, line and key).
+    #[error("configuration errors:\n{0}")]
+    Config(ConfigErrors),
+    /// The settings file is wrong.
+    #[error("settings: {0}")]
+    Settings(String),
+    /// The API server could not start.
+    #[error("API server: {0}")]
+    Server(String),
+    /// A service could not be set up.
+    #[error("{0}")]
+    Service(String),
+    /// The demo tree could not be made.
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
+    move |source| UpError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a finished `kci up --exit-after-report` run saw.
+#[derive(Debug, Clone)]
+pub struct UpSummary {
+    /// The API URL.
+    pub url: String,
+    /// The reported checkout, if one was reported.
+    pub checkout: Option<String>,
+    /// The admin token the services used.
+    pub token: String,
+}
+
+/// Reads `path`, or writes `generate()` into it (mode 0600) on first use.
+fn persistent_secret(path: &Path, generate: impl FnOnce() -> String) -> Result<String, UpError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        _ => {
+            let value = generate();
+            std::fs::write(path, format!("{value}\n")).map_err(io(path))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(path))?;
+            }
+            Ok(value)
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // getrandom failing means no entropy source at all; fall back to time-based noise.
+    if getrandom::fill(&mut buf).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8);
+        }
+    }
+    hex::encode(buf)
+}
+
+/// The YAML config the demo follows: one tree (the demo tree over `file://`), a kbuild job on
+/// checkouts and a KTAP test job on the build, both on the shell runtime; artifacts go to the
+/// server's `/storage/` over HTTP.
+pub fn demo_config(tree_url: &str, api_url: &str) -> String {
+    format!(
+        r#"# The demo configuration written by `kci up --demo` (upstream's config format).
+api:
+  local:
+    url: {api_url}
+
+storage:
+  local:
+    storage_type: backend
+    base_url: {api_url}/storage/
+    api_url: {api_url}/storage/
+
+trees:
+  demo:
+    url: "{tree_url}"
+
+build_configs:
+  demo:
+    tree: demo
+    branch: master
+
+runtimes:
+  shell:
+    lab_type: shell
+
+platforms:
+  shell: {{}}
+
+jobs:
+  kbuild-demo-x86:
+    template: kbuild.jinja2
+    kind: kbuild
+    params:
+      arch: x86_64
+      compiler: gcc
+      defconfig: x86_64_defconfig
+  kselftest-demo:
+    template: ktap-test.jinja2
+    kind: job
+    params:
+      command: sh tools/testing/selftests/demo/run.sh
+
+scheduler:
+  - job: kbuild-demo-x86
+    event:
+      channel: node
+      kind: checkout
+      state: available
+    runtime:
+      name: shell
+  - job: kselftest-demo
+    event:
+      channel: node
+      kind: kbuild
+      name: kbuild-demo-x86
+      state: available
+    runtime:
+      name: shell
+"#
+    )
+}
+
+/// Writes the demo tree (once) and its config; returns the config folder.
+fn prepare_demo(data: &Path, api_url: &str, out: &mut dyn Write) -> Result<PathBuf, UpError> {
+    let demo = data.join("demo");
+    let tree = demo.join("linux");
+    if !tree.join(".git").exists() {
+        let sha = crate::demo::create_tree(&tree)?;
+        let _ = writeln!(
+            out,
+            "demo: created the kernel tree {} at {}",
+            tree.display(),
+            &sha[..12]
+        );
+    }
+    let tree = tree.canonicalize().map_err(io(&tree))?;
+    let config = demo.join("config");
+    std::fs::create_dir_all(&config).map_err(io(&config))?;
+    let yaml = config.join("pipeline.yaml");
+    let tree_url = format!("file://{}", tree.display());
+    std::fs::write(&yaml, demo_config(&tree_url, api_url)).map_err(io(&yaml))?;
+    for (rel, text) in SHIPPED_TEMPLATES {
+        let path = config.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(config)
+}
+
+/// One progress line per node event (like upstream's `monitor`).
+fn progress_line(data: &Value) -> String {
+    let s = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("");
+    let commit = data
+        .pointer("/data/kernel_revision/commit")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let result = data.get("result").and_then(Value::as_str).unwrap_or("-");
+    let path = data
+        .get("path")
+        .and_then(Value::as_array)
+        .map(|p| {
+            p.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .unwrap_or_default();
+    format!(
+        "{:<8} {:<10} {:<12} {:<9} {:<10} {}",
+        s("op"),
+        s("kind"),
+        commit.get(..12).unwrap_or(commit),
+        s("state"),
+        result,
+        path
+    )
+}
+
+/// Runs the all-in-one mode until `shutdown` is triggered (or, with `exit_after_report`, the
+/// first checkout is reported). Progress goes to `out`.
+pub async fn run(
+    opts: UpOptions,
+    shutdown: Shutdown,
+    out: &mut (dyn Write + Send),
+) -> Result<UpSummary, UpError> {
+    let data = opts.data.clone();
+    std::fs::create_dir_all(&data).map_err(io(&data))?;
+    let data = data.canonicalize().map_err(io(&data))?;
+    let settings = match Settings::load(opts.settings.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return Err(UpError::Settings(e.to_string())),
+    };
+
+    // --- the API server, embedded default ---
+    let secret = match std::env::var("SECRET_KEY") {
+        Ok(s) if !s.trim().is_empty() => s,
+        _ => persistent_secret(&data.join("secret-key"), || random_hex(32))?,
+    };
+    let password = match std::env::var("KCI_INITIAL_PASSWORD") {
+        Ok(s) if !s.is_empty() => s,
+        _ => persistent_secret(&data.join("admin-password"), || random_hex(12))?,
+    };
+    let mut server_config =
+        <kernelci_server::config::ServerConfig as clap::Parser>::try_parse_from([
+            "kernelci-server",
+        ])
+        .map_err(|e| UpError::Server(format!("server settings from the environment: {e}")))?;
+    server_config.listen = opts.listen;
+    server_config.database = Some(format!(
+        "sqlite://{}",
+        data.join("kernelci.sqlite").display()
+    ));
+    server_config.redis = None;
+    server_config.secret_key = Some(secret);
+    server_config.initial_password = Some(password.clone());
+    let storage_dir = data.join("storage");
+    std::fs::create_dir_all(&storage_dir).map_err(io(&storage_dir))?;
+    server_config.storage_dir = Some(storage_dir);
+    // The upload endpoint's token: what services and jobs present to store artifacts.
+    let storage_token = match std::env::var("KCI_STORAGE_TOKEN") {
+        Ok(s) if !s.trim().is_empty() => s,
+        _ => persistent_secret(&data.join("storage-token"), || random_hex(24))?,
+    };
+    server_config.storage_token = Some(storage_token.clone());
+    let app = kernelci_server::App::open(server_config)
+        .await
+        .map_err(|e| UpError::Server(e.to_string()))?;
+    // The server stops last: after every service has finished its event and unsubscribed.
+    let server_stop = Shutdown::new();
+    let server_signal = server_stop.clone();
+    let (addr, server) = kernelci_server::bind(app, opts.listen, async move {
+        server_signal.wait().await;
+    })
+    .map_err(|e| UpError::Server(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let server = tokio::spawn(server);
+    let url = format!("http://{addr}");
+    let _ = writeln!(out, "API server: {url} (viewer: {url}/viewer)");
+
+    let api = ApiClient::new(&url).map_err(|e| UpError::Service(e.to_string()))?;
+    let admin = std::env::var("KCI_INITIAL_ADMIN_USERNAME").unwrap_or_else(|_| "admin".into());
+    let token = api
+        .login(&admin, &password)
+        .await
+        .map_err(|e| UpError::Service(format!("login as {admin}: {e}")))?;
+    let api = api.with_token(token.clone());
+    let _ = writeln!(
+        out,
+        "admin user: {admin} (password in {}; or set KCI_INITIAL_PASSWORD)",
+        data.join("admin-password").display()
+    );
+
+    // --- configuration ---
+    let config_dirs = if opts.demo {
+        vec![prepare_demo(&data, &url, out)?]
+    } else {
+        opts.config.clone()
+    };
+    let config = Arc::new(PipelineConfig::load(&config_dirs).map_err(UpError::Config)?);
+    let counts = config.counts();
+    let _ = writeln!(
+        out,
+        "config: {} ({} trees, {} jobs, {} runtimes, {} scheduler entries)",
+        config_dirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        counts.get("trees").copied().unwrap_or(0),
+        counts.get("jobs").copied().unwrap_or(0),
+        counts.get("runtimes").copied().unwrap_or(0),
+        counts.get("scheduler").copied().unwrap_or(0),
+    );
+
+    // --- storage (services and jobs) ---
+    let storage_name = settings
+        .get_str("DEFAULT", "storage_config")
+        .or_else(|| config.storage.keys().next().cloned());
+    let storage: Arc<dyn Storage> = match storage_name.as_ref().and_then(|n| config.storage.get(n))
+    {
+        Some(sc) => {
+            let cred = storage_name
+                .as_deref()
+                .and_then(|n| settings.storage_cred(n))
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_else(|| storage_token.clone());
+            kernelci::storage::from_config(sc, Some(&cred))
+                .map_err(|e| UpError::Service(format!("storage {storage_name:?}: {e}")))?
+        }
+        None => {
+            let dir = data.join("storage");
+            Arc::new(
+                kernelci::storage::LocalStorage::new(&dir, &format!("{url}/storage/"))
+                    .map_err(|e| UpError::Service(format!("storage: {e}")))?,
+            )
+        }
+    };
+
+    // --- runtimes ---
+    let jobs_dir = data.join("jobs");
+    std::fs::create_dir_all(&jobs_dir).map_err(io(&jobs_dir))?;
+    let kci_bin = std::env::current_exe()
+        .ok()
+        .filter(|p| p.file_name().is_some_and(|n| n == "kci"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "kci".into());
+    let template_dirs: Vec<PathBuf> = config_dirs.clone();
+    let mut context = RuntimeContext::new(&jobs_dir)
+        .with_templates(TemplateEngine::with_default_path(
+            template_dirs.first().map(PathBuf::as_path),
+        ))
+        .with_storage(storage.clone())
+        .with_job_env("KCI_API_TOKEN", token.clone())
+        .with_job_env("KCI_STORAGE_CREDENTIALS", storage_token.clone())
+        .with_job_env("KCI_BIN", kci_bin);
+    if let Some(holdoff) = opts.holdoff.or(opts.demo.then_some(Duration::from_secs(5))) {
+        context = context.with_job_env("KCI_KBUILD_HOLDOFF", holdoff.as_secs().to_string());
+    }
+    let registry = RuntimeRegistry::new();
+    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+    for (name, rc) in &config.runtimes {
+        if !opts.runtimes.is_empty() && !opts.runtimes.contains(name) {
+            continue;
+        }
+        // The runtime parses its own keys: the scheduler's (`name`, `rules`) are not its.
+        let entry =
+            kernelci::runtime::registry::RuntimeEntry::new(name, &rc.lab_type, rc.settings.clone());
+        let credentials = RuntimeCredentials::from_settings(name, |s, k| settings.get_str(s, k));
+        match registry.build(&entry, &credentials, &context) {
+            Ok(r) => runtimes.push(r),
+            Err(e) => {
+                let _ = writeln!(out, "runtime {name}: not started: {e}");
+            }
+        }
+    }
+
+    // --- services ---
+    let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
+    // Services stop on their own signal, given once the progress loop ends.
+    let services_stop = Shutdown::new();
+    let ctx = |name: &str| {
+        ServiceContext::new(format!("kci-up-{name}"), api.clone())
+            .with_shutdown(services_stop.clone())
+    };
+    let poll = opts.poll_period.unwrap_or(if opts.demo {
+        Duration::from_secs(10)
+    } else {
+        settings
+            .get_parsed::<u64>("trigger", "poll_period")
+            .ok()
+            .flatten()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(3600))
+    });
+    let holdoff = opts.holdoff.unwrap_or(if opts.demo {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(600)
+    });
+    let timeout_period = opts.timeout_period.unwrap_or(if opts.demo {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(60)
+    });
+
+    let trigger = Trigger::new(
+        BuildTarget::from_config(&config),
+        TriggerOptions {
+            poll_period: poll,
+            ..TriggerOptions::default()
+        },
+    );
+    let c = ctx("trigger");
+    tasks.push((
+        "trigger".into(),
+        tokio::spawn(async move { trigger.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
+
+    let tarball = Tarball::new(
+        BuildTarget::from_config(&config),
+        storage.clone(),
+        TarballOptions {
+            kdir: data.join("src"),
+            output: data.join("tarballs"),
+            update: Default::default(),
+            holdoff,
+        },
+    );
+    let c = ctx("tarball");
+    tasks.push((
+        "tarball".into(),
+        tokio::spawn(async move { tarball.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
+
+    if runtimes.is_empty() {
+        let _ = writeln!(out, "scheduler: no runtime could start; no job will run");
+    } else {
+        let names: Vec<String> = runtimes.iter().map(|r| r.name().to_owned()).collect();
+        let options = SchedulerOptions {
+            name: "kci-up-scheduler".into(),
+            output: Some(jobs_dir.clone()),
+            storage_config: storage_name.clone(),
+            api_config: config.api.keys().next().cloned(),
+            ..SchedulerOptions::default()
+        };
+        let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, options)
+            .map_err(|e| UpError::Service(format!("scheduler: {e}")))?;
+        let _ = writeln!(out, "scheduler: runtimes {}", names.join(", "));
+        let stop = services_stop.clone();
+        tasks.push((
+            "scheduler".into(),
+            tokio::spawn(async move {
+                Arc::new(scheduler)
+                    .run(async move { stop.wait().await })
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+    }
+
+    for mode in [
+        TimeoutMode::Timeout,
+        TimeoutMode::Holdoff,
+        TimeoutMode::Closing,
+    ] {
+        let service = TimeoutService::new(mode, timeout_period);
+        let c = ctx(&mode.to_string());
+        tasks.push((
+            mode.to_string(),
+            tokio::spawn(async move { service.run(&c).await.map_err(|e| e.to_string()) }),
+        ));
+    }
+
+    let tracker = RegressionTracker::new(true);
+    let c = ctx("regression");
+    tasks.push((
+        "regression".into(),
+        tokio::spawn(async move { tracker.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
+
+    let retry = JobRetry::new(true);
+    let c = ctx("job-retry");
+    tasks.push((
+        "job-retry".into(),
+        tokio::spawn(async move { retry.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
+
+    let reporter = Reporter::new(opts.smtp.clone(), true);
+    let c = ctx("report");
+    tasks.push((
+        "report".into(),
+        tokio::spawn(async move { reporter.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
+    let _ = writeln!(
+        out,
+        "services: trigger (every {}s), tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report",
+        poll.as_secs()
+    );
+
+    // --- progress, until shutdown (or the first report) ---
+    let mut checkout = None;
+    let mut listener = Listener::new(api.clone(), ListenerConfig::new("node").promiscuous());
+    if let Err(e) = listener.start().await {
+        let _ = writeln!(out, "progress: cannot subscribe: {e}");
+    }
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => break,
+            ev = listener.next() => {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        let _ = writeln!(out, "progress: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let data = ev.event.data.clone();
+                listener.ack(&ev);
+                if opts.progress {
+                    let _ = writeln!(out, "{}", progress_line(&data));
+                }
+                for (name, task) in &tasks {
+                    if task.is_finished() && !failed.contains_key(name) {
+                        failed.insert(name.clone(), "stopped".into());
+                        let _ = writeln!(out, "service {name} stopped");
+                    }
+                }
+                let kind = data.get("kind").and_then(Value::as_str);
+                let state = data.get("state").and_then(Value::as_str);
+                if kind == Some("checkout") && state == Some("done") {
+                    let id = data.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+                    // Let the reporter print first.
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    let _ = writeln!(out, "\nBrowse the results: {url}/viewer?node_id={id}");
+                    checkout = Some(id);
+                    if opts.exit_after_report {
+                        shutdown.trigger();
+                    }
+                }
+            }
+        }
+    }
+    let _ = listener.close().await;
+    services_stop.trigger();
+    for (name, task) in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                let _ = writeln!(out, "service {name}: {e}");
+            }
+            Ok(Err(e)) => {
+                let _ = writeln!(out, "service {name}: {e}");
+            }
+            Err(_) => {
+                let _ = writeln!(out, "service {name}: did not stop within 10 s");
+            }
+        }
+    }
+    server_stop.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    Ok(UpSummary {
+        url,
+        checkout,
+        token,
+    })
+}
