@@ -1,0 +1,271 @@
+//! End to end: a kernel-style git tree made by the test, the API server on the embedded default,
+//! every pipeline service running (`kci up`'s composition), shell jobs.
+//!
+//! One commit goes trigger → tarball → scheduler → kbuild job → KTAP test job (one failing
+//! case) → holdoff/closing → checkout done → the report arrives at a real SMTP server with
+//! upstream's exact format. A second commit makes a passing test fail → a second report and a
+//! `regression` node naming the failing and the last passing run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kernelci::client::ApiClient;
+use kernelci::models::{Node, ResultValue, State};
+use kernelci::pipeline::service::Shutdown;
+use kernelci::report::SmtpConfig;
+use kernelci::testsuite::peers::free_port;
+use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
+use kernelci_bins::up::{UpOptions, run};
+
+/// A `Write` the test can read while `kci up` writes to it.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn head_commit(repo: &Path) -> String {
+    let repo = git2::Repository::open(repo).unwrap();
+    repo.head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string()
+}
+
+async fn find(api: &ApiClient, pairs: &[(&str, &str)]) -> Vec<Node> {
+    let mut query = pairs.to_vec();
+    query.push(("limit", "500"));
+    api.find_nodes(&query).await.unwrap().items
+}
+
+fn wait_mail(smtp: &SmtpServer, n: usize, out: &Output) -> Vec<ReceivedMail> {
+    let mails = smtp.wait_for_messages(n, Duration::from_secs(150));
+    assert!(
+        mails.len() >= n,
+        "expected {n} report(s), got {}; kci up said:\n{}",
+        mails.len(),
+        out.text()
+    );
+    mails
+}
+
+fn expected_first_report(tree_url: &str, sha: &str) -> String {
+    format!(
+        "[STAGING] demo/master v6.18: 2 runs 1 failures
+
+Summary
+=======
+
+Tree:     demo
+Branch:   master
+Describe: v6.18
+URL:      {tree_url}
+SHA1:     {sha}
+
+Name              | Result   | Total    | Failures
+------------------+----------+----------+---------
+kbuild-demo-x86   | pass     |        1 |        0
+kselftest-demo    | fail     |        7 |        3
+
+
+Failing tests
+=============
+
+kselftest-demo
+--------------
+
+* kbuild-demo-x86.kselftest-demo
+* demo_math
+* demo_math.demo_math_overflow"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_commit_goes_through_every_service_to_a_mailed_report_and_a_regression() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let opts = UpOptions {
+        data: data.clone(),
+        listen,
+        demo: true,
+        poll_period: Some(Duration::from_secs(2)),
+        timeout_period: Some(Duration::from_secs(1)),
+        holdoff: Some(Duration::from_secs(3)),
+        smtp: Some(SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: smtp.port(),
+            user: None,
+            password: None,
+            sender: "bot@kernelci.invalid".into(),
+            recipients: vec!["kernel@lists.invalid".into(), "ci@lists.invalid".into()],
+            timeout: Duration::from_secs(20),
+        }),
+        ..UpOptions::default()
+    };
+    let shutdown = Shutdown::new();
+    let out = Output::default();
+    let task = {
+        let (shutdown, mut out) = (shutdown.clone(), out.clone());
+        tokio::spawn(async move { run(opts, shutdown, &mut out).await })
+    };
+
+    // The first revision: one report with upstream's exact subject and body.
+    let mails = tokio::task::block_in_place(|| wait_mail(&smtp, 1, &out));
+    let tree = data.join("demo/linux").canonicalize().unwrap();
+    let first = head_commit(&tree);
+    let tree_url = format!("file://{}", tree.display());
+    let mail = &mails[0];
+    assert_eq!(
+        mail.header("Subject"),
+        Some("[STAGING] demo/master v6.18: 2 runs 1 failures")
+    );
+    assert_eq!(mail.header("From"), Some("bot@kernelci.invalid"));
+    assert_eq!(
+        mail.header("To"),
+        Some("kernel@lists.invalid, ci@lists.invalid")
+    );
+    assert_eq!(
+        mail.text.trim_end(),
+        expected_first_report(&tree_url, &first),
+        "report body differs; kci up said:\n{}",
+        out.text()
+    );
+
+    // The nodes behind it, through the API.
+    let password = std::fs::read_to_string(data.join("admin-password")).unwrap();
+    let api = ApiClient::new(&format!("http://{listen}")).unwrap();
+    let token = api.login("admin", password.trim()).await.unwrap();
+    let api = api.with_token(token);
+    let checkouts = find(
+        &api,
+        &[
+            ("kind", "checkout"),
+            ("data.kernel_revision.commit", &first),
+        ],
+    )
+    .await;
+    assert_eq!(checkouts.len(), 1, "one checkout per commit");
+    let checkout = &checkouts[0];
+    assert_eq!(checkout.state, State::Done);
+    let tarball = checkout
+        .artifacts
+        .as_ref()
+        .and_then(|a| a.get("tarball"))
+        .and_then(|v| v.as_str())
+        .expect("tarball artifact")
+        .to_owned();
+    assert!(
+        tarball.ends_with("/linux-demo-master-v6.18.tar.gz"),
+        "{tarball}"
+    );
+    let body = reqwest::get(&tarball).await.unwrap();
+    assert!(
+        body.status().is_success(),
+        "tarball not served: {}",
+        body.status()
+    );
+    let kbuild = find(
+        &api,
+        &[
+            ("kind", "kbuild"),
+            ("parent", &checkout.id.unwrap().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(kbuild.len(), 1, "exactly one build (no duplicate jobs)");
+    assert_eq!(kbuild[0].result, Some(ResultValue::Pass));
+    let artifacts = kbuild[0].artifacts.clone().unwrap_or_default();
+    assert!(
+        artifacts.contains_key("kernel"),
+        "kbuild artifacts: {artifacts:?}"
+    );
+    let flaky = find(
+        &api,
+        &[
+            ("name", "demo_flaky"),
+            ("data.kernel_revision.commit", &first),
+        ],
+    )
+    .await;
+    assert_eq!(flaky.len(), 1);
+    assert_eq!(flaky[0].result, Some(ResultValue::Pass));
+
+    // The second revision: demo_flaky now fails — a second report and a regression.
+    let second = kernelci_bins::demo::add_regression_commit(&tree).unwrap();
+    let mails = tokio::task::block_in_place(|| wait_mail(&smtp, 2, &out));
+    let subject = mails[1].header("Subject").unwrap_or_default().to_owned();
+    assert!(
+        subject.starts_with("[STAGING] demo/master v6.18-1-g")
+            && subject.ends_with(": 2 runs 1 failures"),
+        "{subject}"
+    );
+    assert!(mails[1].text.contains("* demo_flaky"), "{}", mails[1].text);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let regression = loop {
+        let found = find(&api, &[("kind", "regression"), ("name", "demo_flaky")]).await;
+        if let Some(r) = found.into_iter().next() {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no regression node; kci up said:\n{}",
+            out.text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let failing = find(
+        &api,
+        &[
+            ("name", "demo_flaky"),
+            ("data.kernel_revision.commit", &second),
+        ],
+    )
+    .await;
+    assert_eq!(failing.len(), 1);
+    assert_eq!(failing[0].result, Some(ResultValue::Fail));
+    let rdata = regression.data.clone().unwrap_or_default();
+    assert_eq!(
+        rdata.get("fail_node").and_then(|v| v.as_str()),
+        Some(failing[0].id.unwrap().to_string().as_str())
+    );
+    assert_eq!(
+        rdata.get("pass_node").and_then(|v| v.as_str()),
+        Some(flaky[0].id.unwrap().to_string().as_str())
+    );
+    assert_eq!(
+        regression.result,
+        Some(ResultValue::Fail),
+        "an active regression"
+    );
+
+    shutdown.trigger();
+    let summary = task.await.unwrap().unwrap();
+    assert_eq!(summary.url, format!("http://{listen}"));
+    let text = out.text();
+    assert!(text.contains("Browse the results: http://"), "{text}");
+}
