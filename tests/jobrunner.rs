@@ -370,6 +370,39 @@ async fn infrastructure_errors_end_incomplete_and_dry_runs_run_nothing() {
     assert_eq!(node.result, Some(ResultValue::Incomplete));
     assert!(node.data_str("error_msg").unwrap().contains("storage"));
 
+    // Storage is down: the uploads fail after the command ran.
+    let down = format!(
+        "http://127.0.0.1:{}/",
+        kernelci::testsuite::peers::free_port()
+    );
+    let storage = kernelci::pipeline::jobrunner::storage_from_config(
+        &json!({"storage_type": "backend", "base_url": down, "api_url": down,
+                "retries": 1, "retry_delay": 0.01}),
+        Some("token"),
+    )
+    .unwrap();
+    let job = child(&env, &co, NodeKind::Job, "storage-down", json!({})).await;
+    JobRunner::new(
+        env.api.clone(),
+        Some(storage),
+        env.root.join("ws-y"),
+        params(json!({"command": "echo 'ok 1 x'"})),
+    )
+    .run(job.id.unwrap())
+    .await
+    .unwrap();
+    let node = env.api.get_node(job.id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (node.state, node.result),
+        (State::Done, Some(ResultValue::Incomplete))
+    );
+    assert_eq!(node.data_str("error_code"), Some("Infrastructure"));
+    assert!(
+        node.data_str("error_msg").unwrap().contains("uploading"),
+        "{:?}",
+        node.data
+    );
+
     // A dry run reports debug.result without running the (failing) command.
     let job = child(
         &env,
