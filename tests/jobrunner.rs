@@ -381,7 +381,8 @@ async fn infrastructure_errors_end_incomplete_and_dry_runs_run_nothing() {
         Some("token"),
     )
     .unwrap();
-    let job = child(&env, &co, NodeKind::Job, "storage-down", json!({})).await;
+    let bare = checkout(&env, None).await;
+    let job = child(&env, &bare, NodeKind::Job, "storage-down", json!({})).await;
     JobRunner::new(
         env.api.clone(),
         Some(storage),
