@@ -12,12 +12,14 @@
 //!     user: kernelci          # optional
 //!     port: 22                # optional
 //!     identity: ~/.ssh/id_ed25519   # optional
+//!     known_hosts: /etc/kernelci/known_hosts   # optional; unknown host keys are refused
 //!     remote_dir: /tmp/kci-jobs     # optional
 //! ```
 //!
 //! Run it: `cargo run --example custom_runtime` prints the job script it would send. With
-//! `KCI_SSH_HOST=user@host` (and optionally `KCI_SSH_PORT`) it also submits a small job
-//! there and waits for it.
+//! `KCI_SSH_HOST=host` (and optionally `KCI_SSH_USER`, `KCI_SSH_PORT`, `KCI_SSH_IDENTITY`,
+//! `KCI_SSH_KNOWN_HOSTS`) it also submits a small job there and waits for it.
+//! `tests/custom_runtime_ssh.rs` runs this runtime against a real `sshd`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,10 @@ struct SshSettings {
     port: Option<u16>,
     #[serde(default)]
     identity: Option<String>,
+    /// A known-hosts file; the host key must be in it (default: the user's, unknown hosts
+    /// refused).
+    #[serde(default)]
+    known_hosts: Option<String>,
     #[serde(default = "default_remote_dir")]
     remote_dir: String,
 }
@@ -54,7 +60,7 @@ fn default_remote_dir() -> String {
 /// its own session (so its process group id is its pid), and writes its exit code next to it.
 /// The job id is `<dir>:<pid>`, so any process can follow the job.
 #[derive(Debug)]
-struct SshRuntime {
+pub struct SshRuntime {
     name: String,
     settings: SshSettings,
     templates: Arc<TemplateEngine>,
@@ -65,7 +71,7 @@ fn quote(s: &str) -> String {
 }
 
 impl SshRuntime {
-    fn factory(
+    pub fn factory(
         entry: &RuntimeEntry,
         credentials: &RuntimeCredentials,
         context: &RuntimeContext,
@@ -94,6 +100,11 @@ impl SshRuntime {
         if let Some(identity) = &s.identity {
             cmd.args(["-i", identity]);
         }
+        if let Some(known_hosts) = &s.known_hosts {
+            cmd.arg("-o")
+                .arg(format!("UserKnownHostsFile={known_hosts}"));
+        }
+        cmd.args(["-o", "StrictHostKeyChecking=yes"]);
         let target = match &s.user {
             Some(user) => format!("{user}@{}", s.host),
             None => s.host.clone(),
@@ -178,7 +189,9 @@ impl Runtime for SshRuntime {
         );
         let d = quote(&dir);
         let script = format!(
-            "mkdir -p {d} && cat > {d}/job.sh && chmod 775 {d}/job.sh && cd {d} && \
+            // `a && b & c` would run the whole list in the background, with stdin from
+            // /dev/null: write the script first, then start only the job in the background.
+            "mkdir -p {d} && cat > {d}/job.sh && chmod 775 {d}/job.sh && cd {d} || exit 1; \
              setsid sh -c './job.sh > job.log 2>&1; echo $? > exit' < /dev/null > /dev/null 2>&1 & echo $!"
         );
         let (code, out) = self.ssh(&script, definition.content.as_bytes()).await?;
@@ -266,6 +279,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(port) = std::env::var("KCI_SSH_PORT") {
         entry["port"] = json!(port.parse::<u16>()?);
     }
+    for (var, key) in [
+        ("KCI_SSH_USER", "user"),
+        ("KCI_SSH_IDENTITY", "identity"),
+        ("KCI_SSH_KNOWN_HOSTS", "known_hosts"),
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            entry[key] = json!(value);
+        }
+    }
     let entry = RuntimeEntry::from_value("build-box", &entry)?;
     let runtime = registry.build(&entry, &RuntimeCredentials::default(), &context)?;
     println!(
@@ -303,7 +325,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => println!("submitted (no job id)"),
         }
     } else {
-        println!("set KCI_SSH_HOST=user@host to run it remotely");
+        println!("set KCI_SSH_HOST=host to run it remotely");
     }
     Ok(())
 }

@@ -370,6 +370,40 @@ async fn infrastructure_errors_end_incomplete_and_dry_runs_run_nothing() {
     assert_eq!(node.result, Some(ResultValue::Incomplete));
     assert!(node.data_str("error_msg").unwrap().contains("storage"));
 
+    // Storage is down: the uploads fail after the command ran.
+    let down = format!(
+        "http://127.0.0.1:{}/",
+        kernelci::testsuite::peers::free_port()
+    );
+    let storage = kernelci::pipeline::jobrunner::storage_from_config(
+        &json!({"storage_type": "backend", "base_url": down, "api_url": down,
+                "retries": 1, "retry_delay": 0.01}),
+        Some("token"),
+    )
+    .unwrap();
+    let bare = checkout(&env, None).await;
+    let job = child(&env, &bare, NodeKind::Job, "storage-down", json!({})).await;
+    JobRunner::new(
+        env.api.clone(),
+        Some(storage),
+        env.root.join("ws-y"),
+        params(json!({"command": "echo 'ok 1 x'"})),
+    )
+    .run(job.id.unwrap())
+    .await
+    .unwrap();
+    let node = env.api.get_node(job.id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (node.state, node.result),
+        (State::Done, Some(ResultValue::Incomplete))
+    );
+    assert_eq!(node.data_str("error_code"), Some("Infrastructure"));
+    assert!(
+        node.data_str("error_msg").unwrap().contains("uploading"),
+        "{:?}",
+        node.data
+    );
+
     // A dry run reports debug.result without running the (failing) command.
     let job = child(
         &env,
@@ -490,4 +524,71 @@ async fn shell_runtime_runs_kci_job_run_end_to_end() {
     let status = rt.wait(&handle, Duration::from_secs(120)).await.unwrap();
     assert_eq!(status, JobStatus::Finished { exit_code: 0 });
     check_ktap_results(&env, &test).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kci_job_generate_renders_the_shipped_templates() {
+    let Some(kci) = kci_bin() else {
+        missing_peer::<()>(
+            "the kci binary",
+            "cargo build -p kernelci-bins --bin kci (or set KCI_BIN)",
+        );
+        return;
+    };
+    let env = env().await;
+    let url = tarball(&env).await;
+    let co = checkout(&env, Some(&url)).await;
+    let kb = child(&env, &co, NodeKind::Kbuild, "kbuild-gcc-x86", json!({})).await;
+    let id = kb.id.unwrap().to_hex();
+    let run = |args: Vec<String>| {
+        let kci = kci.clone();
+        let url = env.server.url();
+        let token = env.token.clone();
+        async move {
+            tokio::process::Command::new(kci)
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("KCI_API_URL", url)
+                .env("KCI_API_TOKEN", token)
+                .env_remove("KCI_SETTINGS")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let args = |template: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["job", "generate", "--node-id", &id, "--template", template]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let out = run(args(
+        "kbuild.jinja2",
+        &[
+            "--param",
+            "arch=x86_64",
+            "--param",
+            "defconfig=tiny_defconfig",
+        ],
+    ))
+    .await;
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+    assert!(script.contains(&format!("--node-id '{id}'")), "{script}");
+    assert!(script.contains("# kbuild: arch=\"x86_64\""), "{script}");
+    // The job view carries the parent's tarball into the params the runner reads.
+    assert!(script.contains(&url), "{script}");
+
+    let out = run(args("kbuild.jinja2", &["--param", "arch=x86_64"])).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kbuild needs a defconfig"), "{err}");
+    assert!(err.contains("kbuild.jinja2"), "{err}");
 }

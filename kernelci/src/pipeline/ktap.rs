@@ -9,6 +9,8 @@
 //!   `# SKIP`, `# TODO` and `# XFAIL` (`not ok ... # TODO` is a skip, as TAP says);
 //! - subtests: an indented block (with its own version line, `# Subtest: name` line and plan)
 //!   followed by the parent's result line; nesting is unlimited;
+//! - kselftest's nested output: a test's own TAP lines printed behind `# ` by the kselftest
+//!   runner become subtests of that test;
 //! - diagnostic lines (`# ...`) are kept on the test they precede or follow, other lines are
 //!   ignored;
 //! - truncated output: a subtest block without its result line becomes an `incomplete` test,
@@ -335,6 +337,29 @@ fn classify(content: &str) -> Line<'_> {
     })
 }
 
+/// Whether `content` opens or continues a TAP block (used to recognise nested output).
+fn is_structural(content: &str) -> bool {
+    matches!(
+        classify(content),
+        Line::Version(_) | Line::Plan(..) | Line::Subtest(_) | Line::Result(_)
+    )
+}
+
+/// kselftest's runner prints each test's own TAP output behind a `# ` prefix. A `# ` in front
+/// of a structural line (version, plan, result, `# Subtest:`) counts as one level of nesting
+/// (two columns of indentation), so that output becomes subtests of the following result.
+fn unwrap_hash_nesting(mut indent: usize, mut content: &str) -> (usize, &str) {
+    while let Some(rest) = content.strip_prefix("# ") {
+        let (inner_indent, inner) = indent_of(rest);
+        if inner.is_empty() || !is_structural(inner) {
+            break;
+        }
+        indent += 2 + inner_indent;
+        content = inner;
+    }
+    (indent, content)
+}
+
 /// Splits `desc # comment` at the first unescaped `#`.
 fn split_comment(s: &str) -> Option<(&str, &str)> {
     let bytes = s.as_bytes();
@@ -359,7 +384,7 @@ pub fn parse(text: &str) -> Report {
     for raw in text.lines() {
         let line = strip_timestamp(raw.trim_end_matches('\r'));
         let (indent, content) = indent_of(line);
-        let content = content.trim_end();
+        let (indent, content) = unwrap_hash_nesting(indent, content.trim_end());
         if content.is_empty() {
             continue;
         }
@@ -603,6 +628,21 @@ not ok 4 selftests: net: fib_tests # TIMEOUT 45 seconds
             ]
         );
         assert_eq!(r.tests[1].reason.as_deref(), Some("exit=1"));
+        // The runner's `# `-prefixed TAP output of a test becomes its subtests.
+        let tls: Vec<_> = r.tests[1]
+            .children
+            .iter()
+            .map(|t| (t.name.as_str(), t.result))
+            .collect();
+        assert_eq!(tls, [("tls.basic", Pass), ("tls.sendfile", Fail)]);
+        assert!(r.tests[0].children.is_empty());
+        assert!(
+            r.tests[0]
+                .diagnostics
+                .iter()
+                .chain(&r.diagnostics)
+                .any(|d| d.contains("IPv4 UDP"))
+        );
         assert_eq!(r.missing, 0);
         assert!(r.diagnostics.iter().any(|d| d == "timeout set to 45"));
     }

@@ -23,6 +23,13 @@
 //! | `kubernetes` | `KubernetesRuntime`: a `batch/v1` Job per job (kube) | `kubernetes` |
 //! | `lava` | `LavaRuntime`: LAVA REST API | `lava` |
 //! | anything else | registered by the application as a custom factory | always |
+//!
+//! [`RuntimeRegistry`] builds any of them from a runtime YAML entry ([`RuntimeEntry`]: name,
+//! `lab_type`, the other keys), the `[runtime.<name>]` credentials ([`RuntimeCredentials`]) and
+//! a [`RuntimeContext`] (templates, output directory, storage, job environment); a lab owner
+//! adds a runtime with [`RuntimeRegistry::register`] (see `examples/custom_runtime.rs`).
+//! [`TemplateEngine`] renders the Jinja2 job templates (`config/runtime/`), and every template
+//! shipped here ends in `kci job run`, the job runner (`kernelci::pipeline::jobrunner`).
 
 use std::collections::BTreeMap;
 use std::fmt;
