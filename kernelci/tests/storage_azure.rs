@@ -292,3 +292,59 @@ async fn server_errors_are_retried_with_backoff() {
         Some(&b"retried"[..])
     );
 }
+
+#[tokio::test]
+async fn a_write_only_sas_credential_uploads() {
+    use object_store::signer::Signer;
+    init();
+    let Some(peer) = AzuritePeer::start() else {
+        return;
+    };
+    let container = fresh_name("kci");
+    peer.create_container(&container).await;
+    // A blob-level SAS allowing PUT on one name, made by object_store's signer.
+    let admin = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account("devstoreaccount1")
+        .with_access_key(EMULATOR_ACCOUNT_KEY)
+        .with_container_name(&container)
+        .with_endpoint(peer.endpoint())
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let signed = admin
+        .signed_url(
+            http::Method::PUT,
+            &object_store::path::Path::from("d/x.txt"),
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let sas = signed.query().unwrap().to_owned();
+    let config = StorageConfig::from_value(serde_json::json!({
+        "storage_type": "azure_blob",
+        "account": "devstoreaccount1",
+        "container": container,
+        "endpoint": peer.endpoint(),
+        "base_url": "https://cdn.example/",
+    }))
+    .unwrap();
+    // The SAS cannot list the container: the existence check lets it through, the write works.
+    let storage = storage::from_config(&config, Some(&sas)).unwrap();
+    let url = storage
+        .upload_single(UploadFile::from_bytes(b"sas".to_vec(), "x.txt"), "d")
+        .await
+        .unwrap();
+    assert_eq!(url, "https://cdn.example/d/x.txt");
+    let direct = AzureBlobStorage::new(peer.options(&container, "http://x/")).unwrap();
+    assert_eq!(
+        direct.read("d/x.txt").await.unwrap().as_deref(),
+        Some(&b"sas"[..])
+    );
+    // Another name is outside the SAS: a clear Unauthorized error naming the container.
+    let err = storage
+        .upload_single(UploadFile::from_bytes(b"no".to_vec(), "y.txt"), "d")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(err.to_string().contains(&container), "{err}");
+}

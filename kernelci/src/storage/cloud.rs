@@ -311,14 +311,24 @@ mod engine {
         None
     }
 
+    /// Reads up to `limit` bytes (less only at the end of the source), in a buffer that
+    /// starts at `initial` bytes and never grows past `limit` (so a part costs its size).
     async fn read_chunk(
         reader: &mut (dyn AsyncRead + Send + Unpin),
         limit: usize,
         initial: usize,
     ) -> std::io::Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(initial.min(limit));
-        let mut limited = reader.take(limit as u64);
-        limited.read_to_end(&mut buf).await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(initial.clamp(1, limit));
+        while buf.len() < limit {
+            if buf.len() == buf.capacity() {
+                let target = (buf.capacity() * 2).min(limit);
+                buf.reserve_exact(target - buf.len());
+            }
+            // Reads into the spare capacity only (it is non-empty here).
+            if reader.read_buf(&mut buf).await? == 0 {
+                break;
+            }
+        }
         Ok(buf)
     }
 

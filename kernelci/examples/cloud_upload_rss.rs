@@ -2,11 +2,13 @@
 //! resident memory (`VmHWM`) of this process, to show that multipart uploads stream.
 //!
 //! ```text
-//! cargo run --release --example cloud_upload_rss -- s3|azure [MiB, default 1024] [part MiB, default 8]
+//! cargo run --release -p kernelci --features testsuite,s3,azure --example cloud_upload_rss -- \
+//!     s3|azure [MiB, default 1024] [part MiB, default 8]
 //! ```
 //!
 //! `s3` starts moto and `azure` starts Azurite (both installed into the peer cache on first
-//! use, as the tests do); only this client process is measured.
+//! use, as the tests do); only this client process is measured. (It lives in the `kernelci`
+//! crate, unlike `examples/storage_upload_rss.rs`, so it builds without the server crates.)
 
 use std::time::Instant;
 
