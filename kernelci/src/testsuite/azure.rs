@@ -1,6 +1,6 @@
 //! An Azure Blob test peer (features `testsuite` and `azure`): **Azurite**, the Azure Storage
 //! emulator (npm `azurite`), blob service only, installed on first use under the peer cache
-//! ([`peers_dir`]) and started on a free loopback port with its data in the peer's temporary directory.
+//! ([`peers_dir`]) and started on a free loopback port with in-memory persistence (nothing written to disk).
 //!
 //! Azurite checks shared-key signatures with its well-known account (`devstoreaccount1`), so
 //! a wrong key is refused with 403 as Azure does. Containers are created with
@@ -50,9 +50,9 @@ impl AzuritePeer {
         let mut cmd = Command::new(program);
         cmd.args(["--blobHost", "127.0.0.1", "--blobPort"])
             .arg(port.to_string())
-            .arg("--location")
-            .arg(dir.path().join("data"))
+            .current_dir(dir.path())
             .args([
+                "--inMemoryPersistence",
                 "--silent",
                 "--loose",
                 "--skipApiVersionCheck",

@@ -52,6 +52,8 @@ impl MotoPeer {
         cmd.args(["-H", "127.0.0.1", "-p"])
             .arg(port.to_string())
             .env("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+            // Keep objects in memory (moto spools larger ones to temporary files otherwise).
+            .env("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", (2u64 << 30).to_string())
             .env("PYTHONUNBUFFERED", "1");
         if auth {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
