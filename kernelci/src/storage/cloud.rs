@@ -1,6 +1,6 @@
-//! What the cloud backends ([`S3Storage`](super::S3Storage), feature `s3`, and
-//! [`AzureBlobStorage`](super::AzureBlobStorage), feature `azure`) share: their config keys,
-//! transfer settings and the upload engine over the `object_store` crate.
+//! What the cloud backends (`S3Storage`, feature `s3`, and `AzureBlobStorage`, feature
+//! `azure`) share: their config keys, transfer settings and the upload engine over the
+//! `object_store` crate.
 //!
 //! Uploads stream: a file is read in parts of [`TransferOptions::part_size`] bytes. A file
 //! that fits in one part is sent with a single PUT; a larger one becomes a multipart upload
