@@ -124,10 +124,10 @@ async fn hostile_archive_members_are_refused_and_reported() {
 
 #[tokio::test]
 async fn unknown_and_disabled_types_are_clear_errors() {
-    let err = storage::from_config(&StorageConfig::new("azure", "http://x/"), None).unwrap_err();
+    let err = storage::from_config(&StorageConfig::new("gcs", "http://x/"), None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(
-        err.to_string().contains("unknown storage_type \"azure\""),
+        err.to_string().contains("unknown storage_type \"gcs\""),
         "{err}"
     );
 }

@@ -8,6 +8,9 @@
 //! | `local` | [`LocalStorage`]: a directory plus a base URL | always |
 //! | `ssh` | `SshStorage`: SFTP (or scp) over SSH with a key, host key verified | `ssh` |
 //! | `backend` | `HttpStorage`: the kernelci-storage HTTP protocol | `client` |
+//! | `s3` | `S3Storage`: AWS S3 or an S3-compatible server | `s3` |
+//! | `azure_blob` | `AzureBlobStorage`: an Azure Blob container | `azure` |
+//! | `azure` | `AzureBlobStorage` from upstream's Azure Files entry (`share` → container) | `azure` |
 //!
 //! [`from_config`] builds any of them from an upstream storage config entry plus its
 //! credential (`[storage.<name>] storage_cred` in the TOML settings).
@@ -43,15 +46,25 @@ use tokio::io::AsyncRead;
 use crate::ErrorKind;
 
 pub mod archive;
+#[cfg(feature = "azure")]
+pub mod azure;
+pub mod cloud;
 #[cfg(feature = "client")]
 pub mod http;
 pub mod local;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "ssh")]
 pub mod ssh;
 
+#[cfg(feature = "azure")]
+pub use azure::AzureBlobStorage;
+pub use cloud::CloudConfig;
 #[cfg(feature = "client")]
 pub use http::HttpStorage;
 pub use local::LocalStorage;
+#[cfg(feature = "s3")]
+pub use s3::S3Storage;
 #[cfg(feature = "ssh")]
 pub use ssh::SshStorage;
 
@@ -73,7 +86,7 @@ pub enum StorageError {
     #[error("invalid storage config: {0}")]
     Config(String),
     /// The `storage_type` of a config entry names no known backend.
-    #[error("unknown storage_type {0:?} (known: local, ssh, backend)")]
+    #[error("unknown storage_type {0:?} (known: local, ssh, backend, s3, azure_blob, azure)")]
     UnknownType(String),
     /// The backend exists but this build of the crate does not include it.
     #[error("storage_type {storage_type:?} needs the kernelci cargo feature {feature:?}")]
@@ -493,6 +506,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     fn base_url(&self) -> &str {
         (**self).base_url()
     }
+    fn url_for(&self, dest_path: &str, remote: &str) -> Result<String, StorageError> {
+        (**self).url_for(dest_path, remote)
+    }
     async fn upload(
         &self,
         files: Vec<UploadFile>,
@@ -512,6 +528,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
 impl<S: Storage + ?Sized> Storage for Box<S> {
     fn base_url(&self) -> &str {
         (**self).base_url()
+    }
+    fn url_for(&self, dest_path: &str, remote: &str) -> Result<String, StorageError> {
+        (**self).url_for(dest_path, remote)
     }
     async fn upload(
         &self,
@@ -545,7 +564,8 @@ fn default_path() -> String {
 /// `retries` and `retry_delay` (seconds) for `backend`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StorageConfig {
-    /// `local`, `ssh` or `backend` (upstream's module name).
+    /// `local`, `ssh`, `backend`, `s3`, `azure_blob` or `azure` (upstream's module names, plus
+    /// `s3` and `azure_blob`).
     pub storage_type: String,
     /// The public URL stored files are served under.
     pub base_url: String,
@@ -580,6 +600,9 @@ pub struct StorageConfig {
     /// First delay between attempts in seconds, doubled after each failure (`backend`).
     #[serde(default)]
     pub retry_delay: Option<f64>,
+    /// The keys of the cloud backends (`s3`, `azure_blob`, `azure`): see [`CloudConfig`].
+    #[serde(flatten)]
+    pub cloud: CloudConfig,
 }
 
 impl StorageConfig {
@@ -598,6 +621,7 @@ impl StorageConfig {
             timeout: None,
             retries: None,
             retry_delay: None,
+            cloud: CloudConfig::default(),
         }
     }
 
@@ -608,7 +632,8 @@ impl StorageConfig {
 }
 
 /// Builds the storage a config entry describes. `credential` is the entry's
-/// `storage_cred` (an SSH private key path for `ssh`, a token for `backend`; unused by
+/// `storage_cred` (an SSH private key path for `ssh`, a token for `backend`,
+/// `KEY_ID:SECRET` for `s3`, an account key or SAS token for `azure_blob`/`azure`; unused by
 /// `local`).
 pub fn from_config(
     config: &StorageConfig,
@@ -633,6 +658,20 @@ pub fn from_config(
         "backend" => Err(StorageError::FeatureDisabled {
             storage_type: "backend".into(),
             feature: "client",
+        }),
+        #[cfg(feature = "s3")]
+        "s3" => Ok(Arc::new(S3Storage::from_config(config, credential)?)),
+        #[cfg(feature = "azure")]
+        "azure_blob" | "azure" => Ok(Arc::new(AzureBlobStorage::from_config(config, credential)?)),
+        #[cfg(not(feature = "s3"))]
+        "s3" => Err(StorageError::FeatureDisabled {
+            storage_type: "s3".into(),
+            feature: "s3",
+        }),
+        #[cfg(not(feature = "azure"))]
+        t @ ("azure_blob" | "azure") => Err(StorageError::FeatureDisabled {
+            storage_type: t.into(),
+            feature: "azure",
         }),
         other => Err(StorageError::UnknownType(other.to_owned())),
     }

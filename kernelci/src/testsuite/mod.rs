@@ -5,17 +5,25 @@
 //! - [`sshd`] (feature `ssh`): a real OpenSSH daemon with generated keys.
 //! - [`redis`]: a real `redis-server` that tests can kill and restart.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) whose received messages tests can read.
+//! - [`s3`] (feature `s3`): moto, an S3-compatible server; [`azure`] (feature `azure`):
+//!   Azurite, the Azure Blob emulator; [`cloud`]: their installer and a fault-injecting proxy.
 //! - The conformance suites, one per trait, that every implementation runs:
 //!   [`store`] (`NodeStore`), [`bus`] (`EventBus`), [`storage`] (`Storage`).
 //!
 //! Third-party implementations of the traits can run the same suites from their own tests.
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod bus;
+#[cfg(any(feature = "s3", feature = "azure"))]
+pub mod cloud;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 pub mod peers;
 pub mod redis;
 pub mod smtp;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "ssh")]
 pub mod sshd;
 pub mod storage;

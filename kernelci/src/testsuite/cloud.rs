@@ -1,0 +1,227 @@
+//! What the cloud storage test peers share (features `testsuite` and `s3` or `azure`): the
+//! peer cache, installing from npm / PyPI, and [`FaultProxy`], a loopback HTTP proxy that
+//! answers chosen requests with an error status (to test retries against a real server).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The directory test peers are installed in: `$KCI_PEERS_DIR`, else
+/// `/var/cache/kernelci-rs/peers`.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("KCI_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kernelci-rs/peers"))
+}
+
+/// A fresh lowercase bucket/container name starting with `stem`.
+pub fn fresh_name(stem: &str) -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::fill(&mut bytes);
+    format!("{stem}-{}", hex::encode(bytes))
+}
+
+/// Serialises installs across the tests of one process.
+pub(crate) static INSTALL: Mutex<()> = Mutex::new(());
+
+/// Runs `cmd` quietly; whether it succeeded.
+pub(crate) fn run_quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `npm install <package>` into `<peers_dir>/<dir>` unless `bin` (relative to it) exists.
+pub fn npm_install(dir: &str, package: &str, bin: &str) -> Option<PathBuf> {
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let target = peers_dir().join(dir);
+    let program = target.join(bin);
+    if !program.is_file() {
+        std::fs::create_dir_all(&target).ok()?;
+        run_quiet(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", package])
+                .current_dir(&target),
+        );
+    }
+    program.is_file().then_some(program)
+}
+
+/// A venv at `<peers_dir>/<dir>` with `requirement` installed, unless `bin` (relative to the
+/// venv) exists.
+pub fn pip_install(dir: &str, requirement: &str, bin: &str) -> Option<PathBuf> {
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = peers_dir().join(dir);
+    let program = venv.join(bin);
+    if !program.is_file() {
+        std::fs::create_dir_all(peers_dir()).ok()?;
+        if run_quiet(Command::new("python3").arg("-m").arg("venv").arg(&venv)) {
+            run_quiet(Command::new(venv.join("bin/pip")).args(["install", "-q", requirement]));
+        }
+    }
+    program.is_file().then_some(program)
+}
+
+/// A loopback HTTP/1.1 proxy in front of a test server: the first `count` requests whose
+/// method is `method` get `status` (with `Connection: close`) instead of being forwarded;
+/// every other request is forwarded unchanged except for `Connection: close`, so each
+/// request comes on its own connection and is seen here. Stopped when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    injected: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Rule {
+    method: String,
+    remaining: AtomicUsize,
+    status: u16,
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+async fn serve_one(
+    mut client: TcpStream,
+    upstream: u16,
+    rule: Arc<Rule>,
+    injected: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(8192);
+    let head_end = loop {
+        let mut chunk = [0u8; 8192];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find_head_end(&buf) {
+            break end;
+        }
+        if buf.len() > 256 * 1024 {
+            return Err(std::io::Error::other("request head too large"));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let request_line = head.lines().next().unwrap_or_default().to_owned();
+    let method = request_line
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if let Ok(mut seen) = requests.lock() {
+        seen.push(request_line);
+    }
+    let content_length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+
+    let inject = method == rule.method
+        && rule
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
+            .is_ok();
+    if inject {
+        // Drain the body so the client reads our answer rather than a reset.
+        let mut left = content_length.saturating_sub(buf.len() - head_end);
+        let mut sink = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let n = client.read(&mut sink[..left.min(64 * 1024)]).await?;
+            if n == 0 {
+                break;
+            }
+            left -= n;
+        }
+        injected.fetch_add(1, Ordering::SeqCst);
+        let body = "injected by FaultProxy";
+        let answer = format!(
+            "HTTP/1.1 {} Injected\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\
+             Connection: close\r\n\r\n{body}",
+            rule.status,
+            body.len()
+        );
+        client.write_all(answer.as_bytes()).await?;
+        client.shutdown().await?;
+        return Ok(());
+    }
+
+    let mut rewritten = String::new();
+    for line in head[..head.len() - 4].split("\r\n") {
+        if line
+            .split_once(':')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        {
+            continue;
+        }
+        rewritten.push_str(line);
+        rewritten.push_str("\r\n");
+    }
+    rewritten.push_str("Connection: close\r\n\r\n");
+    let mut server = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    server.write_all(rewritten.as_bytes()).await?;
+    server.write_all(&buf[head_end..]).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+    Ok(())
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `127.0.0.1:upstream` that answers `status` to the first `count`
+    /// requests with `method`.
+    pub async fn start(upstream: u16, method: &str, count: usize, status: u16) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the fault proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let rule = Arc::new(Rule {
+            method: method.to_owned(),
+            remaining: AtomicUsize::new(count),
+            status,
+        });
+        let injected = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (i, r) = (injected.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (rule, i, r) = (rule.clone(), i.clone(), r.clone());
+                tokio::spawn(async move {
+                    let _ = serve_one(client, upstream, rule, i, r).await;
+                });
+            }
+        });
+        FaultProxy {
+            port,
+            injected,
+            requests,
+            task,
+        }
+    }
+
+    /// How many error answers it gave.
+    pub fn injected(&self) -> usize {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    /// The request lines it saw (`PUT /bucket/key HTTP/1.1`), in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
