@@ -2,7 +2,9 @@
 
 pub mod api;
 pub mod config;
+pub mod job;
 pub mod local;
+pub mod settings;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,9 @@ pub enum Command {
     /// Create and revoke API tokens.
     #[command(subcommand)]
     Token(api::TokenCommand),
+    /// Jobs: run one here (`kci job run --node-id ID`), generate a definition, submit one.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Work on a local embedded (SQLite) node store directly, without a server.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -50,6 +55,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Token(cmd) => api::token(&cli.api, cmd).await,
         Command::Local(cmd) => local::run(cmd).await,
         Command::Config(cmd) => config::run(cmd, cli.api.json),
+        Command::Job(cmd) => job::run(&cli.api, cmd).await,
     };
     match result {
         Ok(()) => 0,
