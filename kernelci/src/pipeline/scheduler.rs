@@ -562,10 +562,10 @@ impl Scheduler {
         resolve_rootfs_params(&mut params, &self.config.rootfs)
             .map_err(|e| invalid(e.to_string()))?;
         let mut extra = c.job.params.clone();
-        if let Some(v) = input.data_path("kernel_revision.version") {
-            if let (Some(ver), Some(pl)) = (v.get("version"), v.get("patchlevel")) {
-                extra.insert("krev".into(), Value::String(format!("{ver}.{pl}")));
-            }
+        if let Some(v) = input.data_path("kernel_revision.version")
+            && let (Some(ver), Some(pl)) = (v.get("version"), v.get("patchlevel"))
+        {
+            extra.insert("krev".into(), Value::String(format!("{ver}.{pl}")));
         }
         if let Value::Object(p) = c.platform.format_params(&Value::Object(params), &extra) {
             params = p;
