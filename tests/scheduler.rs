@@ -465,11 +465,12 @@ async fn listeners_drive_the_scheduler_end_to_end() {
     // Liveness.
     let mut ok = false;
     for _ in 0..80 {
-        if let Ok(r) = reqwest::get(format!("http://{health}/health")).await {
-            if r.status() == 200 && r.text().await.unwrap() == "OK" {
-                ok = true;
-                break;
-            }
+        if let Ok(r) = reqwest::get(format!("http://{health}/health")).await
+            && r.status() == 200
+            && r.text().await.unwrap() == "OK"
+        {
+            ok = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
