@@ -307,6 +307,21 @@ async fn checkout_available_creates_the_expected_jobs_once() {
             .is_file()
     );
 
+    // Telemetry: three submissions and one runtime error (submit_error, an infra error).
+    let t = api
+        .find_telemetry(&[("kind", "job_submission")])
+        .await
+        .unwrap();
+    assert_eq!(t.total, 3, "{:?}", t.items);
+    let t = api
+        .find_telemetry(&[("kind", "runtime_error")])
+        .await
+        .unwrap();
+    assert_eq!(t.total, 1);
+    assert_eq!(t.items[0]["error_type"], "submit_error");
+    assert_eq!(t.items[0]["job_name"], "kbuild-gcc-14-x86-kcidebug");
+    assert_eq!(t.items[0]["is_infra_error"], true);
+
     // Redelivery to the same scheduler: the duplicate guard.
     let again = sched.handle_event(&event, "node").await.unwrap();
     assert!(
