@@ -307,6 +307,21 @@ async fn checkout_available_creates_the_expected_jobs_once() {
             .is_file()
     );
 
+    // Telemetry: three submissions and one runtime error (submit_error, an infra error).
+    let t = api
+        .find_telemetry(&[("kind", "job_submission")])
+        .await
+        .unwrap();
+    assert_eq!(t.total, 3, "{:?}", t.items);
+    let t = api
+        .find_telemetry(&[("kind", "runtime_error")])
+        .await
+        .unwrap();
+    assert_eq!(t.total, 1);
+    assert_eq!(t.items[0]["error_type"], "submit_error");
+    assert_eq!(t.items[0]["job_name"], "kbuild-gcc-14-x86-kcidebug");
+    assert_eq!(t.items[0]["is_infra_error"], true);
+
     // Redelivery to the same scheduler: the duplicate guard.
     let again = sched.handle_event(&event, "node").await.unwrap();
     assert!(
@@ -465,11 +480,12 @@ async fn listeners_drive_the_scheduler_end_to_end() {
     // Liveness.
     let mut ok = false;
     for _ in 0..80 {
-        if let Ok(r) = reqwest::get(format!("http://{health}/health")).await {
-            if r.status() == 200 && r.text().await.unwrap() == "OK" {
-                ok = true;
-                break;
-            }
+        if let Ok(r) = reqwest::get(format!("http://{health}/health")).await
+            && r.status() == 200
+            && r.text().await.unwrap() == "OK"
+        {
+            ok = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -115,6 +115,8 @@ pub enum Outcome {
         node: ObjectId,
         /// The recorded error code.
         error_code: ErrorCode,
+        /// The recorded error message.
+        message: String,
     },
     /// The job was not created: why.
     Skipped(String),
@@ -131,6 +133,61 @@ pub struct Scheduled {
     pub platform: String,
     /// What happened.
     pub outcome: Outcome,
+}
+
+/// The telemetry event of one candidate (upstream `job_submission`, `runtime_error`,
+/// `job_skip`); skips by rules send nothing.
+fn telemetry_event(
+    c: &Candidate<'_>,
+    input: &Node,
+    retry_counter: i64,
+    outcome: &Outcome,
+) -> Option<Value> {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let mut e = serde_json::json!({
+        "runtime": c.runtime.name,
+        "device_type": c.platform.device_type(),
+        "job_name": c.job.name,
+        "tree": s(input.data_path("kernel_revision.tree")),
+        "branch": s(input.data_path("kernel_revision.branch")),
+        "arch": s(c.job.params.get("arch")).or_else(|| s(input.data_path("arch"))),
+        "retry": retry_counter,
+    });
+    let obj = e.as_object_mut()?;
+    let mut set = |k: &str, v: Value| {
+        obj.insert(k.to_owned(), v);
+    };
+    match outcome {
+        Outcome::Submitted { node, job_id } => {
+            set("kind", "job_submission".into());
+            set("node_id", node.to_string().into());
+            set("job_id", job_id.clone().map_or(Value::Null, Value::String));
+        }
+        Outcome::Failed {
+            node,
+            error_code,
+            message,
+        } => {
+            set("kind", "runtime_error".into());
+            set("node_id", node.to_string().into());
+            set(
+                "error_type",
+                serde_json::to_value(error_code).unwrap_or(Value::Null),
+            );
+            set("error_msg", message.clone().into());
+            set(
+                "is_infra_error",
+                (*error_code == ErrorCode::SubmitError).into(),
+            );
+        }
+        Outcome::Skipped(why) if why.contains("rules") => return None,
+        Outcome::Skipped(why) => {
+            set("kind", "job_skip".into());
+            set("node_id", input.id.map(|i| i.to_string()).into());
+            set("extra", serde_json::json!({ "reason": why }));
+        }
+    }
+    Some(e)
 }
 
 #[derive(Debug, Default)]
@@ -231,6 +288,7 @@ impl Scheduler {
             .and_then(Value::as_i64)
             .unwrap_or(0);
         let mut out = Vec::new();
+        let mut telemetry = Vec::new();
         for c in candidates {
             // Upstream fetches the input node again for every candidate.
             let Some(mut input) = self.api.get_node(id).await? else {
@@ -260,12 +318,20 @@ impl Scheduler {
                     tracing::info!(job = %c.job.name, runtime = %c.runtime.name, platform = %c.platform.name, outcome = ?other, "job scheduled")
                 }
             }
+            if let Some(t) = telemetry_event(&c, &input, retry_counter, &outcome) {
+                telemetry.push(t);
+            }
             out.push(Scheduled {
                 job: c.job.name.clone(),
                 runtime: c.runtime.name.clone(),
                 platform: c.platform.name.clone(),
                 outcome,
             });
+        }
+        if !telemetry.is_empty()
+            && let Err(e) = self.api.add_telemetry(&telemetry).await
+        {
+            tracing::warn!(error = %e, "cannot send telemetry");
         }
         Ok(out)
     }
@@ -492,12 +558,13 @@ impl Scheduler {
                         "error_code".into(),
                         serde_json::to_value(code).unwrap_or(Value::Null),
                     );
-                    data.insert("error_msg".into(), Value::String(message));
+                    data.insert("error_msg".into(), Value::String(message.clone()));
                 }
                 self.api.update_node(&node, false).await?;
                 Ok(Outcome::Failed {
                     node: node_id,
                     error_code: code,
+                    message,
                 })
             }
         }
@@ -562,10 +629,10 @@ impl Scheduler {
         resolve_rootfs_params(&mut params, &self.config.rootfs)
             .map_err(|e| invalid(e.to_string()))?;
         let mut extra = c.job.params.clone();
-        if let Some(v) = input.data_path("kernel_revision.version") {
-            if let (Some(ver), Some(pl)) = (v.get("version"), v.get("patchlevel")) {
-                extra.insert("krev".into(), Value::String(format!("{ver}.{pl}")));
-            }
+        if let Some(v) = input.data_path("kernel_revision.version")
+            && let (Some(ver), Some(pl)) = (v.get("version"), v.get("patchlevel"))
+        {
+            extra.insert("krev".into(), Value::String(format!("{ver}.{pl}")));
         }
         if let Value::Object(p) = c.platform.format_params(&Value::Object(params), &extra) {
             params = p;
