@@ -17,7 +17,7 @@ use kernelci::client::ApiClient;
 use kernelci::models::{Node, ResultValue, State};
 use kernelci::pipeline::service::Shutdown;
 use kernelci::report::SmtpConfig;
-use kernelci::testsuite::peers::free_port;
+use kernelci::testsuite::peers::{free_port, missing_peer};
 use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
 use kernelci_bins::up::{UpOptions, run};
 
@@ -39,6 +39,15 @@ impl Output {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+fn kci_binary() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("KCI_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kci");
+    candidate.is_file().then_some(candidate)
 }
 
 fn head_commit(repo: &Path) -> String {
@@ -102,8 +111,21 @@ kselftest-demo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_commit_goes_through_every_service_to_a_mailed_report_and_a_regression() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,warp::server=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let Some(smtp) = SmtpServer::start() else {
         return;
+    };
+    // Jobs run `kci job run`: the binary cargo built next to this test (`cargo test
+    // --workspace` builds it), or $KCI_BIN.
+    let Some(kci_bin) = kci_binary() else {
+        return missing_peer("the kci binary", "cargo build -p kernelci-bins --bin kci")
+            .unwrap_or(());
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -125,6 +147,7 @@ async fn a_new_commit_goes_through_every_service_to_a_mailed_report_and_a_regres
             recipients: vec!["kernel@lists.invalid".into(), "ci@lists.invalid".into()],
             timeout: Duration::from_secs(20),
         }),
+        kci_bin: Some(kci_bin),
         ..UpOptions::default()
     };
     let shutdown = Shutdown::new();

@@ -92,6 +92,9 @@ pub struct UpOptions {
     pub runtimes: Vec<String>,
     /// Print one line per node event.
     pub progress: bool,
+    /// The `kci` binary jobs run (`kci job run`); default: this program when it is `kci`,
+    /// else `$KCI_BIN`, else `kci` on `PATH`.
+    pub kci_bin: Option<PathBuf>,
 }
 
 impl Default for UpOptions {
@@ -109,6 +112,7 @@ impl Default for UpOptions {
             smtp: None,
             runtimes: Vec::new(),
             progress: true,
+            kci_bin: None,
         }
     }
 }
@@ -438,10 +442,16 @@ pub async fn run(
     // --- runtimes ---
     let jobs_dir = data.join("jobs");
     std::fs::create_dir_all(&jobs_dir).map_err(io(&jobs_dir))?;
-    let kci_bin = std::env::current_exe()
-        .ok()
-        .filter(|p| p.file_name().is_some_and(|n| n == "kci"))
+    let kci_bin = opts
+        .kci_bin
+        .clone()
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .filter(|p| p.file_name().is_some_and(|n| n == "kci"))
+        })
         .map(|p| p.display().to_string())
+        .or_else(|| std::env::var("KCI_BIN").ok())
         .unwrap_or_else(|| "kci".into());
     let template_dirs: Vec<PathBuf> = config_dirs.clone();
     let mut context = RuntimeContext::new(&jobs_dir)

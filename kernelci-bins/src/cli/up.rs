@@ -85,6 +85,7 @@ pub async fn up(settings: Option<PathBuf>, args: UpArgs) -> i32 {
         smtp,
         runtimes: args.runtimes,
         progress: !args.quiet,
+        kci_bin: None,
     };
     let shutdown = Shutdown::new();
     shutdown.on_signals();

@@ -21,9 +21,9 @@ pub mod cloud;
 pub mod mongo;
 pub mod peers;
 pub mod redis;
-pub mod smtp;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod smtp;
 #[cfg(feature = "ssh")]
 pub mod sshd;
 pub mod storage;
