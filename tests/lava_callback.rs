@@ -42,7 +42,9 @@ async fn setup() -> Setup {
     let db = tempfile::tempdir().unwrap();
     let server = TestServer::start(&db.path().join("db"), "127.0.0.1:0".parse().unwrap(), 1).await;
     let anon = ApiClient::new(&server.url()).unwrap();
-    let api = anon.clone().with_token(anon.login("admin", ADMIN_PASSWORD).await.unwrap());
+    let api = anon
+        .clone()
+        .with_token(anon.login("admin", ADMIN_PASSWORD).await.unwrap());
     let storage_dir = tempfile::tempdir().unwrap();
     let storage: Arc<dyn Storage> =
         Arc::new(LocalStorage::new(storage_dir.path(), "http://storage.test/").unwrap());
@@ -169,11 +171,18 @@ async fn complete_callback_becomes_a_result_hierarchy_with_logs() {
     assert!(artifacts.contains_key("lava_logs"));
     assert!(artifacts.contains_key("callback_data"));
     let log = gunzip(&dir.join("log.txt.gz"));
-    assert!(log.contains("Linux version"), "{}", &log[..300.min(log.len())]);
+    assert!(
+        log.contains("Linux version"),
+        "{}",
+        &log[..300.min(log.len())]
+    );
     let stored = gunzip(&dir.join("lava_callback.json.gz"));
     let stored: Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["id"], 1);
-    assert!(stored.get("token").is_none(), "the lab secret is not stored");
+    assert!(
+        stored.get("token").is_none(),
+        "the lab secret is not stored"
+    );
     assert!(dir.join("lava-logs.yaml").is_file());
 
     let children = s
@@ -197,7 +206,10 @@ async fn complete_callback_becomes_a_result_hierarchy_with_logs() {
     let failed = cases.iter().find(|n| n.name == "expected-fail").unwrap();
     assert_eq!(failed.result, Some(ResultValue::Fail));
     assert_eq!(failed.kind, "test");
-    assert_eq!(failed.path, ["checkout", "baseline-x86", "smoke", "expected-fail"]);
+    assert_eq!(
+        failed.path,
+        ["checkout", "baseline-x86", "smoke", "expected-fail"]
+    );
     assert_eq!(failed.group.as_deref(), Some("baseline-x86"));
     assert_eq!(failed.data_str("kernel_revision.tree"), Some("mainline"));
     assert_eq!(failed.data_str("platform"), Some("qemu"));

@@ -84,6 +84,11 @@ impl Settings {
         Ok(s)
     }
 
+    /// The section names, in order (`DEFAULT`, `runtime.lava-collabora`, ...).
+    pub fn section_names(&self) -> impl Iterator<Item = &str> {
+        self.sections.keys().map(String::as_str)
+    }
+
     /// `[section] key`, falling back to `[DEFAULT] key`.
     pub fn get(&self, section: &str, key: &str) -> Option<String> {
         self.sections
