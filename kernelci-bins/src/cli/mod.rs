@@ -1,6 +1,7 @@
 //! `kci`: the KernelCI command-line tool.
 
 pub mod api;
+pub mod job;
 pub mod local;
 pub mod settings;
 
@@ -33,6 +34,9 @@ pub enum Command {
     /// Create and revoke API tokens.
     #[command(subcommand)]
     Token(api::TokenCommand),
+    /// Jobs: run one here (`kci job run --node-id ID`), generate a definition, submit one.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Work on a local embedded (SQLite) node store directly, without a server.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::User(cmd) => api::user(&cli.api, cmd).await,
         Command::Token(cmd) => api::token(&cli.api, cmd).await,
         Command::Local(cmd) => local::run(cmd).await,
+        Command::Job(cmd) => job::run(&cli.api, cmd).await,
     };
     match result {
         Ok(()) => 0,
