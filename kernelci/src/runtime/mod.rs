@@ -28,6 +28,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "docker")]
+pub mod docker;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
+#[cfg(feature = "lava")]
+pub mod lava;
 pub mod registry;
 #[cfg(unix)]
 pub mod shell;
@@ -39,6 +45,8 @@ pub use registry::{
 #[cfg(unix)]
 pub use shell::ShellRuntime;
 pub use template::TemplateEngine;
+#[cfg(feature = "lava")]
+pub use lava::LavaRuntime;
 
 /// The attribute implementations of [`Runtime`] use (re-exported, so implementers need no
 /// direct `async-trait` dependency).
