@@ -300,7 +300,9 @@ impl LavaRuntime {
         let node = &job.node;
         let data = |key: &str| node.data.as_ref().and_then(|d| d.get(key));
         let mut p = match node.submitter.as_deref() {
-            Some(s) if s != SERVICE_PIPELINE => resolve_priority(data("priority"), PRIORITY_HIGHEST),
+            Some(s) if s != SERVICE_PIPELINE => {
+                resolve_priority(data("priority"), PRIORITY_HIGHEST)
+            }
             _ => match data("tree_priority").filter(|v| !v.is_null()) {
                 Some(tree) => resolve_priority(Some(tree), PRIORITY_LOW),
                 None => resolve_priority(job.params.get("priority"), PRIORITY_LOW),
@@ -459,7 +461,10 @@ fn lava_message(value: &Value) -> String {
         Value::Object(map) => map
             .get("message")
             .or_else(|| map.get("detail"))
-            .map_or_else(|| value.to_string(), |m| m.as_str().map_or_else(|| m.to_string(), str::to_owned)),
+            .map_or_else(
+                || value.to_string(),
+                |m| m.as_str().map_or_else(|| m.to_string(), str::to_owned),
+            ),
         Value::String(s) => s.chars().take(300).collect(),
         other => other.to_string(),
     }
@@ -501,6 +506,12 @@ impl Runtime for LavaRuntime {
         let mut params = default_params(job, self.lab_type());
         params.insert("notify".into(), self.config.notify.clone());
         params.insert("priority".into(), json!(self.priority(job)));
+        // The callback receiver finds the storage for the logs by this name.
+        if let Some(storage) = &job.storage_config_name {
+            params
+                .entry("storage_config_name")
+                .or_insert_with(|| Value::String(storage.clone()));
+        }
         if let Some(q) = &self.config.queue_timeout {
             params.insert("queue_timeout".into(), q.clone());
         }
@@ -522,9 +533,8 @@ impl Runtime for LavaRuntime {
                 e,
             )
         })?;
-        let content = serde_norway::to_string(&yaml).map_err(|e| {
-            RuntimeError::with_source(RuntimeErrorKind::Generation, "YAML dump", e)
-        })?;
+        let content = serde_norway::to_string(&yaml)
+            .map_err(|e| RuntimeError::with_source(RuntimeErrorKind::Generation, "YAML dump", e))?;
         let name = params
             .get("name")
             .and_then(Value::as_str)
@@ -642,7 +652,10 @@ impl Runtime for LavaRuntime {
         let value = self
             .get_json(
                 &url,
-                &[("state", "Submitted"), ("requested_device_type", device_type)],
+                &[
+                    ("state", "Submitted"),
+                    ("requested_device_type", device_type),
+                ],
             )
             .await?;
         Ok(value.get("count").and_then(Value::as_u64))
@@ -767,17 +780,22 @@ mod tests {
 
     #[test]
     fn lava_job_states_map_to_job_status() {
-        let s = |state: &str, health: &str| {
-            status_of("7", &json!({"state": state, "health": health}))
-        };
+        let s =
+            |state: &str, health: &str| status_of("7", &json!({"state": state, "health": health}));
         assert_eq!(s("Submitted", "Unknown"), JobStatus::Queued);
         assert_eq!(s("Scheduled", "Unknown"), JobStatus::Queued);
         assert_eq!(s("Running", "Unknown"), JobStatus::Running);
-        assert_eq!(s("Finished", "Complete"), JobStatus::Finished { exit_code: 0 });
+        assert_eq!(
+            s("Finished", "Complete"),
+            JobStatus::Finished { exit_code: 0 }
+        );
         assert_eq!(s("Finished", "Canceled"), JobStatus::Canceled);
         assert!(matches!(
             s("Finished", "Incomplete"),
-            JobStatus::Incomplete { error_code: ErrorCode::Infrastructure, .. }
+            JobStatus::Incomplete {
+                error_code: ErrorCode::Infrastructure,
+                ..
+            }
         ));
     }
 }

@@ -39,14 +39,14 @@ pub mod registry;
 pub mod shell;
 pub mod template;
 
+#[cfg(feature = "lava")]
+pub use lava::LavaRuntime;
 pub use registry::{
     LabType, RuntimeContext, RuntimeCredentials, RuntimeEntry, RuntimeFactory, RuntimeRegistry,
 };
 #[cfg(unix)]
 pub use shell::ShellRuntime;
 pub use template::TemplateEngine;
-#[cfg(feature = "lava")]
-pub use lava::LavaRuntime;
 
 /// The attribute implementations of [`Runtime`] use (re-exported, so implementers need no
 /// direct `async-trait` dependency).
