@@ -39,6 +39,10 @@ pub mod registry;
 pub mod shell;
 pub mod template;
 
+#[cfg(feature = "docker")]
+pub use docker::DockerRuntime;
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::KubernetesRuntime;
 #[cfg(feature = "lava")]
 pub use lava::LavaRuntime;
 pub use registry::{

@@ -10,6 +10,7 @@
 //! Third-party implementations of the traits can run the same suites from their own tests.
 
 pub mod bus;
+pub mod docker;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 pub mod peers;
