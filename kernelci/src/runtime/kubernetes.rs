@@ -149,13 +149,21 @@ fn kube_error(what: String, e: kube::Error) -> RuntimeError {
 }
 
 /// The Kubernetes runtime. See the [module docs](self).
-#[derive(Debug)]
 pub struct KubernetesRuntime {
     name: String,
     config: KubernetesConfig,
     templates: Arc<TemplateEngine>,
     clients: tokio::sync::Mutex<HashMap<String, kube::Client>>,
     canceled: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for KubernetesRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesRuntime")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The registry factory of lab_type `kubernetes`.
