@@ -2,6 +2,8 @@
 //! (`kernelci::testsuite::docker`), with an image imported from a busybox root filesystem.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -224,4 +226,147 @@ async fn a_stopped_dockerd_gives_submit_errors() {
     .with_job_env(BTreeMap::new());
     let err = rt.submit(&def).await.unwrap_err();
     assert_eq!(err.kind, RuntimeErrorKind::Unavailable, "{err}");
+}
+
+/// The `kci` binary next to this test's executable (built by `cargo test --workspace` or
+/// `cargo build -p kernelci-bins --bin kci`), or `$KCI_BIN`.
+fn kci_bin() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KCI_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kci");
+    candidate.is_file().then_some(candidate)
+}
+
+const KTAP: &str = "KTAP version 1\n1..2\n    KTAP version 1\n    # Subtest: math\n    1..2\n    ok 1 add\n    not ok 2 div_by_zero\nnot ok 1 math\nok 2 strings\n";
+
+/// The job runner inside a container: an image holding `kci` (and the libraries `ldd` lists)
+/// runs the shipped `ktap-test.jinja2` job against the test API server over the host
+/// network, parses the KTAP output and submits the result hierarchy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kci_job_run_inside_a_container_submits_test_results() {
+    use kernelci::client::ApiClient;
+    use kernelci::models::{ResultValue, State};
+    use kernelci::testsuite::docker::add_binary_with_libs;
+    use kernelci::testsuite::peers::missing_peer;
+
+    let Some(kci) = kci_bin() else {
+        missing_peer::<()>(
+            "the kci binary",
+            "cargo build -p kernelci-bins --bin kci (or set KCI_BIN)",
+        );
+        return;
+    };
+    let Some(engine) = DockerEngine::start() else {
+        return;
+    };
+    support::init_tls();
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = scratch.path().join("rootfs");
+    busybox_rootfs(&rootfs).unwrap();
+    add_binary_with_libs(&rootfs, &kci).unwrap();
+    // reqwest's TLS setup reads the system CA bundle even for plain-HTTP clients.
+    let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if certs.is_file() {
+        std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
+        std::fs::copy(certs, rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    }
+    let kci_in_image = kci.display().to_string();
+    engine.import_rootfs(&rootfs, "kci-runner:latest").unwrap();
+
+    let server = support::TestServer::start(
+        &scratch.path().join("db.sqlite3"),
+        "127.0.0.1:0".parse().unwrap(),
+        45,
+    )
+    .await;
+    let api = ApiClient::new(&server.url()).unwrap();
+    let token = api.login("admin", support::ADMIN_PASSWORD).await.unwrap();
+    let api = api.with_token(token.clone());
+    let store = scratch.path().join("storage");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let storage_config = json!({"storage_type": "local", "base_url": "http://files.test/",
+                                "path": store.display().to_string()});
+
+    let mut checkout = Node::new(NodeKind::Checkout, "checkout");
+    checkout.data.as_mut().unwrap().insert(
+        "kernel_revision".into(),
+        json!({"tree": "tiny", "branch": "main", "commit": "b".repeat(40),
+               "url": "https://git.example/tiny.git"}),
+    );
+    let checkout = api.create_node(&checkout).await.unwrap();
+    let mut node = Node::new(NodeKind::Job, "ktap-math");
+    node.parent = checkout.id;
+    node.path = vec!["checkout".into(), "ktap-math".into()];
+    node.data.as_mut().unwrap().insert(
+        "kernel_revision".into(),
+        checkout.data.as_ref().unwrap()["kernel_revision"].clone(),
+    );
+    let node = api.create_node(&node).await.unwrap();
+
+    let entry = RuntimeEntry::from_value(
+        "docker-local",
+        &json!({"lab_type": "docker", "docker_host": engine.host(), "network_mode": "host",
+                "volumes": [format!("{}:{}", store.display(), store.display())]}),
+    )
+    .unwrap();
+    let ctx = RuntimeContext::new(scratch.path().join("jobs"))
+        .with_templates(TemplateEngine::new(vec![
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/runtime"),
+        ]))
+        .with_job_env("KCI_BIN", kci_in_image)
+        .with_job_env("KCI_API_TOKEN", token);
+    let rt = RuntimeRegistry::new()
+        .build(&entry, &RuntimeCredentials::default(), &ctx)
+        .unwrap();
+    let spec = JobSpec {
+        node: node.clone(),
+        name: "ktap-math".into(),
+        template: "ktap-test.jinja2".into(),
+        kind: "job".into(),
+        image: Some("kci-runner:latest".into()),
+        params: json!({"command": format!("printf '{}'", KTAP.replace('\n', "\\n"))})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        platform: "docker".into(),
+        platform_config: Default::default(),
+        storage_config_name: Some("local".into()),
+        storage_config: storage_config.as_object().cloned(),
+        api_config: json!({"name": "test", "url": server.url()})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    };
+    let def = rt.generate(&spec, &rt.params(&spec).unwrap()).unwrap();
+    let handle = rt.submit(&def).await.unwrap().unwrap();
+    let status = rt.wait(&handle, Duration::from_secs(120)).await.unwrap();
+    let log = std::fs::read_dir(scratch.path().join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("job.log")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(status, JobStatus::Finished { exit_code: 0 }, "{log}");
+
+    let done = api.get_node(node.id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(done.state, State::Done, "{log}");
+    assert_eq!(done.result, Some(ResultValue::Fail), "{log}");
+    let id = node.id.unwrap().to_string();
+    let top = api
+        .find_all_nodes(&[("parent", id.as_str())])
+        .await
+        .unwrap();
+    let mut got: Vec<_> = top.iter().map(|n| (n.name.clone(), n.result)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("math".to_owned(), Some(ResultValue::Fail)),
+            ("strings".to_owned(), Some(ResultValue::Pass))
+        ]
+    );
+    assert_eq!(wait_no_containers(&engine).await, Vec::<String>::new());
 }
