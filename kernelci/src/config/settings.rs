@@ -217,6 +217,27 @@ impl Settings {
         self.path.as_deref()
     }
 
+    /// Every section name of the file, dotted for nested tables (`DEFAULT`, `trigger`,
+    /// `runtime.lava-collabora`, `storage.docker-host`), in file order of the top level.
+    pub fn section_names(&self) -> Vec<String> {
+        fn walk(table: &Table, prefix: &str, out: &mut Vec<String>) {
+            for (key, value) in table {
+                if let Value::Table(t) = value {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    out.push(name.clone());
+                    walk(t, &name, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.table, "", &mut out);
+        out
+    }
+
     /// The table of a section (`trigger`, `storage.docker-host`), without fallback.
     pub fn section(&self, section: &str) -> Option<&Table> {
         if let Some(Value::Table(t)) = self.table.get(section) {

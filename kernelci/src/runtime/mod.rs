@@ -35,11 +35,23 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "docker")]
+pub mod docker;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
+#[cfg(feature = "lava")]
+pub mod lava;
 pub mod registry;
 #[cfg(unix)]
 pub mod shell;
 pub mod template;
 
+#[cfg(feature = "docker")]
+pub use docker::DockerRuntime;
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::KubernetesRuntime;
+#[cfg(feature = "lava")]
+pub use lava::LavaRuntime;
 pub use registry::{
     LabType, RuntimeContext, RuntimeCredentials, RuntimeEntry, RuntimeFactory, RuntimeRegistry,
 };

@@ -379,6 +379,12 @@ pub fn register_builtins(registry: &mut RuntimeRegistry) {
     #[cfg(unix)]
     registry.register("shell", super::shell::factory);
     // --- feature-gated built-ins (docker, kubernetes, lava) register below this line ---
+    #[cfg(feature = "lava")]
+    registry.register("lava", super::lava::factory);
+    #[cfg(feature = "docker")]
+    registry.register("docker", super::docker::factory);
+    #[cfg(feature = "kubernetes")]
+    registry.register("kubernetes", super::kubernetes::factory);
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod azure;
 pub mod bus;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub mod cloud;
+pub mod docker;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 pub mod peers;
