@@ -7,7 +7,7 @@ use kernelci::client::{ApiClient, Hierarchy, Listener, ListenerConfig, NodeEvent
 use kernelci::models::{Node, ObjectId};
 use serde_json::Value;
 
-use super::settings::Settings;
+use kernelci::config::Settings;
 
 /// Where the API is and who we are.
 #[derive(Debug, Clone, Args)]
@@ -28,15 +28,19 @@ pub struct ApiArgs {
 
 impl ApiArgs {
     fn client(&self) -> Result<ApiClient, String> {
-        let settings = Settings::load(self.settings.as_deref())?;
+        let settings = Settings::load(self.settings.as_deref()).map_err(|e| e.to_string())?;
         let url = self
             .api
             .clone()
-            .or(settings.get("DEFAULT", "api_url"))
+            .or(settings.get_str("DEFAULT", "api_url"))
             .unwrap_or_else(|| "http://localhost:8001".into());
         let api = ApiClient::new(&url).map_err(|e| e.to_string())?;
         Ok(
-            match self.token.clone().or(settings.get("DEFAULT", "api_token")) {
+            match self
+                .token
+                .clone()
+                .or(settings.api_token().map(|t| t.expose().to_owned()))
+            {
                 Some(t) => api.with_token(t),
                 None => api,
             },

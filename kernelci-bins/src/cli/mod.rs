@@ -1,6 +1,8 @@
 //! `kci`: the KernelCI command-line tool.
 
 pub mod api;
+pub mod config;
+pub mod job;
 pub mod local;
 pub mod settings;
 
@@ -33,9 +35,15 @@ pub enum Command {
     /// Create and revoke API tokens.
     #[command(subcommand)]
     Token(api::TokenCommand),
+    /// Jobs: run one here (`kci job run --node-id ID`), generate a definition, submit one.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Work on a local embedded (SQLite) node store directly, without a server.
     #[command(subcommand)]
     Local(local::LocalCommand),
+    /// Check and inspect the pipeline YAML configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -46,6 +54,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::User(cmd) => api::user(&cli.api, cmd).await,
         Command::Token(cmd) => api::token(&cli.api, cmd).await,
         Command::Local(cmd) => local::run(cmd).await,
+        Command::Config(cmd) => config::run(cmd, cli.api.json),
+        Command::Job(cmd) => job::run(&cli.api, cmd).await,
     };
     match result {
         Ok(()) => 0,

@@ -30,7 +30,7 @@
 //! assert_eq!(config.jobs["kbuild-gcc-14-x86"].kind, "kbuild");
 //! ```
 //!
-//! The YAML parser is `serde_yaml_ng` (the maintained fork of `serde_yaml`); merge keys are
+//! The YAML parser is `serde_norway` (the maintained fork of `serde_yaml`); merge keys are
 //! resolved by this module (chained merges included), and the line of every key is found by a
 //! small indentation scanner over the source text, so errors found after merging still point
 //! into the file that defined the value.

@@ -894,3 +894,84 @@ mod tests {
         assert!(origin.file.ends_with("scheduler.yaml"), "{origin:?}");
     }
 }
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+    }
+
+    #[test]
+    fn same_path_updates_and_cross_path_deep_merge() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        // Within one path: `jobs` entries are replaced whole (dict update), lists extended.
+        write(
+            &a,
+            "1-jobs.yaml",
+            "jobs:\n  j1:\n    template: one.jinja2\n    params: {x: 1, y: 1}\n  j2:\n    template: two.jinja2\nscheduler:\n- job: j1\n  event: {channel: node}\n  runtime: {name: shell}\n",
+        );
+        write(
+            &a,
+            "sub/2-jobs.yaml",
+            "jobs:\n  j1:\n    template: one-bis.jinja2\n    params: {x: 2}\nruntimes:\n  shell: {lab_type: shell}\nplatforms:\n  shell:\n",
+        );
+        write(&a, "debos/skip.yaml", "jobs: [not, a, mapping\n");
+        // Across paths: deep merge (j2 gains params, lists concatenate, scalars replaced).
+        write(
+            &b,
+            "jobs.yaml",
+            "jobs:\n  j2:\n    params: {z: 3}\n    kind: test\nscheduler:\n- job: j2\n  event: {channel: node}\n  runtime: {name: shell}\n",
+        );
+        let c = match PipelineConfig::load(&[&a, &b]) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.jobs["j1"].template, "one-bis.jinja2");
+        assert_eq!(
+            Value::Object(c.jobs["j1"].params.clone()),
+            serde_json::json!({"x": 2}),
+            "same-path update replaces the entry"
+        );
+        assert_eq!(c.jobs["j2"].template, "two.jinja2");
+        assert_eq!(c.jobs["j2"].kind, "test");
+        assert_eq!(c.jobs["j2"].params["z"], 3);
+        assert_eq!(
+            c.scheduler
+                .iter()
+                .map(|s| s.job.as_str())
+                .collect::<Vec<_>>(),
+            ["j1", "j2"]
+        );
+        let o = c
+            .origin(&KeyPath::keys(["scheduler"]).index(1))
+            .expect("origin");
+        assert_eq!((o.file, o.line), (b.join("jobs.yaml"), Some(6)));
+        let o = c.origin(&KeyPath::keys(["jobs", "j1"])).expect("origin");
+        assert_eq!((o.file, o.line), (a.join("sub/2-jobs.yaml"), Some(2)));
+        assert_eq!(c.files().len(), 3, "debos/ is skipped");
+        // A missing path is an error, and loading goes on with the others.
+        let (c, errors) = PipelineConfig::load_lenient(&[tmp.path().join("nope"), b.clone()]);
+        assert_eq!(
+            errors.len(),
+            3,
+            "not found, j2 without template, no runtime: {errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.kind == ConfigErrorKind::NotFound));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.key.as_deref() == Some("jobs.j2") && e.message.contains("template"))
+        );
+        assert!(errors.iter().any(|e| e.line == Some(8)
+            && e.key.as_deref() == Some("scheduler[0].runtime.name")));
+        assert!(c.jobs.is_empty());
+    }
+}

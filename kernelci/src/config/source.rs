@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use serde_yaml_ng::Value as YValue;
+use serde_norway::Value as YValue;
 
 use super::{ConfigError, ConfigErrorKind};
 
@@ -367,7 +367,7 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Parses one YAML document into JSON values, resolving merge keys.
 pub(crate) fn parse_yaml(file: &Path, text: &str) -> Result<Value, ConfigError> {
-    let doc: YValue = serde_yaml_ng::from_str(text).map_err(|e| {
+    let doc: YValue = serde_norway::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let msg = e.to_string();
         // The message already ends with "at line L column C"; keep it, it has the column.

@@ -282,7 +282,11 @@ fn kernel_version(node: &Node) -> Option<(i64, i64)> {
 ///   rejected when there are allowed values; a list (e.g. `fragments`) is rejected when any
 ///   element is denied or, with allowed values, when no element is allowed; a scalar is
 ///   rejected when denied or not allowed.
-pub async fn should_create_node(rules: Option<&Rules>, node: &Node, lookup: &dyn NodeLookup) -> bool {
+pub async fn should_create_node(
+    rules: Option<&Rules>,
+    node: &Node,
+    lookup: &dyn NodeLookup,
+) -> bool {
     let Some(rules) = rules else { return true };
     if rules.0.is_empty() {
         return true;
@@ -464,7 +468,13 @@ pub async fn job_node(
         return None;
     }
     if job.kind == "job" {
-        for key in ["kernel_type", "arch", "defconfig", "config_full", "compiler"] {
+        for key in [
+            "kernel_type",
+            "arch",
+            "defconfig",
+            "config_full",
+            "compiler",
+        ] {
             if let Some(v) = input.data_path(key) {
                 data.insert(key.into(), v.clone());
             }
@@ -475,7 +485,8 @@ pub async fn job_node(
     if !should_create_node(runtime.rules.as_ref(), &node, lookup).await {
         return None;
     }
-    if job.kind == "job" && !platform_filter_allows(input.platform_filter.as_deref(), &platform.name)
+    if job.kind == "job"
+        && !platform_filter_allows(input.platform_filter.as_deref(), &platform.name)
     {
         return None;
     }
@@ -529,22 +540,32 @@ pub struct LabPriority {
 impl LabPriority {
     /// Reads the settings of a LAVA runtime entry.
     pub fn from_runtime(runtime: &RuntimeConfig) -> LabPriority {
-        let lab = |v: &Value| match v {
-            Value::String(s) => match s.as_str() {
-                "low" => Some(0),
-                "medium" => Some(50),
-                "high" => Some(100),
-                other => other.parse::<i64>().ok(),
-            },
-            Value::Number(n) => n.as_i64(),
-            _ => None,
-        }
-        .map(|n| n.clamp(0, 100));
+        let lab = |v: &Value| {
+            match v {
+                Value::String(s) => match s.as_str() {
+                    "low" => Some(0),
+                    "medium" => Some(50),
+                    "high" => Some(100),
+                    other => other.parse::<i64>().ok(),
+                },
+                Value::Number(n) => n.as_i64(),
+                _ => None,
+            }
+            .map(|n| n.clamp(0, 100))
+        };
         let priority = runtime.settings.get("priority").and_then(lab);
         LabPriority {
             priority,
-            min: runtime.settings.get("priority_min").and_then(lab).or(priority),
-            max: runtime.settings.get("priority_max").and_then(lab).or(priority),
+            min: runtime
+                .settings
+                .get("priority_min")
+                .and_then(lab)
+                .or(priority),
+            max: runtime
+                .settings
+                .get("priority_max")
+                .and_then(lab)
+                .or(priority),
         }
     }
 }
@@ -581,8 +602,12 @@ pub fn lava_priority(
 /// The base priority of the queue gate: the priority of the build config following the input's
 /// tree and branch, else the job's, else 20.
 pub fn base_priority(config: &PipelineConfig, input: &Node, job: &JobConfig) -> u8 {
-    let tree = input.data_path("kernel_revision.tree").and_then(Value::as_str);
-    let branch = input.data_path("kernel_revision.branch").and_then(Value::as_str);
+    let tree = input
+        .data_path("kernel_revision.tree")
+        .and_then(Value::as_str);
+    let branch = input
+        .data_path("kernel_revision.branch")
+        .and_then(Value::as_str);
     let tree_priority = match (tree, branch) {
         (Some(t), Some(b)) => config.build_config_for(t, b).and_then(|bc| bc.priority),
         _ => None,
@@ -592,7 +617,12 @@ pub fn base_priority(config: &PipelineConfig, input: &Node, job: &JobConfig) -> 
 
 /// The LAVA queue limit: `int(max_queue_depth × online × factor)` with
 /// `factor = 1 + base_priority/100 × (priority_factor − 1)` (`priority_factor` clamped to ≥ 1).
-pub fn queue_limit(max_queue_depth: u64, online: usize, base_priority: u8, priority_factor: f64) -> u64 {
+pub fn queue_limit(
+    max_queue_depth: u64,
+    online: usize,
+    base_priority: u8,
+    priority_factor: f64,
+) -> u64 {
     let factor = 1.0 + f64::from(base_priority) / 100.0 * (priority_factor.max(1.0) - 1.0);
     (max_queue_depth as f64 * online as f64 * factor) as u64
 }
@@ -614,7 +644,10 @@ impl QueueSettings {
     pub fn from_runtime(runtime: &RuntimeConfig) -> QueueSettings {
         let s = &runtime.settings;
         QueueSettings {
-            max_queue_depth: s.get("max_queue_depth").and_then(Value::as_u64).unwrap_or(50),
+            max_queue_depth: s
+                .get("max_queue_depth")
+                .and_then(Value::as_u64)
+                .unwrap_or(50),
             disabled: s
                 .get("disable_queue_limit")
                 .and_then(Value::as_bool)
@@ -791,7 +824,12 @@ scheduler:
         let mut n = Node::new(kind, name);
         n.id = Some(ObjectId::new());
         n.parent = parent.id;
-        n.path = parent.path.iter().cloned().chain([name.to_owned()]).collect();
+        n.path = parent
+            .path
+            .iter()
+            .cloned()
+            .chain([name.to_owned()])
+            .collect();
         n.data = Some(obj(data));
         n
     }
@@ -807,15 +845,30 @@ scheduler:
     fn edge_trigger_fires_once_per_transition() {
         let c = config();
         let created = obj(json!({"op": "created", "kind": "checkout", "state": "available"}));
-        assert_eq!(get_configs(&c, &created, "node").len(), 2, "creation is level-triggered");
-        let rising = obj(json!({"op": "updated", "kind": "checkout", "state": "available",
-            "result": "pass", "previous_state": "running", "previous_result": null}));
+        assert_eq!(
+            get_configs(&c, &created, "node").len(),
+            2,
+            "creation is level-triggered"
+        );
+        let rising = obj(
+            json!({"op": "updated", "kind": "checkout", "state": "available",
+            "result": "pass", "previous_state": "running", "previous_result": null}),
+        );
         assert_eq!(get_configs(&c, &rising, "node").len(), 2);
-        let again = obj(json!({"op": "updated", "kind": "checkout", "state": "available",
-            "result": "pass", "previous_state": "available", "previous_result": "pass"}));
-        assert!(get_configs(&c, &again, "node").is_empty(), "already available: no edge");
+        let again = obj(
+            json!({"op": "updated", "kind": "checkout", "state": "available",
+            "result": "pass", "previous_state": "available", "previous_result": "pass"}),
+        );
+        assert!(
+            get_configs(&c, &again, "node").is_empty(),
+            "already available: no edge"
+        );
         let legacy = obj(json!({"op": "updated", "kind": "checkout", "state": "available"}));
-        assert_eq!(get_configs(&c, &legacy, "node").len(), 2, "no previous info: level");
+        assert_eq!(
+            get_configs(&c, &legacy, "node").len(),
+            2,
+            "no previous info: level"
+        );
         // The result is part of the edge: done/fail -> done/pass is a new match.
         let result_edge = obj(json!({"op": "updated", "kind": "kbuild", "state": "done",
             "result": "pass", "previous_state": "done", "previous_result": "fail"}));
@@ -823,7 +876,10 @@ scheduler:
         // Retry events (no op) match the node-channel entries on the node channel.
         let retry = obj(json!({"kind": "checkout", "state": "available", "retry_counter": 1}));
         assert_eq!(get_configs(&c, &retry, "node").len(), 2);
-        assert_eq!(get_configs(&c, &obj(json!({"kind": "kbuild"})), "retry").len(), 1);
+        assert_eq!(
+            get_configs(&c, &obj(json!({"kind": "kbuild"})), "retry").len(),
+            1
+        );
         let other = obj(json!({"op": "created", "kind": "checkout", "state": "running"}));
         assert!(get_configs(&c, &other, "node").is_empty());
     }
@@ -836,15 +892,27 @@ scheduler:
         let s = get_schedule(&c, &ev, "node", &loaded, |_| 1);
         let got: Vec<_> = s
             .iter()
-            .map(|c| (c.job.name.as_str(), c.runtime.name.as_str(), c.platform.name.as_str()))
+            .map(|c| {
+                (
+                    c.job.name.as_str(),
+                    c.runtime.name.as_str(),
+                    c.platform.name.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
-            [("kbuild-x86", "k8s-b", "kubernetes"), ("kbuild-x86", "shell", "shell")]
+            [
+                ("kbuild-x86", "k8s-b", "kubernetes"),
+                ("kbuild-x86", "shell", "shell")
+            ]
         );
         // Only the shell runtime loaded: the kubernetes entry is skipped.
         let only_shell = [&c.runtimes["shell"]];
-        assert_eq!(get_schedule(&c, &ev, "node", &only_shell, random_pick).len(), 1);
+        assert_eq!(
+            get_schedule(&c, &ev, "node", &only_shell, random_pick).len(),
+            1
+        );
         let ev = obj(json!({"op": "created", "kind": "kbuild", "state": "done", "result": "pass"}));
         let s = get_schedule(&c, &ev, "node", &loaded, random_pick);
         assert_eq!(s.len(), 1);
@@ -933,7 +1001,11 @@ scheduler:
         assert!(!jobfilter_allows(Some(&f(&["kunit"])), "baseline", &p));
         assert!(jobfilter_allows(Some(&f(&["kbuild-x86+"])), "baseline", &p));
         assert!(jobfilter_allows(Some(&f(&["baseline+"])), "baseline", &p));
-        assert!(!jobfilter_allows(Some(&f(&["kbuild-arm64+"])), "baseline", &p));
+        assert!(!jobfilter_allows(
+            Some(&f(&["kbuild-arm64+"])),
+            "baseline",
+            &p
+        ));
         assert!(!jobfilter_allows(Some(&f(&["kbuild-x86"])), "baseline", &p));
         assert!(platform_filter_allows(None, "qemu"));
         assert!(platform_filter_allows(Some(&[]), "qemu"));
@@ -954,15 +1026,25 @@ scheduler:
         );
         let map = lookup(&[&co, &kbuild]);
         let job = &c.jobs["baseline"];
-        let node = job_node(&kbuild, job, &c.runtimes["lava-lab"], &c.platforms["qemu"], 2, &map)
-            .await
-            .expect("created");
+        let node = job_node(
+            &kbuild,
+            job,
+            &c.runtimes["lava-lab"],
+            &c.platforms["qemu"],
+            2,
+            &map,
+        )
+        .await
+        .expect("created");
         assert_eq!(node.kind, "job");
         assert_eq!(node.parent, kbuild.id);
         assert_eq!(node.path, ["checkout", "kbuild-x86", "baseline"]);
         assert_eq!(node.group.as_deref(), Some("baseline"));
         assert_eq!(node.retry_counter, 2);
-        assert_eq!(node.treeid, None, "copied from the input (the kbuild has none here)");
+        assert_eq!(
+            node.treeid, None,
+            "copied from the input (the kbuild has none here)"
+        );
         let data = node.data.clone().unwrap_or_default();
         assert_eq!(data["runtime"], "lava-lab");
         assert_eq!(data["platform"], "qemu");
@@ -974,83 +1056,226 @@ scheduler:
         );
         // Platform rules (arch: [arm64]) reject an x86 kbuild; runtime rules reject next.
         let mut x86 = kbuild.clone();
-        x86.data = Some(obj(json!({"arch": "x86_64", "kernel_revision": co.data_path("kernel_revision")})));
-        assert!(job_node(&x86, job, &c.runtimes["lava-lab"], &c.platforms["qemu"], 0, &map).await.is_none());
+        x86.data = Some(obj(
+            json!({"arch": "x86_64", "kernel_revision": co.data_path("kernel_revision")}),
+        ));
+        assert!(
+            job_node(
+                &x86,
+                job,
+                &c.runtimes["lava-lab"],
+                &c.platforms["qemu"],
+                0,
+                &map
+            )
+            .await
+            .is_none()
+        );
         let next = checkout("next", "master", (6, 7));
-        let kb_next = child(&next, NodeKind::Kbuild, "kbuild-x86",
-            json!({"arch": "arm64", "kernel_revision": next.data_path("kernel_revision")}));
-        assert!(job_node(&kb_next, job, &c.runtimes["lava-lab"], &c.platforms["qemu"], 0, &map).await.is_none());
+        let kb_next = child(
+            &next,
+            NodeKind::Kbuild,
+            "kbuild-x86",
+            json!({"arch": "arm64", "kernel_revision": next.data_path("kernel_revision")}),
+        );
+        assert!(
+            job_node(
+                &kb_next,
+                job,
+                &c.runtimes["lava-lab"],
+                &c.platforms["qemu"],
+                0,
+                &map
+            )
+            .await
+            .is_none()
+        );
         // Retry filters.
         let mut filtered = kbuild.clone();
         filtered.jobfilter = Some(vec!["kunit".into()]);
-        assert!(job_node(&filtered, job, &c.runtimes["shell"], &c.platforms["qemu"], 0, &map).await.is_none());
+        assert!(
+            job_node(
+                &filtered,
+                job,
+                &c.runtimes["shell"],
+                &c.platforms["qemu"],
+                0,
+                &map
+            )
+            .await
+            .is_none()
+        );
         filtered.jobfilter = Some(vec!["baseline".into()]);
         filtered.platform_filter = Some(vec!["rpi".into()]);
-        assert!(job_node(&filtered, job, &c.runtimes["shell"], &c.platforms["qemu"], 0, &map).await.is_none());
+        assert!(
+            job_node(
+                &filtered,
+                job,
+                &c.runtimes["shell"],
+                &c.platforms["qemu"],
+                0,
+                &map
+            )
+            .await
+            .is_none()
+        );
         filtered.platform_filter = Some(vec!["qemu".into()]);
-        let n = job_node(&filtered, job, &c.runtimes["shell"], &c.platforms["qemu"], 1, &map).await;
+        let n = job_node(
+            &filtered,
+            job,
+            &c.runtimes["shell"],
+            &c.platforms["qemu"],
+            1,
+            &map,
+        )
+        .await;
         assert_eq!(n.map(|n| n.jobfilter), Some(Some(vec!["baseline".into()])));
     }
 
     #[test]
     fn lava_priority_math() {
-        let lab = LabPriority { priority: None, min: Some(12), max: Some(40) };
+        let lab = LabPriority {
+            priority: None,
+            min: Some(12),
+            max: Some(40),
+        };
         let high = json!("high");
         // Upstream test: a pipeline job of a high-priority tree on a 12..40 lab.
         assert_eq!(
             lava_priority(Some(SERVICE_PIPELINE), None, Some(&high), None, lab),
             (12.0 + 28.0 * 60.0 / 100.0) as i64
         );
-        assert_eq!(lava_priority(Some(SERVICE_PIPELINE), None, Some(&high), None, lab), 28);
+        assert_eq!(
+            lava_priority(Some(SERVICE_PIPELINE), None, Some(&high), None, lab),
+            28
+        );
         // Job priority when no tree priority; default 20.
         assert_eq!(
-            lava_priority(Some(SERVICE_PIPELINE), None, None, Some(Priority::Medium), lab),
+            lava_priority(
+                Some(SERVICE_PIPELINE),
+                None,
+                None,
+                Some(Priority::Medium),
+                lab
+            ),
             (40.0 * 28.0 / 100.0 + 12.0) as i64
         );
-        assert_eq!(lava_priority(Some(SERVICE_PIPELINE), None, None, None, LabPriority::default()), 20);
+        assert_eq!(
+            lava_priority(
+                Some(SERVICE_PIPELINE),
+                None,
+                None,
+                None,
+                LabPriority::default()
+            ),
+            20
+        );
         // A person's job: data.priority, default 80, numbers clamped.
-        assert_eq!(lava_priority(Some("alice"), None, None, None, LabPriority::default()), 80);
-        assert_eq!(lava_priority(None, Some(&json!(150)), None, None, LabPriority::default()), 100);
-        assert_eq!(lava_priority(Some("alice"), Some(&json!("low")), None, None, LabPriority::default()), 20);
+        assert_eq!(
+            lava_priority(Some("alice"), None, None, None, LabPriority::default()),
+            80
+        );
+        assert_eq!(
+            lava_priority(None, Some(&json!(150)), None, None, LabPriority::default()),
+            100
+        );
+        assert_eq!(
+            lava_priority(
+                Some("alice"),
+                Some(&json!("low")),
+                None,
+                None,
+                LabPriority::default()
+            ),
+            20
+        );
         // A lab `priority` scales instead of the range.
-        let lab = LabPriority { priority: Some(50), min: Some(50), max: Some(50) };
-        assert_eq!(lava_priority(Some(SERVICE_PIPELINE), None, Some(&high), None, lab), 30);
+        let lab = LabPriority {
+            priority: Some(50),
+            min: Some(50),
+            max: Some(50),
+        };
+        assert_eq!(
+            lava_priority(Some(SERVICE_PIPELINE), None, Some(&high), None, lab),
+            30
+        );
         let c = config();
         let broonie = LabPriority::from_runtime(&c.runtimes["lava-lab"]);
-        assert_eq!(broonie, LabPriority { priority: None, min: Some(12), max: Some(40) });
+        assert_eq!(
+            broonie,
+            LabPriority {
+                priority: None,
+                min: Some(12),
+                max: Some(40)
+            }
+        );
     }
 
     #[test]
     fn queue_gate_math() {
         let c = config();
         let job = &c.jobs["kbuild-x86"];
-        assert_eq!(base_priority(&c, &checkout("mainline", "master", (6, 7)), job), 60);
-        assert_eq!(base_priority(&c, &checkout("next", "master", (6, 7)), job), 40, "job priority");
+        assert_eq!(
+            base_priority(&c, &checkout("mainline", "master", (6, 7)), job),
+            60
+        );
+        assert_eq!(
+            base_priority(&c, &checkout("next", "master", (6, 7)), job),
+            40,
+            "job priority"
+        );
         let mut j = job.clone();
         j.priority = None;
-        assert_eq!(base_priority(&c, &checkout("next", "master", (6, 7)), &j), 20);
+        assert_eq!(
+            base_priority(&c, &checkout("next", "master", (6, 7)), &j),
+            20
+        );
         // 50 deep × 2 devices × (1 + 0.6 × (2 − 1)) = 160.
         assert_eq!(queue_limit(50, 2, 60, 2.0), 160);
         assert_eq!(queue_limit(50, 2, 20, 0.5), 100, "factor clamped to 1");
         assert_eq!(queue_limit(10, 0, 60, 2.0), 0);
         let q = QueueSettings::from_runtime(&c.runtimes["lava-lab"]);
-        assert_eq!(q, QueueSettings { max_queue_depth: 50, disabled: false, priority_factor: 2.0 });
+        assert_eq!(
+            q,
+            QueueSettings {
+                max_queue_depth: 50,
+                disabled: false,
+                priority_factor: 2.0
+            }
+        );
     }
 
     #[test]
     fn duplicate_guard_window_and_lru() {
-        let key = |i: i64| ("n".to_owned(), "j".to_owned(), "r".to_owned(), "p".to_owned(), i);
+        let key = |i: i64| {
+            (
+                "n".to_owned(),
+                "j".to_owned(),
+                "r".to_owned(),
+                "p".to_owned(),
+                i,
+            )
+        };
         let mut g = DuplicateGuard::new(Duration::from_secs(600), 3);
         let t0 = Instant::now();
         assert!(!g.check(key(0), t0));
         assert!(g.check(key(0), t0 + Duration::from_secs(599)));
-        assert!(!g.check(key(0), t0 + Duration::from_secs(600)), "window passed");
+        assert!(
+            !g.check(key(0), t0 + Duration::from_secs(600)),
+            "window passed"
+        );
         assert!(!g.check(key(1), t0));
         assert!(!g.check(key(2), t0));
-        assert!(g.check(key(0), t0 + Duration::from_secs(601)), "0 used again: most recent");
+        assert!(
+            g.check(key(0), t0 + Duration::from_secs(601)),
+            "0 used again: most recent"
+        );
         assert!(!g.check(key(3), t0), "evicts the least recently used (1)");
         assert_eq!(g.len(), 3);
-        assert!(!g.check(key(1), t0 + Duration::from_secs(1)), "1 was evicted");
+        assert!(
+            !g.check(key(1), t0 + Duration::from_secs(1)),
+            "1 was evicted"
+        );
         g.forget(&key(1));
         assert!(!g.check(key(1), t0 + Duration::from_secs(2)));
         let big = DuplicateGuard::default();

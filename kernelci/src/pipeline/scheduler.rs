@@ -1,1 +1,833 @@
 //! The scheduler service: matching events to jobs and submitting them to runtimes.
+//!
+//! [`Scheduler`] follows two durable subscriptions, `node` (`<name>:node`) and `retry`
+//! (`<name>:retry`), matches each event against the `scheduler:` entries
+//! ([`super::rules::get_schedule`], edge-triggered), runs upstream's per-candidate checks
+//! (frequency, architecture filter, entry rules, LAVA queue gate, duplicate guard), creates the
+//! job node (idempotently: an existing child with the same parent, name, platform and retry
+//! counter is reused, never duplicated), renders the job through its [`Runtime`] and submits
+//! it. A failure marks the node `done` with `invalid_job_params`, `job_generation_error` or
+//! `submit_error` (`spec/kernelci-pipeline.md` §1.3, §4.3–§4.5).
+//!
+//! The scheduler never waits for jobs: the job itself, the LAVA callback or the timeout
+//! service finishes the node.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::rules::{self, Candidate, DuplicateGuard, NodeLookup};
+use crate::client::{ApiClient, ClientError, Listener, ListenerConfig};
+use crate::config::{PipelineConfig, RuntimeConfig, resolve_rootfs_params};
+use crate::models::{ErrorCode, Node, ObjectId, ResultValue, State, Timestamp};
+use crate::runtime::{JobParams, JobSpec, Runtime, RuntimeError, RuntimeErrorKind};
+
+/// What went wrong in the scheduler itself (not in one job: a job's failure is recorded on
+/// its node).
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The API answered with an error or could not be reached.
+    #[error("API: {0}")]
+    Api(#[from] ClientError),
+    /// The configuration does not fit (a loaded runtime missing from `runtimes:`, ...).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The health endpoint could not be served.
+    #[error("health endpoint: {0}")]
+    Health(#[source] std::io::Error),
+}
+
+impl SchedulerError {
+    /// The cross-module kind of this error.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            SchedulerError::Api(e) => e.kind(),
+            SchedulerError::Config(_) => crate::ErrorKind::Invalid,
+            SchedulerError::Health(_) => crate::ErrorKind::Unavailable,
+        }
+    }
+}
+
+/// How the scheduler runs (upstream's `[scheduler]` settings and command line).
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// The service name: subscriber ids are `<name>:node` and `<name>:retry`.
+    pub name: String,
+    /// Where a copy of each generated job definition is written (`<output>/<node id>/<file>`);
+    /// `None` writes nothing.
+    pub output: Option<PathBuf>,
+    /// Substituted for `{image_prefix}` in job images.
+    pub image_prefix: String,
+    /// The name of the storage config jobs upload to (`[DEFAULT] storage_config`).
+    pub storage_config: Option<String>,
+    /// The name of the API config jobs talk to (`[DEFAULT] api_config`).
+    pub api_config: Option<String>,
+    /// Receive every owner's events (`--promisc`).
+    pub promiscuous: bool,
+    /// Only node events whose `owner` is this (`--event-owner`).
+    pub event_owner: Option<String>,
+    /// Only node events whose `submitter` is this (`--event-submitter`).
+    pub event_submitter: Option<String>,
+    /// Schedule LAVA jobs even when no device of the type is online.
+    pub disable_device_health_check: bool,
+    /// The address of the `/health` endpoint (`0.0.0.0:8080`); `None` serves none.
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// A listener loop silent (no event, no keep-alive) for longer than this makes `/health`
+    /// answer 503 (upstream's watchdog: 600 s).
+    pub watchdog: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            name: "scheduler".into(),
+            output: None,
+            image_prefix: String::new(),
+            storage_config: None,
+            api_config: None,
+            promiscuous: false,
+            event_owner: None,
+            event_submitter: None,
+            disable_device_health_check: false,
+            health_addr: None,
+            watchdog: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What happened to one candidate job of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job node was created and the job submitted.
+    Submitted {
+        /// The job node.
+        node: ObjectId,
+        /// The runtime's job id (`None` for pull-based labs).
+        job_id: Option<String>,
+    },
+    /// The job node was created but the job failed before running; the node is `done` with
+    /// this error code.
+    Failed {
+        /// The job node.
+        node: ObjectId,
+        /// The recorded error code.
+        error_code: ErrorCode,
+        /// The recorded error message.
+        message: String,
+    },
+    /// The job was not created: why.
+    Skipped(String),
+}
+
+/// One candidate's result, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The job name.
+    pub job: String,
+    /// The runtime name.
+    pub runtime: String,
+    /// The platform name.
+    pub platform: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The telemetry event of one candidate (upstream `job_submission`, `runtime_error`,
+/// `job_skip`); skips by rules send nothing.
+fn telemetry_event(
+    c: &Candidate<'_>,
+    input: &Node,
+    retry_counter: i64,
+    outcome: &Outcome,
+) -> Option<Value> {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let mut e = serde_json::json!({
+        "runtime": c.runtime.name,
+        "device_type": c.platform.device_type(),
+        "job_name": c.job.name,
+        "tree": s(input.data_path("kernel_revision.tree")),
+        "branch": s(input.data_path("kernel_revision.branch")),
+        "arch": s(c.job.params.get("arch")).or_else(|| s(input.data_path("arch"))),
+        "retry": retry_counter,
+    });
+    let obj = e.as_object_mut()?;
+    let mut set = |k: &str, v: Value| {
+        obj.insert(k.to_owned(), v);
+    };
+    match outcome {
+        Outcome::Submitted { node, job_id } => {
+            set("kind", "job_submission".into());
+            set("node_id", node.to_string().into());
+            set("job_id", job_id.clone().map_or(Value::Null, Value::String));
+        }
+        Outcome::Failed {
+            node,
+            error_code,
+            message,
+        } => {
+            set("kind", "runtime_error".into());
+            set("node_id", node.to_string().into());
+            set(
+                "error_type",
+                serde_json::to_value(error_code).unwrap_or(Value::Null),
+            );
+            set("error_msg", message.clone().into());
+            set(
+                "is_infra_error",
+                (*error_code == ErrorCode::SubmitError).into(),
+            );
+        }
+        Outcome::Skipped(why) if why.contains("rules") => return None,
+        Outcome::Skipped(why) => {
+            set("kind", "job_skip".into());
+            set("node_id", input.id.map(|i| i.to_string()).into());
+            set("extra", serde_json::json!({ "reason": why }));
+        }
+    }
+    Some(e)
+}
+
+#[derive(Debug, Default)]
+struct Beats {
+    node: Option<Instant>,
+    retry: Option<Instant>,
+}
+
+/// The scheduler service. Share it as `Arc<Scheduler>`; [`Scheduler::handle_event`] is safe
+/// to call from several tasks.
+#[derive(Debug)]
+pub struct Scheduler {
+    config: Arc<PipelineConfig>,
+    api: ApiClient,
+    runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+    options: SchedulerOptions,
+    guard: Mutex<DuplicateGuard>,
+    beats: Arc<Mutex<Beats>>,
+}
+
+impl Scheduler {
+    /// A scheduler for `config`, talking to `api` (with a token), running jobs on `runtimes`
+    /// (each must be an entry of the `runtimes:` section, by [`Runtime::name`]).
+    pub fn new(
+        config: Arc<PipelineConfig>,
+        api: ApiClient,
+        runtimes: Vec<Arc<dyn Runtime>>,
+        options: SchedulerOptions,
+    ) -> Result<Scheduler, SchedulerError> {
+        let mut map = BTreeMap::new();
+        for r in runtimes {
+            if !config.runtimes.contains_key(r.name()) {
+                return Err(SchedulerError::Config(format!(
+                    "runtime {:?} is not in the runtimes configuration",
+                    r.name()
+                )));
+            }
+            map.insert(r.name().to_owned(), r);
+        }
+        if map.is_empty() {
+            return Err(SchedulerError::Config("no runtime to schedule on".into()));
+        }
+        Ok(Scheduler {
+            config,
+            api,
+            runtimes: map,
+            options,
+            guard: Mutex::new(DuplicateGuard::default()),
+            beats: Arc::default(),
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &SchedulerOptions {
+        &self.options
+    }
+
+    fn loaded(&self) -> Vec<&RuntimeConfig> {
+        self.config
+            .runtimes
+            .values()
+            .filter(|r| self.runtimes.contains_key(&r.name))
+            .collect()
+    }
+
+    /// Handles one event received on `channel` (`node` or `retry`): every matching job is
+    /// created and submitted. Errors are returned only for failures that a later redelivery
+    /// may fix (the API unreachable); a job's own failure is recorded on its node.
+    pub async fn handle_event(
+        &self,
+        event: &Map<String, Value>,
+        channel: &str,
+    ) -> Result<Vec<Scheduled>, SchedulerError> {
+        if channel == "node" && !self.accepts_owner(event) {
+            return Ok(Vec::new());
+        }
+        // Retry events are matched against the `channel: node` entries (upstream quirk).
+        let candidates = rules::get_schedule(
+            &self.config,
+            event,
+            "node",
+            &self.loaded(),
+            rules::random_pick,
+        );
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(id) = event
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<ObjectId>().ok())
+        else {
+            tracing::warn!(?event, "event without a node id; skipped");
+            return Ok(Vec::new());
+        };
+        let retry_counter = event
+            .get("retry_counter")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        let mut telemetry = Vec::new();
+        for c in candidates {
+            // Upstream fetches the input node again for every candidate.
+            let Some(mut input) = self.api.get_node(id).await? else {
+                tracing::warn!(node = %id, "input node not found; event skipped");
+                return Ok(out);
+            };
+            for key in ["jobfilter", "platform_filter"] {
+                if let Some(Value::Array(items)) = event.get(key) {
+                    let list: Vec<String> = items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect();
+                    if key == "jobfilter" {
+                        input.jobfilter = Some(list);
+                    } else {
+                        input.platform_filter = Some(list);
+                    }
+                }
+            }
+            let outcome = self.candidate(&c, &input, retry_counter).await?;
+            match &outcome {
+                Outcome::Skipped(why) => {
+                    tracing::debug!(job = %c.job.name, platform = %c.platform.name, %why, "job skipped")
+                }
+                other => {
+                    tracing::info!(job = %c.job.name, runtime = %c.runtime.name, platform = %c.platform.name, outcome = ?other, "job scheduled")
+                }
+            }
+            if let Some(t) = telemetry_event(&c, &input, retry_counter, &outcome) {
+                telemetry.push(t);
+            }
+            out.push(Scheduled {
+                job: c.job.name.clone(),
+                runtime: c.runtime.name.clone(),
+                platform: c.platform.name.clone(),
+                outcome,
+            });
+        }
+        if !telemetry.is_empty()
+            && let Err(e) = self.api.add_telemetry(&telemetry).await
+        {
+            tracing::warn!(error = %e, "cannot send telemetry");
+        }
+        Ok(out)
+    }
+
+    fn accepts_owner(&self, event: &Map<String, Value>) -> bool {
+        let check = |key: &str, want: &Option<String>| match want {
+            Some(w) => event.get(key).and_then(Value::as_str) == Some(w.as_str()),
+            None => true,
+        };
+        check("owner", &self.options.event_owner)
+            && check("submitter", &self.options.event_submitter)
+    }
+
+    async fn candidate(
+        &self,
+        c: &Candidate<'_>,
+        input: &Node,
+        retry_counter: i64,
+    ) -> Result<Outcome, SchedulerError> {
+        let skip = |why: &str| Ok(Outcome::Skipped(why.to_owned()));
+        let Some(runtime) = self.runtimes.get(&c.runtime.name) else {
+            return skip("runtime not loaded");
+        };
+        let Some(input_id) = input.id else {
+            return skip("input node has no id");
+        };
+        // 2. Job frequency.
+        if let Some(freq) = rules::job_frequency(c.job) {
+            let since = chrono::Utc::now().naive_utc()
+                - chrono::Duration::seconds(i64::try_from(freq.as_secs()).unwrap_or(i64::MAX));
+            let since = since.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+            let tree = input
+                .data_path("kernel_revision.tree")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let branch = input
+                .data_path("kernel_revision.branch")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let recent = self
+                .api
+                .find_nodes(&[
+                    ("name", c.job.name.as_str()),
+                    ("data.kernel_revision.tree", &tree),
+                    ("data.kernel_revision.branch", &branch),
+                    ("data.platform", c.platform.name.as_str()),
+                    ("created__gte", &since),
+                    ("offset", "0"),
+                    ("limit", "1"),
+                ])
+                .await?;
+            if !recent.items.is_empty() {
+                return skip("ran within its frequency");
+            }
+        }
+        // 3. Architecture filter.
+        if c.job.kind == "kbuild"
+            && let Some(Value::Array(archs)) = input.data_path("architecture_filter")
+            && !archs.is_empty()
+        {
+            let arch = c.job.params.get("arch");
+            if !arch.is_some_and(|a| archs.contains(a)) {
+                return skip("architecture filter");
+            }
+        }
+        // 4. Scheduler-entry rules.
+        if !rules::should_create_node(c.rules(), input, &self.api).await {
+            return skip("entry rules");
+        }
+        // 5. LAVA queue gate (fails open).
+        if c.runtime.lab_type == "lava" {
+            let q = rules::QueueSettings::from_runtime(c.runtime);
+            if !q.disabled {
+                let device_type = c
+                    .job
+                    .params
+                    .get("device_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&c.platform.name)
+                    .to_owned();
+                match runtime.online_devices(&device_type).await {
+                    Ok(Some(online)) if online.is_empty() => {
+                        if !self.options.disable_device_health_check {
+                            return skip("no online device");
+                        }
+                        tracing::warn!(%device_type, "no online device; scheduling anyway");
+                    }
+                    Ok(Some(online)) => {
+                        if let Ok(Some(queued)) = runtime.queue_depth(&device_type).await {
+                            let base = rules::base_priority(&self.config, input, c.job);
+                            let limit = rules::queue_limit(
+                                q.max_queue_depth,
+                                online.len(),
+                                base,
+                                q.priority_factor,
+                            );
+                            if queued >= limit {
+                                return skip("LAVA queue full");
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "queue gate check failed; not skipping"),
+                }
+            }
+        }
+        // 6. Duplicate guard (in memory), then the durable check on the API.
+        let key = (
+            input_id.to_string(),
+            c.job.name.clone(),
+            c.runtime.name.clone(),
+            c.platform.name.clone(),
+            retry_counter,
+        );
+        let duplicate = self
+            .guard
+            .lock()
+            .map(|mut g| g.check(key.clone(), Instant::now()))
+            .unwrap_or(false);
+        if duplicate {
+            return skip("duplicate within 600 s");
+        }
+        let result = self
+            .run_job(c, runtime, input, input_id, retry_counter)
+            .await;
+        if result.is_err() {
+            // Let a redelivery of the event try again.
+            if let Ok(mut g) = self.guard.lock() {
+                g.forget(&key);
+            }
+        }
+        result
+    }
+
+    async fn existing_child(
+        &self,
+        parent: ObjectId,
+        job: &str,
+        platform: &str,
+        retry_counter: i64,
+    ) -> Result<Option<Node>, SchedulerError> {
+        let parent = parent.to_string();
+        let retry = retry_counter.to_string();
+        let page = self
+            .api
+            .find_nodes(&[
+                ("parent", parent.as_str()),
+                ("name", job),
+                ("data.platform", platform),
+                ("retry_counter", retry.as_str()),
+                ("limit", "1"),
+            ])
+            .await?;
+        Ok(page.items.into_iter().next())
+    }
+
+    async fn run_job(
+        &self,
+        c: &Candidate<'_>,
+        runtime: &Arc<dyn Runtime>,
+        input: &Node,
+        input_id: ObjectId,
+        retry_counter: i64,
+    ) -> Result<Outcome, SchedulerError> {
+        let Some(mut node) = rules::job_node(
+            input,
+            c.job,
+            c.runtime,
+            c.platform,
+            retry_counter,
+            &self.api as &dyn NodeLookup,
+        )
+        .await
+        else {
+            return Ok(Outcome::Skipped("job, runtime or platform rules".into()));
+        };
+        if let Some(existing) = self
+            .existing_child(input_id, &c.job.name, &c.platform.name, retry_counter)
+            .await?
+        {
+            tracing::info!(node = ?existing.id, job = %c.job.name, "job node exists already; not creating another");
+            return Ok(Outcome::Skipped("job node exists already".into()));
+        }
+        if let Some(bc) = input
+            .data_path("kernel_revision.tree")
+            .and_then(Value::as_str)
+            .zip(
+                input
+                    .data_path("kernel_revision.branch")
+                    .and_then(Value::as_str),
+            )
+            .and_then(|(t, b)| self.config.build_config_for(t, b))
+            && let Some(p) = bc.priority
+            && let Some(data) = node.data.as_mut()
+        {
+            data.insert(
+                "tree_priority".into(),
+                serde_json::to_value(p).unwrap_or(Value::Null),
+            );
+        }
+        node.timeout = Timestamp::now().plus_secs(crate::models::DEFAULT_TIMEOUT_SECS);
+        let mut node = self.api.create_node(&node).await?;
+        let Some(node_id) = node.id else {
+            return Err(SchedulerError::Config(
+                "the API returned a node without id".into(),
+            ));
+        };
+        match self.submit(c, runtime, input, &mut node).await {
+            Ok(job_id) => {
+                self.api.update_node(&node, false).await?;
+                Ok(Outcome::Submitted {
+                    node: node_id,
+                    job_id,
+                })
+            }
+            Err((result, code, message)) => {
+                tracing::warn!(node = %node_id, job = %c.job.name, error_code = ?code, %message, "job failed before running");
+                node.state = State::Done;
+                node.result = Some(result);
+                if let Some(data) = node.data.as_mut() {
+                    data.insert(
+                        "error_code".into(),
+                        serde_json::to_value(code).unwrap_or(Value::Null),
+                    );
+                    data.insert("error_msg".into(), Value::String(message.clone()));
+                }
+                self.api.update_node(&node, false).await?;
+                Ok(Outcome::Failed {
+                    node: node_id,
+                    error_code: code,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Renders and submits the job of `node`; on success fills `data.job_id` (and
+    /// `job_context`) or `artifacts.job_definition`, and returns the job id.
+    async fn submit(
+        &self,
+        c: &Candidate<'_>,
+        runtime: &Arc<dyn Runtime>,
+        input: &Node,
+        node: &mut Node,
+    ) -> Result<Option<String>, (ResultValue, ErrorCode, String)> {
+        let invalid = |e: String| (ResultValue::Incomplete, ErrorCode::InvalidJobParams, e);
+        // The job view: the node with the parent's artifacts merged in.
+        let mut view = node.clone();
+        let mut artifacts = input.artifacts.clone().unwrap_or_default();
+        artifacts.extend(node.artifacts.clone().unwrap_or_default());
+        view.artifacts = Some(artifacts);
+        let image = c.job.image.as_ref().map(|i| {
+            let mut m = Map::new();
+            m.insert(
+                "image_prefix".into(),
+                Value::String(self.options.image_prefix.clone()),
+            );
+            crate::config::format_string(i, &m).unwrap_or_else(|| i.clone())
+        });
+        let storage = self
+            .options
+            .storage_config
+            .as_ref()
+            .and_then(|n| self.config.storage.get(n).map(|s| (n.clone(), s)));
+        let mut api_config = self
+            .options
+            .api_config
+            .as_ref()
+            .and_then(|n| self.config.api.get(n))
+            .and_then(|a| serde_json::to_value(a).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        if api_config.is_empty() {
+            api_config.insert("url".into(), Value::String(self.api.url("")));
+        }
+        let spec = JobSpec {
+            node: view,
+            name: c.job.name.clone(),
+            template: c.job.template.clone(),
+            kind: c.job.kind.clone(),
+            image,
+            params: c.job.params.clone(),
+            platform: c.platform.name.clone(),
+            platform_config: c.platform.to_map(),
+            storage_config_name: storage.as_ref().map(|(n, _)| n.clone()),
+            storage_config: storage
+                .as_ref()
+                .and_then(|(_, s)| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_object().cloned()),
+            api_config,
+        };
+        let mut params: JobParams = runtime.params(&spec).map_err(|e| invalid(e.message))?;
+        resolve_rootfs_params(&mut params, &self.config.rootfs)
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut extra = c.job.params.clone();
+        if let Some(v) = input.data_path("kernel_revision.version")
+            && let (Some(ver), Some(pl)) = (v.get("version"), v.get("patchlevel"))
+        {
+            extra.insert("krev".into(), Value::String(format!("{ver}.{pl}")));
+        }
+        if let Value::Object(p) = c.platform.format_params(&Value::Object(params), &extra) {
+            params = p;
+        } else {
+            return Err(invalid("params did not format into a mapping".into()));
+        }
+        if let Some(fragments) = params.get("fragments").cloned() {
+            let names: Vec<String> = match fragments {
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                Value::String(s) => vec![s],
+                _ => Vec::new(),
+            };
+            let mut configs = Map::new();
+            for name in names {
+                let entry = match self.config.fragments.get(&name) {
+                    Some(f) => serde_json::to_value(f).unwrap_or(Value::Null),
+                    None if name.starts_with("CONFIG_") => {
+                        serde_json::json!({ "configs": [name.clone()] })
+                    }
+                    None => return Err(invalid(format!("unknown fragment {name:?}"))),
+                };
+                configs.insert(name, entry);
+            }
+            params.insert("fragment_configs".into(), Value::Object(configs));
+        }
+        let definition = runtime.generate(&spec, &params).map_err(|e| {
+            let code = match e.kind {
+                RuntimeErrorKind::InvalidParams | RuntimeErrorKind::Config => {
+                    ErrorCode::InvalidJobParams
+                }
+                _ => ErrorCode::JobGenerationError,
+            };
+            (ResultValue::Incomplete, code, e.message)
+        })?;
+        if definition.content.trim().is_empty() {
+            return Err((
+                ResultValue::Fail,
+                ErrorCode::JobGenerationError,
+                "the job definition is empty".into(),
+            ));
+        }
+        if let (Some(dir), Some(id)) = (&self.options.output, node.id) {
+            let dir = dir.join(id.to_string());
+            let name = std::path::Path::new(&definition.file_name)
+                .file_name()
+                .map_or_else(|| "job".into(), |n| n.to_os_string());
+            if let Err(e) = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join(name), &definition.content))
+            {
+                tracing::warn!(error = %e, "cannot keep a copy of the job definition");
+            }
+        }
+        let handle = runtime
+            .submit(&definition)
+            .await
+            .map_err(|e: RuntimeError| {
+                (ResultValue::Incomplete, ErrorCode::SubmitError, e.message)
+            })?;
+        let data = node.data.get_or_insert_with(Map::new);
+        match handle {
+            Some(h) => {
+                data.insert("job_id".into(), Value::String(h.id.clone()));
+                if let Some(ctx) = &h.context {
+                    data.insert("job_context".into(), Value::String(ctx.clone()));
+                }
+                Ok(Some(h.id))
+            }
+            None => {
+                if let Some(url) = runtime.job_definition_url(&definition) {
+                    node.artifacts
+                        .get_or_insert_with(Map::new)
+                        .insert("job_definition".into(), Value::String(url));
+                }
+                if c.runtime.lab_type == "pull_labs" {
+                    node.state = State::Available;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs the service until `shutdown` resolves: the `node` and `retry` listeners, and the
+    /// `/health` endpoint when configured. Returns early with an error only when a listener
+    /// fails for good (e.g. the token is refused).
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), SchedulerError> {
+        let health = match self.options.health_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(SchedulerError::Health)?;
+                let me = self.clone();
+                Some(tokio::spawn(async move { me.serve_health(listener).await }))
+            }
+            None => None,
+        };
+        let node = tokio::spawn(self.clone().listen("node"));
+        let retry = tokio::spawn(self.clone().listen("retry"));
+        let result = tokio::select! {
+            () = shutdown => Ok(()),
+            r = node => r.unwrap_or_else(|e| Err(SchedulerError::Config(format!("node listener: {e}")))),
+            r = retry => r.unwrap_or_else(|e| Err(SchedulerError::Config(format!("retry listener: {e}")))),
+        };
+        if let Some(h) = health {
+            h.abort();
+        }
+        result
+    }
+
+    /// One listener loop: durable subscription `<name>:<channel>`, each event handled and
+    /// then acknowledged; a handler error leaves the event unacknowledged (it comes again).
+    async fn listen(self: Arc<Self>, channel: &'static str) -> Result<(), SchedulerError> {
+        let mut cfg =
+            ListenerConfig::new(channel).durable(format!("{}:{channel}", self.options.name));
+        if self.options.promiscuous || channel == "retry" {
+            cfg = cfg.promiscuous();
+        }
+        let mut listener = Listener::new(self.api.clone(), cfg);
+        listener.start().await?;
+        let beats = self.beats.clone();
+        let health = listener.health_handle();
+        // A side task records liveness from the listener's own health (keep-alives included).
+        let beat_task = tokio::spawn(async move {
+            loop {
+                let alive = health.lock().map(|h| h.connected).unwrap_or(false);
+                if alive && let Ok(mut b) = beats.lock() {
+                    let now = Some(Instant::now());
+                    if channel == "node" {
+                        b.node = now;
+                    } else {
+                        b.retry = now;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        let me = self.clone();
+        let r = listener
+            .run(Duration::from_secs(10), move |ev| {
+                let me = me.clone();
+                async move {
+                    let data = match ev.event.data {
+                        Value::Object(m) => m,
+                        _ => return Ok::<(), SchedulerError>(()),
+                    };
+                    me.handle_event(&data, channel).await.map(|_| ())
+                }
+            })
+            .await;
+        beat_task.abort();
+        r.map_err(SchedulerError::Api)
+    }
+
+    /// Whether both listener loops were alive within the watchdog period.
+    pub fn is_alive(&self) -> bool {
+        let Ok(b) = self.beats.lock() else {
+            return false;
+        };
+        let fresh = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < self.options.watchdog);
+        fresh(b.node) && fresh(b.retry)
+    }
+
+    async fn serve_health(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = match path {
+                    "/health" if me.is_alive() => ("200 OK", "OK"),
+                    "/health" => ("503 Service Unavailable", "listener stalled"),
+                    _ => ("404 Not Found", "Not Found"),
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    }
+}

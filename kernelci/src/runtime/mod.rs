@@ -28,6 +28,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub mod registry;
+#[cfg(unix)]
+pub mod shell;
+pub mod template;
+
+pub use registry::{
+    LabType, RuntimeContext, RuntimeCredentials, RuntimeEntry, RuntimeFactory, RuntimeRegistry,
+};
+#[cfg(unix)]
+pub use shell::ShellRuntime;
+pub use template::TemplateEngine;
+
 /// The attribute implementations of [`Runtime`] use (re-exported, so implementers need no
 /// direct `async-trait` dependency).
 pub use async_trait::async_trait;
