@@ -675,3 +675,86 @@ kunit-x86_64
     );
     assert_eq!(m.text.replace("\r\n", "\n"), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_sent_with_smtp_login() {
+    let Some(smtp) = SmtpServer::start_with_auth("reporter", "s3cret") else {
+        return;
+    };
+    let mut config = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtp.port(),
+        user: Some("reporter".into()),
+        password: Some("s3cret".into()),
+        sender: "bot@kernelci.org".into(),
+        recipients: vec!["dev@example.org".into()],
+        timeout: Duration::from_secs(20),
+    };
+    kernelci::report::send(&config, "hello", "body é\n")
+        .await
+        .unwrap();
+    let mails = smtp.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(mails.len(), 1, "{}", smtp.log());
+    assert_eq!(mails[0].header("Subject"), Some("hello"));
+    assert_eq!(mails[0].text.replace("\r\n", "\n"), "body é\n");
+    assert!(smtp.log().contains(" ok"), "{}", smtp.log());
+
+    // A wrong password is an error, and nothing is delivered.
+    config.password = Some("wrong".into());
+    config.timeout = Duration::from_secs(3);
+    let err = kernelci::report::send(&config, "again", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), kernelci::ErrorKind::Unavailable);
+    assert!(smtp.log().contains("refused"), "{}", smtp.log());
+    // Without a login the server refuses the message.
+    config.user = None;
+    let refused = kernelci::report::send(&config, "again", "x")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("530"), "{refused}");
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_loop_mode_picks_up_new_commits_until_stopped() {
+    use kernelci::pipeline::service::ServiceContext;
+    let (_d, _s, api) = server().await;
+    let repo = tempfile::tempdir().unwrap();
+    let (url, _) = kernel_repo(repo.path());
+    let trigger = Trigger::new(
+        vec![target(&url, "mainline")],
+        TriggerOptions {
+            poll_period: Duration::from_millis(200),
+            ..TriggerOptions::default()
+        },
+    );
+    let ctx = ServiceContext::new("trigger", api.clone());
+    let c2 = ctx.clone();
+    let task = tokio::spawn(async move { trigger.run(&c2).await });
+    let count = || async { api.count_nodes(&[("kind", "checkout")]).await.unwrap() };
+    for _ in 0..100 {
+        if count().await >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count().await, 1);
+    std::fs::write(repo.path().join("NEW"), "x\n").unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "new"]);
+    for _ in 0..100 {
+        if count().await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count().await, 2, "one checkout per commit");
+    ctx.shutdown().trigger();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}

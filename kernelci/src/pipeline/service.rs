@@ -46,6 +46,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,8 +60,9 @@ use crate::client::{
     ApiClient, ClientError, Listener, ListenerConfig, ListenerHealth, NodeEventFilter,
     ReceivedEvent,
 };
+use crate::config::{PipelineConfig, Settings};
 use crate::models::{Node, ObjectId, Timestamp};
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
 /// The submitter value of nodes the pipeline creates (upstream `SERVICE_PIPELINE`).
 pub const SERVICE_PIPELINE: &str = "service:pipeline";
@@ -98,6 +100,10 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    /// The settings or the YAML configuration are wrong (each error names the file, line
+    /// and key).
+    #[error("configuration: {0}")]
+    Config(String),
     /// Bad input (a node without the data a service needs, a bad option).
     #[error("{0}")]
     Invalid(String),
@@ -112,7 +118,7 @@ impl ServiceError {
             ServiceError::Git(e) => e.kind(),
             ServiceError::Report(e) => e.kind(),
             ServiceError::Health { .. } | ServiceError::Io { .. } => ErrorKind::Unavailable,
-            ServiceError::Invalid(_) => ErrorKind::Invalid,
+            ServiceError::Config(_) | ServiceError::Invalid(_) => ErrorKind::Invalid,
         }
     }
 
@@ -127,6 +133,168 @@ impl ServiceError {
 
 /// Result of service operations.
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+// ------------------------------------------------------------------------------------------
+// Start-up
+
+/// What a service binary reads at start-up (upstream `Service.__init__`): `kernelci.toml`
+/// ([`Settings`], looked up in the service's section then `[DEFAULT]`) and the pipeline YAML
+/// configuration (trees, build configs, API and storage entries).
+#[derive(Debug)]
+pub struct ServiceSetup {
+    /// The settings.
+    pub settings: Settings,
+    /// The YAML configuration (empty when no directory was given).
+    pub config: PipelineConfig,
+    /// The service's settings section (`trigger`, `tarball`, `timeout`, ...).
+    pub section: String,
+}
+
+impl ServiceSetup {
+    /// Loads the settings (`settings`: the `--settings` path, else upstream's search) and the
+    /// YAML files under `yaml` (none given: `./config` when it is a directory, as upstream's
+    /// default, else an empty configuration).
+    pub fn load(section: &str, settings: Option<&Path>, yaml: &[PathBuf]) -> ServiceResult<Self> {
+        let settings = Settings::load(settings).map_err(|e| ServiceError::Config(e.to_string()))?;
+        let default = [PathBuf::from("config")];
+        let yaml = if yaml.is_empty() && default[0].is_dir() {
+            &default[..]
+        } else {
+            yaml
+        };
+        let config = if yaml.is_empty() {
+            PipelineConfig::default()
+        } else {
+            PipelineConfig::load(yaml).map_err(|e| ServiceError::Config(e.to_string()))?
+        };
+        Ok(ServiceSetup {
+            settings,
+            config,
+            section: section.to_owned(),
+        })
+    }
+
+    /// A value: `cli` when given, else `[<section>] key`, else `[DEFAULT] key`.
+    pub fn get(&self, cli: Option<String>, key: &str) -> Option<String> {
+        cli.or_else(|| self.settings.get_str(&self.section, key))
+    }
+
+    /// Like [`ServiceSetup::get`], parsed; an error names the key.
+    pub fn get_parsed<T: std::str::FromStr>(
+        &self,
+        cli: Option<T>,
+        key: &str,
+    ) -> ServiceResult<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        if cli.is_some() {
+            return Ok(cli);
+        }
+        self.settings
+            .get_parsed(&self.section, key)
+            .map_err(|e| ServiceError::Config(e.to_string()))
+    }
+
+    /// A flag: set on the command line, or true in the settings.
+    pub fn flag(&self, cli: bool, key: &str) -> ServiceResult<bool> {
+        if cli {
+            return Ok(true);
+        }
+        Ok(self
+            .settings
+            .get_bool(&self.section, key)
+            .map_err(|e| ServiceError::Config(e.to_string()))?
+            .unwrap_or(false))
+    }
+
+    /// The API client: `api_url` when given, else the URL of the `api_config` entry of the
+    /// YAML `api:` section; the token from `$KCI_API_TOKEN` (or `[DEFAULT] api_token`).
+    pub fn api(&self, api_url: Option<&str>) -> ServiceResult<ApiClient> {
+        let (url, timeout) = match api_url {
+            Some(u) => (u.to_owned(), 60.0),
+            None => {
+                let name = self.get(None, "api_config").ok_or_else(|| {
+                    ServiceError::Config(format!(
+                        "no API: give --api-url, or api_config in [{}] or [DEFAULT]",
+                        self.section
+                    ))
+                })?;
+                let api = self.config.api.get(&name).ok_or_else(|| {
+                    ServiceError::Config(format!(
+                        "api_config '{name}' is not in the YAML api: section"
+                    ))
+                })?;
+                (api.url.clone(), api.timeout)
+            }
+        };
+        let token = self
+            .settings
+            .api_token()
+            .ok_or_else(|| ServiceError::Config("no API token: set KCI_API_TOKEN".into()))?;
+        let timeout = Duration::from_secs_f64(if timeout > 0.0 { timeout } else { 60.0 });
+        Ok(ApiClient::with_timeout(&url, timeout)?.with_token(token.expose()))
+    }
+
+    /// The service context: named `cli_name`, else the `name` setting, else the section.
+    pub fn context(
+        &self,
+        cli_name: Option<String>,
+        api_url: Option<&str>,
+    ) -> ServiceResult<ServiceContext> {
+        let name = self
+            .get(cli_name, "name")
+            .unwrap_or_else(|| self.section.clone());
+        Ok(ServiceContext::new(name, self.api(api_url)?))
+    }
+
+    /// The storage named `cli` or by the `storage_config` setting, with its `storage_cred`.
+    pub fn storage(&self, cli: Option<String>) -> ServiceResult<Arc<dyn Storage>> {
+        let name = self.get(cli, "storage_config").ok_or_else(|| {
+            ServiceError::Config(format!(
+                "no storage: give --storage-config, or storage_config in [{}] or [DEFAULT]",
+                self.section
+            ))
+        })?;
+        let entry = self.config.storage.get(&name).ok_or_else(|| {
+            ServiceError::Config(format!(
+                "storage '{name}' is not in the YAML storage: section"
+            ))
+        })?;
+        let cred = self.settings.storage_cred(&name);
+        Ok(crate::storage::from_config(
+            entry,
+            cred.as_ref().map(|c| c.expose()),
+        )?)
+    }
+}
+
+/// Runs a service body the way every binary does: SIGINT/SIGTERM stop it, `/health` is served
+/// on `health_port` when given, and the outcome is logged. Returns the process exit code.
+pub async fn run_service<F, Fut>(ctx: &ServiceContext, health_port: Option<u16>, body: F) -> i32
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ServiceResult<()>>,
+{
+    ctx.shutdown().on_signals();
+    if let Err(e) = ctx.serve_health(health_port).await {
+        tracing::error!(service = %ctx.name(), error = %e, "cannot serve /health");
+        return 1;
+    }
+    tracing::info!(service = %ctx.name(), "started");
+    let outcome = body().await;
+    ctx.shutdown().trigger();
+    match outcome {
+        Ok(()) => {
+            tracing::info!(service = %ctx.name(), "stopped");
+            0
+        }
+        Err(e) => {
+            tracing::error!(service = %ctx.name(), error = %e, kind = ?e.kind(), "failed");
+            1
+        }
+    }
+}
 
 // ------------------------------------------------------------------------------------------
 // Shutdown

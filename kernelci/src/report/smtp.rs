@@ -26,7 +26,7 @@ pub struct SmtpConfig {
     pub sender: String,
     /// `To` (several recipients are comma-joined in one header).
     pub recipients: Vec<String>,
-    /// How long one SMTP exchange may take.
+    /// How long sending one message may take, from connecting to the server's last answer.
     pub timeout: Duration,
 }
 
@@ -127,9 +127,10 @@ pub async fn send(config: &SmtpConfig, subject: &str, body: &str) -> Result<(), 
         ));
     }
     let transport = builder.build();
-    let response = transport
-        .send(message)
+    // One deadline for the whole exchange: some servers leave a refused login hanging.
+    let response = tokio::time::timeout(config.timeout, transport.send(message))
         .await
+        .map_err(|_| config.smtp_err(format!("no answer within {:?}", config.timeout)))?
         .map_err(|e| config.smtp_err(e))?;
     tracing::info!(host = %config.host, port = config.port, code = %response.code(),
         recipients = ?config.recipients, "report sent");

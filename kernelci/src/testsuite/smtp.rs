@@ -117,6 +117,36 @@ impl SmtpServer {
         }
     }
 
+    /// Starts a server that requires `AUTH` (PLAIN or LOGIN) with `user` and `password`, over
+    /// plain SMTP (a small aiosmtpd controller script); it prints `AUTH <mechanism> ok` or
+    /// `AUTH <mechanism> refused` for each attempt, then each message as [`SmtpServer::start`]
+    /// does.
+    pub fn start_with_auth(user: &str, password: &str) -> Option<SmtpServer> {
+        if !has_aiosmtpd() && !try_install() {
+            return missing_peer(
+                "SMTP server (aiosmtpd)",
+                "apt-get install -y python3-aiosmtpd",
+            );
+        }
+        let port = free_port();
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary directory for aiosmtpd: {e}"),
+        };
+        let script = dir.path().join("auth_smtpd.py");
+        if let Err(e) = std::fs::write(&script, AUTH_SCRIPT) {
+            panic!("writing {}: {e}", script.display());
+        }
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg("-u")
+            .arg(&script)
+            .args([&port.to_string(), user, password]);
+        match PeerProcess::spawn("aiosmtpd (auth)", cmd, port, dir) {
+            Ok(peer) => Some(SmtpServer { peer }),
+            Err(e) => panic!("aiosmtpd did not start: {e}"),
+        }
+    }
+
     /// The loopback port.
     pub fn port(&self) -> u16 {
         self.peer.port
@@ -144,6 +174,29 @@ impl SmtpServer {
         }
     }
 }
+
+const AUTH_SCRIPT: &str = r#"
+import sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Debugging
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword)
+          and auth_data.login.decode() == user
+          and auth_data.password.decode() == password)
+    print("AUTH", mechanism, "ok" if ok else "refused", flush=True)
+    return AuthResult(success=ok)
+
+controller = Controller(Debugging(sys.stdout), hostname="127.0.0.1", port=port,
+                        authenticator=authenticator, auth_required=True,
+                        auth_require_tls=False)
+controller.start()
+while True:
+    time.sleep(3600)
+"#;
 
 const BEGIN: &str = "---------- MESSAGE FOLLOWS ----------";
 const END: &str = "------------ END MESSAGE ------------";
