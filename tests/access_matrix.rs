@@ -751,7 +751,7 @@ async fn every_route_for_every_caller() {
     }
     // Batch: another user's items are skipped, not refused; the owner's are counted.
     let (path, body) = w
-        .prepare(&TABLE.iter().find(|r| r.1 == "/batch/nodeset").unwrap())
+        .prepare(TABLE.iter().find(|r| r.1 == "/batch/nodeset").unwrap())
         .await;
     let as_bob = w
         .http

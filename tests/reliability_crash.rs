@@ -64,7 +64,7 @@ async fn writer(
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         // Every third write patches the writer's previous node; the others create one.
-        if i % 3 == 0
+        if i.is_multiple_of(3)
             && let Some(id) = last.take()
         {
             let r = http
@@ -396,7 +396,6 @@ async fn crash_run(spec: ServerSpec, label: &str) {
         stretches.len(),
         redelivered
     );
-    let _ = json!(null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
