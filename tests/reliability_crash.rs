@@ -38,6 +38,8 @@ struct Acked {
     patched: BTreeSet<String>,
     /// Requests that failed (transport error or 5xx), by kind.
     failed: u64,
+    /// Requests refused with a 4xx (none expected): what the writer saw before it stopped.
+    refused: Vec<String>,
 }
 
 /// One stretch of deliveries between (re)subscriptions.
@@ -80,7 +82,11 @@ async fn writer(
                     acked.lock().await.patched.insert(id);
                     count.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(r) if r.status < 500 => panic!("PATCH refused: {} {}", r.status, r.text),
+                Ok(r) if r.status < 500 => {
+                    let what = format!("PATCH {id}: {} {}", r.status, r.text);
+                    acked.lock().await.refused.push(what);
+                    return;
+                }
                 _ => {
                     acked.lock().await.failed += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -104,7 +110,11 @@ async fn writer(
                 count.fetch_add(1, Ordering::Relaxed);
                 last = Some(id);
             }
-            Ok(r) if r.status < 500 => panic!("POST refused: {} {}", r.status, r.text),
+            Ok(r) if r.status < 500 => {
+                let what = format!("POST {name}: {} {}", r.status, r.text);
+                acked.lock().await.refused.push(what);
+                return;
+            }
             _ => {
                 acked.lock().await.failed += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -240,7 +250,16 @@ async fn crash_run(spec: ServerSpec, label: &str) {
             .collect();
         let deadline = Instant::now() + Duration::from_secs(120);
         while count.load(Ordering::Relaxed) < goal {
-            assert!(Instant::now() < deadline, "{label}: writes too slow");
+            if Instant::now() > deadline {
+                panic!(
+                    "{label}: cycle {cycle}: only {} of {goal} writes acknowledged after 120 s \
+                     ({} failed, refused: {:?}); server log:\n{}",
+                    count.load(Ordering::Relaxed),
+                    acked.lock().await.failed,
+                    acked.lock().await.refused,
+                    server.log_text()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // Requests are in flight on every writer: kill -9 now.
@@ -271,6 +290,11 @@ async fn crash_run(spec: ServerSpec, label: &str) {
         .unwrap();
 
     let acked = acked.lock().await;
+    assert!(
+        acked.refused.is_empty(),
+        "{label}: writes refused: {:?}",
+        acked.refused
+    );
     // 1. Acknowledged writes are present.
     for (id, name) in &acked.created {
         let r = http
