@@ -251,12 +251,13 @@ async fn crash_run(spec: ServerSpec, label: &str) {
         let deadline = Instant::now() + Duration::from_secs(120);
         while count.load(Ordering::Relaxed) < goal {
             if Instant::now() > deadline {
+                let a = acked.lock().await;
                 panic!(
                     "{label}: cycle {cycle}: only {} of {goal} writes acknowledged after 120 s \
                      ({} failed, refused: {:?}); server log:\n{}",
                     count.load(Ordering::Relaxed),
-                    acked.lock().await.failed,
-                    acked.lock().await.refused,
+                    a.failed,
+                    a.refused,
                     server.log_text()
                 );
             }
