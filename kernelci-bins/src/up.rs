@@ -675,3 +675,35 @@ pub async fn run(
         token,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_folder_and_the_demo_config_validate() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let config = PipelineConfig::load(&[&shipped]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.jobs.contains_key("kbuild-gcc-x86_64"));
+        assert_eq!(config.scheduler.len(), 1);
+        let demo = PipelineConfig::from_yaml_str(
+            "demo.yaml",
+            &demo_config("file:///tmp/linux", "http://127.0.0.1:8001"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(demo.trees["demo"].url, "file:///tmp/linux");
+        assert_eq!(demo.jobs.len(), 2);
+        assert_eq!(demo.scheduler.len(), 2);
+    }
+
+    #[test]
+    fn progress_lines_name_kind_commit_state_result_and_path() {
+        let line = progress_line(&serde_json::json!({
+            "op": "updated", "kind": "kbuild", "state": "available", "result": "pass",
+            "path": ["checkout", "kbuild-demo-x86"],
+            "data": {"kernel_revision": {"commit": "48c0ea45d4431a2ce6e782b89e0fcc8d08d426d5"}}
+        }));
+        assert!(line.starts_with("updated  kbuild     48c0ea45d443 available pass"));
+        assert!(line.ends_with("checkout/kbuild-demo-x86"));
+    }
+}
