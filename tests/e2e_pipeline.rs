@@ -292,3 +292,151 @@ async fn a_new_commit_goes_through_every_service_to_a_mailed_report_and_a_regres
     let text = out.text();
     assert!(text.contains("Browse the results: http://"), "{text}");
 }
+
+/// The same flow with the Docker runtime: a real dockerd started by the harness, an image
+/// imported from a busybox root filesystem holding `kci`, `make` and their libraries; the
+/// kbuild and test jobs run in containers on the host network and report to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_commit_builds_and_tests_in_docker_containers() {
+    use kernelci::testsuite::docker::{DockerEngine, add_binary_with_libs, busybox_rootfs};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(kci_bin) = kci_binary() else {
+        return missing_peer("the kci binary", "cargo build -p kernelci-bins --bin kci")
+            .unwrap_or(());
+    };
+    let Some(engine) = DockerEngine::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs).unwrap();
+    add_binary_with_libs(&rootfs, &kci_bin).unwrap();
+    add_binary_with_libs(&rootfs, Path::new("/usr/bin/make")).unwrap();
+    let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if certs.is_file() {
+        std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
+        std::fs::copy(certs, rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    }
+    engine.import_rootfs(&rootfs, "kci-e2e:latest").unwrap();
+
+    let data = dir.path().join("data");
+    let tree = dir.path().join("linux");
+    let sha = kernelci_bins::demo::create_tree(&tree).unwrap();
+    let port = free_port();
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let api_url = format!("http://{listen}");
+    let yaml = kernelci_bins::up::demo_config(&format!("file://{}", tree.display()), &api_url)
+        .replace(
+            "runtimes:\n  shell:\n    lab_type: shell\n",
+            &format!(
+                "runtimes:\n  docker:\n    lab_type: docker\n    docker_host: \"{}\"\n    network_mode: host\n",
+                engine.host()
+            ),
+        )
+        .replace("platforms:\n  shell: {}\n", "platforms:\n  docker: {}\n")
+        .replace("    kind: kbuild\n", "    kind: kbuild\n    image: kci-e2e:latest\n")
+        .replace("    kind: job\n", "    kind: job\n    image: kci-e2e:latest\n")
+        .replace("      name: shell\n", "      name: docker\n");
+    assert!(
+        yaml.contains("lab_type: docker") && !yaml.contains("shell"),
+        "{yaml}"
+    );
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("pipeline.yaml"), yaml).unwrap();
+
+    let opts = UpOptions {
+        config: vec![config],
+        data: data.clone(),
+        listen,
+        poll_period: Some(Duration::from_secs(2)),
+        timeout_period: Some(Duration::from_secs(1)),
+        holdoff: Some(Duration::from_secs(3)),
+        kci_bin: Some(kci_bin),
+        ..UpOptions::default()
+    };
+    let shutdown = Shutdown::new();
+    let out = Output::default();
+    let task = {
+        let (shutdown, mut out) = (shutdown.clone(), out.clone());
+        tokio::spawn(async move { run(opts, shutdown, &mut out).await })
+    };
+
+    // Wait for the checkout of the commit to be done.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let api = loop {
+        if let Ok(password) = std::fs::read_to_string(data.join("admin-password")) {
+            let api = ApiClient::new(&api_url).unwrap();
+            if let Ok(token) = api.login("admin", password.trim()).await {
+                break api.with_token(token);
+            }
+        }
+        assert!(Instant::now() < deadline, "server not up:\n{}", out.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let checkout = loop {
+        let found = find(
+            &api,
+            &[("kind", "checkout"), ("data.kernel_revision.commit", &sha)],
+        )
+        .await;
+        if let Some(c) = found.into_iter().find(|c| c.state == State::Done) {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkout not done; kci up said:\n{}\ndockerd:\n{}",
+            out.text(),
+            engine.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let parent = checkout.id.unwrap().to_string();
+    let kbuild = find(&api, &[("kind", "kbuild"), ("parent", &parent)]).await;
+    assert_eq!(kbuild.len(), 1, "{}", out.text());
+    assert_eq!(
+        kbuild[0].result,
+        Some(ResultValue::Pass),
+        "{:?}",
+        kbuild[0].data
+    );
+    let job_id = kbuild[0]
+        .data
+        .as_ref()
+        .and_then(|d| d.get("job_id"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(job_id.len() >= 12, "a container id as job_id: {job_id:?}");
+    let tests = find(
+        &api,
+        &[
+            ("name", "demo_math_overflow"),
+            ("data.kernel_revision.commit", &sha),
+        ],
+    )
+    .await;
+    assert_eq!(tests.len(), 1);
+    assert_eq!(tests[0].result, Some(ResultValue::Fail));
+    assert_eq!(
+        tests[0]
+            .data
+            .as_ref()
+            .and_then(|d| d.get("runtime"))
+            .and_then(|v| v.as_str()),
+        Some("docker")
+    );
+    // Every container was removed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.containers().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "containers left: {:?}",
+            engine.containers()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
