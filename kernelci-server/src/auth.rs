@@ -7,7 +7,7 @@
 //!   (`$2b$`, as upstream's admin bootstrap writes them) both verify; a bcrypt hash is re-hashed
 //!   to argon2 on the next successful login, as upstream does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -66,6 +66,24 @@ pub struct Auth {
     /// Lifetime of invite tokens, seconds.
     pub invite_ttl: u64,
     store: Arc<dyn NodeStore>,
+    /// Recently checked login tokens → their user (see [`AUTH_CACHE_TTL`]).
+    cache: Arc<std::sync::Mutex<HashMap<String, Cached>>>,
+    /// Bumped by [`Auth::forget_cached`]: an answer read before a bump is not cached.
+    cache_gen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long a checked token's user is reused without reading the store again. Changes made
+/// through this server (user updates, deletions, group changes, token revocations) clear the
+/// cache at once; changes made by another replica on a shared database are seen after at
+/// most this long.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const AUTH_CACHE_MAX: usize = 10_000;
+
+#[derive(Clone)]
+struct Cached {
+    user: User,
+    claims: Claims,
+    at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Auth {
@@ -170,7 +188,26 @@ impl Auth {
             access_ttl,
             invite_ttl,
             store,
+            cache: Arc::default(),
+            cache_gen: Arc::default(),
         }
+    }
+
+    /// Forgets every cached token → user answer (after a change to users, groups or tokens).
+    pub fn forget_cached(&self) {
+        self.cache_gen
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+    }
+
+    fn cached(&self, token: &str) -> Option<(User, Claims)> {
+        let c = self.cache.lock().ok()?;
+        let hit = c.get(token)?;
+        let fresh =
+            hit.at.elapsed() < AUTH_CACHE_TTL && hit.claims.exp.is_none_or(|e| e > now_secs());
+        fresh.then(|| (hit.user.clone(), hit.claims.clone()))
     }
 
     /// Signs `claims` with the primary secret.
@@ -230,6 +267,10 @@ impl Auth {
     /// The active user behind the request's token (401 otherwise), with the token's claims.
     pub async fn user_and_claims(&self, req: &Request) -> Result<(User, Claims), ApiError> {
         let token = Auth::bearer(req).ok_or_else(ApiError::unauthorized)?;
+        if let Some(hit) = self.cached(token) {
+            return Ok(hit);
+        }
+        let generation = self.cache_gen.load(std::sync::atomic::Ordering::Acquire);
         let claims = self
             .decode(token, Some(AUTH_AUDIENCE))
             .ok_or_else(ApiError::unauthorized)?;
@@ -250,6 +291,21 @@ impl Auth {
             .ok_or_else(ApiError::unauthorized)?;
         if !user.is_active {
             return Err(ApiError::unauthorized());
+        }
+        if let Ok(mut c) = self.cache.lock()
+            && self.cache_gen.load(std::sync::atomic::Ordering::Acquire) == generation
+        {
+            if c.len() >= AUTH_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(
+                token.to_owned(),
+                Cached {
+                    user: user.clone(),
+                    claims: claims.clone(),
+                    at: std::time::Instant::now(),
+                },
+            );
         }
         Ok((user, claims))
     }
@@ -279,10 +335,12 @@ impl Auth {
 
     /// Revokes a token id: later requests with it get 401.
     pub async fn revoke(&self, jti: &str) -> Result<(), ApiError> {
+        self.forget_cached();
         self.store
             .kv_set(REVOKED_NS, jti, &Timestamp::now().to_string())
             .await?;
         self.store.kv_delete(TOKENS_NS, jti).await?;
+        self.forget_cached();
         Ok(())
     }
 
