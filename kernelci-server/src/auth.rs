@@ -66,22 +66,19 @@ pub struct Auth {
     /// Lifetime of invite tokens, seconds.
     pub invite_ttl: u64,
     store: Arc<dyn NodeStore>,
-    /// Recently checked login tokens → their user (see [`AUTH_CACHE_TTL`]).
+    /// Recently verified login tokens → their claims (see [`AUTH_CACHE_TTL`]).
     cache: Arc<std::sync::Mutex<HashMap<String, Cached>>>,
-    /// Bumped by [`Auth::forget_cached`]: an answer read before a bump is not cached.
-    cache_gen: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// How long a checked token's user is reused without reading the store again. Changes made
-/// through this server (user updates, deletions, group changes, token revocations) clear the
-/// cache at once; changes made by another replica on a shared database are seen after at
-/// most this long.
+/// How long a verified token's claims are reused without checking its signature again. Only
+/// the signature check is skipped: the revocation list and the user are read on every request,
+/// so a revoked token or a deactivated user is refused at once, even when another replica (or
+/// a direct store write) made the change. (Caching the user too made such changes late.)
 pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 const AUTH_CACHE_MAX: usize = 10_000;
 
 #[derive(Clone)]
 struct Cached {
-    user: User,
     claims: Claims,
     at: std::time::Instant,
 }
@@ -189,25 +186,37 @@ impl Auth {
             invite_ttl,
             store,
             cache: Arc::default(),
-            cache_gen: Arc::default(),
         }
     }
 
     /// Forgets every cached token → user answer (after a change to users, groups or tokens).
     pub fn forget_cached(&self) {
-        self.cache_gen
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Ok(mut c) = self.cache.lock() {
             c.clear();
         }
     }
 
-    fn cached(&self, token: &str) -> Option<(User, Claims)> {
+    fn cached(&self, token: &str) -> Option<Claims> {
         let c = self.cache.lock().ok()?;
         let hit = c.get(token)?;
         let fresh =
             hit.at.elapsed() < AUTH_CACHE_TTL && hit.claims.exp.is_none_or(|e| e > now_secs());
-        fresh.then(|| (hit.user.clone(), hit.claims.clone()))
+        fresh.then(|| hit.claims.clone())
+    }
+
+    fn remember(&self, token: &str, claims: &Claims) {
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= AUTH_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(
+                token.to_owned(),
+                Cached {
+                    claims: claims.clone(),
+                    at: std::time::Instant::now(),
+                },
+            );
+        }
     }
 
     /// Signs `claims` with the primary secret.
@@ -267,13 +276,16 @@ impl Auth {
     /// The active user behind the request's token (401 otherwise), with the token's claims.
     pub async fn user_and_claims(&self, req: &Request) -> Result<(User, Claims), ApiError> {
         let token = Auth::bearer(req).ok_or_else(ApiError::unauthorized)?;
-        if let Some(hit) = self.cached(token) {
-            return Ok(hit);
-        }
-        let generation = self.cache_gen.load(std::sync::atomic::Ordering::Acquire);
-        let claims = self
-            .decode(token, Some(AUTH_AUDIENCE))
-            .ok_or_else(ApiError::unauthorized)?;
+        let claims = match self.cached(token) {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .decode(token, Some(AUTH_AUDIENCE))
+                    .ok_or_else(ApiError::unauthorized)?;
+                self.remember(token, &c);
+                c
+            }
+        };
         let id = claims
             .sub
             .as_deref()
@@ -291,21 +303,6 @@ impl Auth {
             .ok_or_else(ApiError::unauthorized)?;
         if !user.is_active {
             return Err(ApiError::unauthorized());
-        }
-        if let Ok(mut c) = self.cache.lock()
-            && self.cache_gen.load(std::sync::atomic::Ordering::Acquire) == generation
-        {
-            if c.len() >= AUTH_CACHE_MAX {
-                c.clear();
-            }
-            c.insert(
-                token.to_owned(),
-                Cached {
-                    user: user.clone(),
-                    claims: claims.clone(),
-                    at: std::time::Instant::now(),
-                },
-            );
         }
         Ok((user, claims))
     }

@@ -1693,7 +1693,7 @@ mod tests {
             .await
             .expect("find");
         let mut n = page.items[0].clone();
-        n.kind = crate::models::NodeKind::Kbuild;
+        n.kind = "kbuild".into();
         store
             .update_node(
                 n,

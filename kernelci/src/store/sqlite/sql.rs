@@ -272,8 +272,10 @@ fn by_value_sql(w: &mut Where, cond: &Condition, hot: HotColumn) -> Option<Strin
     // equality; see `reached_strings`).
     let by_value = |w: &mut Where, params: &[String]| -> String {
         let i = w.param(SqlValue::Integer(hot.index as i64));
+        // A probe per sentinel row (not a materialised list of every such row's id, which
+        // costs as much as the rows holding the value).
         format!(
-            "id IN (SELECT id FROM node_value WHERE col = {i} AND value IN ({}))",
+            "EXISTS (SELECT 1 FROM node_value WHERE col = {i} AND value IN ({}) AND id = node.id)",
             params.join(", ")
         )
     };
