@@ -7,7 +7,7 @@
 //!   (`$2b$`, as upstream's admin bootstrap writes them) both verify; a bcrypt hash is re-hashed
 //!   to argon2 on the next successful login, as upstream does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -66,6 +66,21 @@ pub struct Auth {
     /// Lifetime of invite tokens, seconds.
     pub invite_ttl: u64,
     store: Arc<dyn NodeStore>,
+    /// Recently verified login tokens → their claims (see [`AUTH_CACHE_TTL`]).
+    cache: Arc<std::sync::Mutex<HashMap<String, Cached>>>,
+}
+
+/// How long a verified token's claims are reused without checking its signature again. Only
+/// the signature check is skipped: the revocation list and the user are read on every request,
+/// so a revoked token or a deactivated user is refused at once, even when another replica (or
+/// a direct store write) made the change. (Caching the user too made such changes late.)
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const AUTH_CACHE_MAX: usize = 10_000;
+
+#[derive(Clone)]
+struct Cached {
+    claims: Claims,
+    at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Auth {
@@ -170,6 +185,37 @@ impl Auth {
             access_ttl,
             invite_ttl,
             store,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Forgets every cached token → user answer (after a change to users, groups or tokens).
+    pub fn forget_cached(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+    }
+
+    fn cached(&self, token: &str) -> Option<Claims> {
+        let c = self.cache.lock().ok()?;
+        let hit = c.get(token)?;
+        let fresh =
+            hit.at.elapsed() < AUTH_CACHE_TTL && hit.claims.exp.is_none_or(|e| e > now_secs());
+        fresh.then(|| hit.claims.clone())
+    }
+
+    fn remember(&self, token: &str, claims: &Claims) {
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= AUTH_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(
+                token.to_owned(),
+                Cached {
+                    claims: claims.clone(),
+                    at: std::time::Instant::now(),
+                },
+            );
         }
     }
 
@@ -230,9 +276,16 @@ impl Auth {
     /// The active user behind the request's token (401 otherwise), with the token's claims.
     pub async fn user_and_claims(&self, req: &Request) -> Result<(User, Claims), ApiError> {
         let token = Auth::bearer(req).ok_or_else(ApiError::unauthorized)?;
-        let claims = self
-            .decode(token, Some(AUTH_AUDIENCE))
-            .ok_or_else(ApiError::unauthorized)?;
+        let claims = match self.cached(token) {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .decode(token, Some(AUTH_AUDIENCE))
+                    .ok_or_else(ApiError::unauthorized)?;
+                self.remember(token, &c);
+                c
+            }
+        };
         let id = claims
             .sub
             .as_deref()
@@ -279,10 +332,12 @@ impl Auth {
 
     /// Revokes a token id: later requests with it get 401.
     pub async fn revoke(&self, jti: &str) -> Result<(), ApiError> {
+        self.forget_cached();
         self.store
             .kv_set(REVOKED_NS, jti, &Timestamp::now().to_string())
             .await?;
         self.store.kv_delete(TOKENS_NS, jti).await?;
+        self.forget_cached();
         Ok(())
     }
 

@@ -82,7 +82,17 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
                 version,
                 ..req
             };
-            dispatch(&app, &req).await
+            let out = dispatch(&app, &req).await;
+            // A change to users, groups or tokens: cached token → user answers are stale.
+            if req.method != Method::GET
+                && matches!(
+                    req.segments().first(),
+                    Some(&("user" | "users" | "user-groups"))
+                )
+            {
+                app.auth.forget_cached();
+            }
+            out
         }
     };
     let resp = match result {

@@ -6,7 +6,9 @@
 //! call of the shared evaluator for the rare non-text values, so the answers are exactly those
 //! of [`Filter::matches`]. `__re` uses a `regexp()` function backed by the `regex` crate.
 
+mod counts;
 mod sql;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
 use super::{
@@ -26,8 +28,11 @@ use super::{
 use crate::events::{NODE_CHANNEL, NodeEvent};
 use crate::models::{Node, NodePatch, ObjectId, Timestamp, User, UserGroup};
 use crate::query::{Condition, Filter};
+use counts::CountCache;
+use writer::Tx;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 1: the first layout; 2: adds `node_value` (strings under sentinel hot columns).
+const SCHEMA_VERSION: i64 = 2;
 const READERS: usize = 4;
 
 /// The embedded [`NodeStore`]: a single SQLite file in WAL mode.
@@ -41,7 +46,10 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// Jobs for the writer thread (see [`writer`]).
+    writer: std::sync::mpsc::Sender<writer::Job>,
+    /// Cached counts of expensive filters (see [`counts`]).
+    counts: Arc<CountCache>,
     readers: Mutex<Vec<Connection>>,
     query_timeout_ms: std::sync::atomic::AtomicU64,
     /// Bit i set: column `HOT_COLUMNS[i]` may hold the sentinel in some row.
@@ -105,6 +113,7 @@ impl Inner {
         if field == "id" {
             return Some(sql::HotColumn {
                 name: "id",
+                index: usize::MAX,
                 may_hold_sentinel: false,
             });
         }
@@ -112,6 +121,7 @@ impl Inner {
         let bits = self.sentinels.load(Ordering::Acquire);
         Some(sql::HotColumn {
             name: sql::HOT_COLUMNS[i].1,
+            index: i,
             may_hold_sentinel: bits & (1 << i) != 0,
         })
     }
@@ -182,6 +192,13 @@ CREATE TABLE IF NOT EXISTS node (
   doc TEXT NOT NULL{cols}
 );
 {indexes}CREATE INDEX IF NOT EXISTS node_state_timeout ON node(state, timeout);
+CREATE TABLE IF NOT EXISTS node_value (
+  col INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS node_value_lookup ON node_value(col, value, id);
+CREATE INDEX IF NOT EXISTS node_value_id ON node_value(id);
 CREATE TABLE IF NOT EXISTS user (
   id TEXT PRIMARY KEY,
   username TEXT NOT NULL UNIQUE,
@@ -270,7 +287,7 @@ fn node_row_sql(insert: bool) -> &'static str {
 /// The row values of a node: id, document, then the hot columns.
 /// The row values of a node (id, document, then the hot columns), and the bits of the hot
 /// columns that got the sentinel.
-fn node_row(node: &Node) -> StoreResult<(Vec<SqlValue>, u32)> {
+fn node_row(node: &Node) -> StoreResult<(Vec<SqlValue>, u32, Value)> {
     let id = node
         .id
         .ok_or_else(|| StoreError::Internal("node without id".into()))?;
@@ -288,7 +305,7 @@ fn node_row(node: &Node) -> StoreResult<(Vec<SqlValue>, u32)> {
         }
         row.push(v.map(SqlValue::Text).unwrap_or(SqlValue::Null));
     }
-    Ok((row, bits))
+    Ok((row, bits, value))
 }
 
 impl SqliteStore {
@@ -315,6 +332,9 @@ impl SqliteStore {
             )));
         }
         writer.execute_batch(&schema()).map_err(db_err)?;
+        if version < 2 {
+            fill_node_values(&writer)?;
+        }
         writer
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db_err)?;
@@ -338,10 +358,13 @@ impl SqliteStore {
                 sentinels |= 1 << i;
             }
         }
+        let counts = Arc::new(CountCache::default());
+        let (jobs, _thread) = writer::spawn(writer, counts.clone())?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: jobs,
+                counts,
                 readers: Mutex::new(Vec::new()),
                 query_timeout_ms: std::sync::atomic::AtomicU64::new(30_000),
                 sentinels: Arc::new(AtomicU32::new(sentinels)),
@@ -358,6 +381,15 @@ impl SqliteStore {
             .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Which node counts are cached (default: those that took at least 1 ms, from their second
+    /// use on); `None` turns the cache off. Cached counts stay exact: every node write through
+    /// this store adjusts them, and a write by another process to the same file (seen through
+    /// the node generation in `meta`) makes them miss. A process that writes the file with an
+    /// older version of this code, which does not move that generation, is not noticed.
+    pub fn set_count_cache(&self, min_duration: Option<Duration>) {
+        self.inner.counts.configure(min_duration);
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -366,23 +398,31 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner
-                .writer
-                .lock()
-                .map_err(|_| StoreError::Internal("writer lock poisoned".into()))?;
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(db_err)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+        let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let job: writer::Job = Box::new(move |tx| {
+            let out = match tx {
+                Some(tx) => f(tx),
+                None => Err(StoreError::Internal("no write transaction".into())),
+            };
+            let ok = out.is_ok();
+            let done: writer::Completion = Box::new(move |failed| {
+                let answer = match failed {
+                    None => out,
+                    Some(e) => Err(writer::batch_error(e)),
+                };
+                let _ = reply.send(answer);
+            });
+            (ok, done)
+        });
+        self.inner
+            .writer
+            .send(job)
+            .map_err(|_| StoreError::Internal("the SQLite writer thread stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("the write was lost (writer task failed)".into()))?
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -454,8 +494,8 @@ fn load_node(tx: &Connection, id: ObjectId) -> StoreResult<Option<Node>> {
     doc.map(|d| decode_node(&d)).transpose()
 }
 
-fn insert_node_row(tx: &Transaction<'_>, node: &Node, sentinels: &AtomicU32) -> StoreResult<()> {
-    let (row, bits) = node_row(node)?;
+fn insert_node_row(tx: &Tx<'_>, node: &Node, sentinels: &AtomicU32) -> StoreResult<()> {
+    let (row, bits, value) = node_row(node)?;
     // Marked before the commit, so no reader sees the row without the mark.
     sentinels.fetch_or(bits, Ordering::AcqRel);
     let mut stmt = tx.prepare_cached(node_row_sql(true)).map_err(db_err)?;
@@ -467,26 +507,93 @@ fn insert_node_row(tx: &Transaction<'_>, node: &Node, sentinels: &AtomicU32) -> 
             )),
             other => other,
         })?;
+    if bits >> sql::TYPED_COLUMNS != 0 {
+        insert_node_values(tx, &row[0], &value, bits)?;
+    }
+    tx.node_changed(None, Some(value));
     Ok(())
 }
 
-fn replace_node_row(tx: &Transaction<'_>, node: &Node, sentinels: &AtomicU32) -> StoreResult<()> {
-    let (row, bits) = node_row(node)?;
+/// Writes the `node_value` rows of a node whose hot columns `bits` hold the sentinel.
+fn insert_node_values(tx: &Connection, id: &SqlValue, doc: &Value, bits: u32) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO node_value (col, value, id) VALUES (?1, ?2, ?3)")
+        .map_err(db_err)?;
+    for (i, (field, _, _)) in sql::HOT_COLUMNS.iter().enumerate() {
+        if bits & (1 << i) == 0 {
+            continue;
+        }
+        for v in sql::reached_strings(doc, field) {
+            stmt.execute(params![i as i64, v, id]).map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds `node_value` for a store written before it existed (schema version 1).
+fn fill_node_values(conn: &Connection) -> StoreResult<()> {
+    let cols: Vec<String> = sql::HOT_COLUMNS
+        .iter()
+        .skip(sql::TYPED_COLUMNS)
+        .map(|(_, c, _)| format!("{c} = char(1)"))
+        .collect();
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    tx.execute("DELETE FROM node_value", []).map_err(db_err)?;
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT id, doc FROM node WHERE {}",
+                cols.join(" OR ")
+            ))
+            .map_err(db_err)?;
+        let it = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
+        it.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    for (id, doc) in rows {
+        let node = decode_node(&doc)?;
+        let (_, bits, value) = node_row(&node)?;
+        insert_node_values(&tx, &SqlValue::Text(id), &value, bits)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+/// Replaces the stored row of `node`, whose stored version is `previous`.
+fn replace_node_row(
+    tx: &Tx<'_>,
+    node: &Node,
+    previous: &Node,
+    sentinels: &AtomicU32,
+) -> StoreResult<()> {
+    let (row, bits, value) = node_row(node)?;
     sentinels.fetch_or(bits, Ordering::AcqRel);
     let mut stmt = tx.prepare_cached(node_row_sql(false)).map_err(db_err)?;
     stmt.execute(params_from_iter(row.iter())).map_err(db_err)?;
+    // Some row may have `node_value` rows: this one's are rewritten.
+    if sentinels.load(Ordering::Acquire) >> sql::TYPED_COLUMNS != 0 {
+        tx.prepare_cached("DELETE FROM node_value WHERE id = ?1")
+            .map_err(db_err)?
+            .execute([&row[0]])
+            .map_err(db_err)?;
+    }
+    if bits >> sql::TYPED_COLUMNS != 0 {
+        insert_node_values(tx, &row[0], &value, bits)?;
+    }
+    let old = tx.tracking().then(|| previous.to_value());
+    tx.node_changed(old, Some(value));
     Ok(())
 }
 
 /// Replaces a node and, with [`EventMode::Publish`], appends its `updated` event.
 fn write_update(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     node: Node,
     previous: Node,
     mode: EventMode,
     sentinels: &AtomicU32,
 ) -> StoreResult<NodeUpdate> {
-    replace_node_row(tx, &node, sentinels)?;
+    replace_node_row(tx, &node, &previous, sentinels)?;
     let event = match mode {
         EventMode::Publish => Some(append_event(
             tx,
@@ -501,7 +608,7 @@ fn write_update(
     })
 }
 
-fn append_event(tx: &Transaction<'_>, ev: NewEvent) -> StoreResult<StoredEvent> {
+fn append_event(tx: &Connection, ev: NewEvent) -> StoreResult<StoredEvent> {
     let mut stored = StoredEvent {
         sequence_id: 0,
         id: ObjectId::new(),
@@ -610,6 +717,41 @@ fn sql_to_json(v: SqlValue) -> Value {
 
 fn is_valid_field(field: &str) -> bool {
     !field.is_empty() && field.split('.').all(|s| !s.is_empty())
+}
+
+enum Counted {
+    Cached(u64),
+    Counted {
+        n: u64,
+        generation: u64,
+        took: Duration,
+    },
+}
+
+/// In one read transaction (left open): the node generation, then the cached count or a
+/// fresh one.
+fn count_in_snapshot(
+    conn: &Connection,
+    key: Option<&str>,
+    counts: &CountCache,
+    w: &sql::Where,
+) -> StoreResult<Counted> {
+    conn.execute_batch("BEGIN").map_err(db_err)?;
+    let generation = writer::read_gen(conn)?;
+    if let Some(n) = key.and_then(|k| counts.lookup(k, generation)) {
+        return Ok(Counted::Cached(n));
+    }
+    let t = Instant::now();
+    let n: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM node WHERE {}", w.sql))
+        .map_err(db_err)?
+        .query_row(params_from_iter(w.params.iter()), |r| r.get(0))
+        .map_err(db_err)?;
+    Ok(Counted::Counted {
+        n: n.max(0) as u64,
+        generation,
+        took: t.elapsed(),
+    })
 }
 
 fn find_nodes_sync(
@@ -785,9 +927,9 @@ impl NodeStore for SqliteStore {
                     Some(id) => load_node(tx, id)?,
                     None => None,
                 };
-                if stored.is_some() {
+                if let Some(previous) = &stored {
                     node.updated = Timestamp::now();
-                    replace_node_row(tx, &node, &sentinels)?;
+                    replace_node_row(tx, &node, previous, &sentinels)?;
                 } else {
                     if node.id.is_none() {
                         node.id = Some(ObjectId::new());
@@ -823,16 +965,16 @@ impl NodeStore for SqliteStore {
             let now = Timestamp::now();
             let mut n = 0u64;
             for id in ids {
-                let Some(node) = load_node(tx, id)? else {
+                let Some(previous) = load_node(tx, id)? else {
                     continue;
                 };
-                let mut doc = node.to_value();
+                let mut doc = previous.to_value();
                 if let Some(obj) = doc.as_object_mut() {
                     obj.insert(field.clone(), value.clone());
                     obj.insert("updated".into(), Value::String(now.to_string()));
                 }
                 let node = Node::from_value(doc)?;
-                replace_node_row(tx, &node, &sentinels)?;
+                replace_node_row(tx, &node, &previous, &sentinels)?;
                 n += 1;
             }
             Ok(n)
@@ -850,27 +992,75 @@ impl NodeStore for SqliteStore {
     async fn count_nodes(&self, filter: &Filter) -> StoreResult<u64> {
         let w = sql::where_clause(filter, "doc", &|f| self.inner.hot(f))
             .map_err(StoreError::Invalid)?;
-        self.read(move |conn| {
-            let n: i64 = conn
-                .prepare_cached(&format!("SELECT count(*) FROM node WHERE {}", w.sql))
-                .map_err(db_err)?
-                .query_row(params_from_iter(w.params.iter()), |r| r.get(0))
-                .map_err(db_err)?;
-            Ok(n as u64)
-        })
-        .await
+        let key = counts::key(filter);
+        let gate = key.as_deref().and_then(|k| self.inner.counts.gate(k));
+        let turn = match &gate {
+            Some(g) => Some(g.clone().lock_owned().await),
+            None => None,
+        };
+        let (counts, filter) = (self.inner.counts.clone(), filter.clone());
+        let gate_key = key.clone();
+        let out = self
+            .read(move |conn| {
+                // Registered before the snapshot, so the writer records what commits after it.
+                let slot = key.as_deref().and_then(|k| counts.register(k, &filter));
+                let counted = count_in_snapshot(conn, key.as_deref(), &counts, &w);
+                let _ = conn.execute_batch("COMMIT");
+                match (counted, key) {
+                    (Ok(Counted::Cached(n)), _) => {
+                        counts.release(slot);
+                        Ok(n)
+                    }
+                    (
+                        Ok(Counted::Counted {
+                            n,
+                            generation,
+                            took,
+                        }),
+                        Some(key),
+                    ) => {
+                        counts.finish(key, slot, generation, n, took);
+                        Ok(n)
+                    }
+                    (Ok(Counted::Counted { n, .. }), None) => Ok(n),
+                    (Err(e), _) => {
+                        counts.release(slot);
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+        drop(turn);
+        if let (Some(g), Some(k)) = (gate, gate_key) {
+            self.inner.counts.ungate(&k, g);
+        }
+        out
     }
 
     async fn delete_nodes(&self, filter: &Filter) -> StoreResult<u64> {
         let w = sql::where_clause(filter, "doc", &|f| self.inner.hot(f))
             .map_err(StoreError::Invalid)?;
+        let sentinels = self.inner.sentinels.clone();
         self.write(move |tx| {
+            if sentinels.load(Ordering::Acquire) >> sql::TYPED_COLUMNS != 0 {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM node_value WHERE id IN (SELECT id FROM node WHERE {})",
+                        w.sql
+                    ),
+                    params_from_iter(w.params.iter()),
+                )
+                .map_err(db_err)?;
+            }
             let n = tx
                 .execute(
                     &format!("DELETE FROM node WHERE {}", w.sql),
                     params_from_iter(w.params.iter()),
                 )
                 .map_err(db_err)?;
+            if n > 0 {
+                tx.nodes_changed_unknown();
+            }
             Ok(n as u64)
         })
         .await
@@ -1406,7 +1596,7 @@ mod tests {
     fn plan(store: &SqliteStore, pairs: &[(&str, &str)]) -> String {
         let q = Query::parse(pairs.iter().copied()).expect("query");
         let w = sql::where_clause(&q.filter, "doc", &|f| store.inner.hot(f)).expect("sql");
-        let conn = store.inner.writer.lock().expect("lock");
+        let conn = Connection::open(store.path()).expect("open");
         let mut stmt = conn
             .prepare(&format!(
                 "EXPLAIN QUERY PLAN SELECT doc FROM node WHERE {} ORDER BY id LIMIT 50",
@@ -1441,5 +1631,113 @@ mod tests {
             let p = plan(&store, pairs);
             assert!(p.contains(index), "{pairs:?}: {p}");
         }
+    }
+    /// Every count, cached or not, equals the reference evaluator's over all nodes, through
+    /// every kind of node write and a write by another connection.
+    #[cfg(feature = "testsuite")]
+    #[tokio::test]
+    async fn cached_counts_follow_writes() {
+        use crate::store::UpdateRule;
+        fn sample_nodes(n: usize) -> Vec<Node> {
+            crate::testsuite::store::sample_nodes(n)
+                .into_iter()
+                .map(|mut x| {
+                    x.id = Some(ObjectId::new());
+                    x
+                })
+                .collect()
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.sqlite3");
+        let store = SqliteStore::open(&path).expect("open");
+        store.set_count_cache(Some(Duration::ZERO));
+        store
+            .insert_nodes(sample_nodes(300), EventMode::Silent)
+            .await
+            .expect("fill");
+        let queries: &[&[(&str, &str)]] = &[
+            &[("kind", "test")],
+            &[("kind", "test"), ("state", "done")],
+            &[("data.kernel_revision.tree", "mainline")],
+            &[("data.kernel_revision.tree__in", "next,stable")],
+            &[("state__ne", "done"), ("name__re", "node-1")],
+        ];
+        let filters: Vec<Filter> = queries
+            .iter()
+            .map(|q| Query::parse(q.iter().copied()).expect("query").filter)
+            .collect();
+        async fn check(store: &SqliteStore, filters: &[Filter], step: &str) {
+            let all = store
+                .find_nodes(&Filter::all(), &FindOptions::default())
+                .await
+                .expect("all")
+                .items;
+            for f in filters {
+                let want = all.iter().filter(|n| f.matches_node(n)).count() as u64;
+                for _ in 0..2 {
+                    let got = store.count_nodes(f).await.expect("count");
+                    assert_eq!(got, want, "{step}: {f:?}");
+                }
+            }
+        }
+        check(&store, &filters, "filled").await;
+        let hits = store.inner.counts.hits.load(Ordering::Relaxed);
+        assert!(hits > 0, "the second counts came from the cache");
+        store
+            .insert_nodes(sample_nodes(40), EventMode::Publish)
+            .await
+            .expect("insert");
+        check(&store, &filters, "inserted").await;
+        let page = store
+            .find_nodes(&filters[0], &FindOptions::default())
+            .await
+            .expect("find");
+        let mut n = page.items[0].clone();
+        n.kind = "kbuild".into();
+        store
+            .update_node(
+                n,
+                UpdateRule {
+                    check_transition: false,
+                    ..UpdateRule::PUT
+                },
+            )
+            .await
+            .expect("update");
+        check(&store, &filters, "updated").await;
+        let ids: Vec<ObjectId> = page
+            .items
+            .iter()
+            .skip(1)
+            .take(5)
+            .filter_map(|n| n.id)
+            .collect();
+        store
+            .set_field(&ids, "state", Value::String("done".into()))
+            .await
+            .expect("set_field");
+        check(&store, &filters, "set_field").await;
+        let mut tree = sample_nodes(3);
+        tree[0].id = page.items.get(7).and_then(|n| n.id);
+        store
+            .write_hierarchy(tree, EventMode::Silent)
+            .await
+            .expect("hierarchy");
+        check(&store, &filters, "hierarchy").await;
+        let gone = Query::parse([("name", "node-3")]).expect("q").filter;
+        assert!(store.delete_nodes(&gone).await.expect("delete") > 0);
+        check(&store, &filters, "deleted").await;
+        // Another connection (as another process would) writes the same file.
+        let other = SqliteStore::open(&path).expect("second open");
+        other
+            .insert_nodes(sample_nodes(25), EventMode::Silent)
+            .await
+            .expect("other insert");
+        check(&store, &filters, "written by another connection").await;
+        store
+            .insert_nodes(sample_nodes(5), EventMode::Silent)
+            .await
+            .expect("insert after");
+        check(&store, &filters, "after the other writer").await;
     }
 }

@@ -39,11 +39,13 @@ pub(super) const HOT_COLUMNS: &[(&str, &str, bool)] = &[
 pub(super) const TYPED_COLUMNS: usize = 12;
 
 /// A hot column for a query: its name, and whether it may hold the sentinel (then rows with
-/// it are answered by the evaluator).
+/// it are answered by the evaluator, or by the `node_value` table for text equality).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct HotColumn {
     /// Column name.
     pub name: &'static str,
+    /// Position in [`HOT_COLUMNS`] (the `col` of `node_value`).
+    pub index: usize,
     /// Whether some row may hold the sentinel.
     pub may_hold_sentinel: bool,
 }
@@ -69,6 +71,41 @@ pub(super) fn hot_text_value(doc: &Value, field: &str) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         _ => Some(SENTINEL.to_owned()),
     }
+}
+
+/// The distinct strings a dotted path reaches in `doc`, descending through lists the way the
+/// query evaluator does (a list at the end contributes its elements). Stored in `node_value`
+/// for rows whose hot column holds the sentinel, so text equality on them needs no evaluator:
+/// such a row equals a string exactly when one of these strings is that string.
+pub(super) fn reached_strings(doc: &Value, field: &str) -> Vec<String> {
+    fn collect<'a>(value: &'a Value, segments: &[&str], out: &mut Vec<&'a str>) {
+        match segments.split_first() {
+            None => match value {
+                Value::String(s) => out.push(s),
+                Value::Array(items) => out.extend(items.iter().filter_map(Value::as_str)),
+                _ => {}
+            },
+            Some((first, rest)) => match value {
+                Value::Object(map) => {
+                    if let Some(v) = map.get(*first) {
+                        collect(v, rest, out);
+                    }
+                }
+                Value::Array(items) => {
+                    for item in items.iter().filter(|i| i.is_object()) {
+                        collect(item, segments, out);
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    let segments: Vec<&str> = field.split('.').collect();
+    let mut out = Vec::new();
+    collect(doc, &segments, &mut out);
+    out.sort_unstable();
+    out.dedup();
+    out.into_iter().map(str::to_owned).collect()
 }
 
 /// JSON path of a dotted field, with every segment quoted.
@@ -135,6 +172,10 @@ pub(super) fn where_clause(
         let hot = hot(field);
         if let Some(col) = hot.filter(|c| !c.may_hold_sentinel) {
             parts.push(text_sql(&mut w, cond, col.name));
+            continue;
+        }
+        if let Some(part) = hot.and_then(|col| by_value_sql(&mut w, cond, col)) {
+            parts.push(part);
             continue;
         }
         let cond_json = serde_json::to_string(cond).map_err(|e| e.to_string())?;
@@ -209,6 +250,56 @@ fn text_sql(w: &mut Where, cond: &Condition, col: &str) -> String {
             format!("({col} IS NOT NULL AND regexp({p}, {col}))")
         }
     }
+}
+
+/// The strings of a list operand, when every item is a plain string.
+fn all_strings(items: &[Scalar]) -> Option<Vec<String>> {
+    items
+        .iter()
+        .map(|s| match s {
+            Scalar::Str(v) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// String equality (`=`, `__in` with strings) on a hot column that may hold the sentinel:
+/// text rows through the column's index, sentinel rows through `node_value`. `None` for
+/// other conditions.
+fn by_value_sql(w: &mut Where, cond: &Condition, hot: HotColumn) -> Option<String> {
+    let col = hot.name;
+    // Sentinel rows whose reached strings include one of `params` (exact for string
+    // equality; see `reached_strings`).
+    let by_value = |w: &mut Where, params: &[String]| -> String {
+        let i = w.param(SqlValue::Integer(hot.index as i64));
+        // A probe per sentinel row (not a materialised list of every such row's id, which
+        // costs as much as the rows holding the value).
+        format!(
+            "EXISTS (SELECT 1 FROM node_value WHERE col = {i} AND value IN ({}) AND id = node.id)",
+            params.join(", ")
+        )
+    };
+    if let (Operand::One(Scalar::Str(v)), Op::Eq) = (&cond.operand, cond.op) {
+        let p = w.param(SqlValue::Text(v.clone()));
+        let sentinel = by_value(w, std::slice::from_ref(&p));
+        return Some(format!(
+            "({col} IN ({p}, char(1)) AND ({col} IS {p} OR {sentinel}))"
+        ));
+    }
+    if let (Operand::List(items), Op::In) = (&cond.operand, cond.op)
+        && let Some(strings) = all_strings(items).filter(|s| !s.is_empty())
+    {
+        let ps: Vec<String> = strings
+            .into_iter()
+            .map(|v| w.param(SqlValue::Text(v)))
+            .collect();
+        let sentinel = by_value(w, &ps);
+        return Some(format!(
+            "({col} IN ({}) OR ({col} IS char(1) AND {sentinel}))",
+            ps.join(", ")
+        ));
+    }
+    None
 }
 
 /// SQL on a hot text-value column that may hold the sentinel.
