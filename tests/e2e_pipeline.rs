@@ -335,8 +335,14 @@ async fn a_new_commit_builds_and_tests_in_docker_containers() {
             ),
         )
         .replace("platforms:\n  shell: {}\n", "platforms:\n  docker: {}\n")
-        .replace("    kind: kbuild\n", "    kind: kbuild\n    image: kci-e2e:latest\n")
-        .replace("    kind: job\n", "    kind: job\n    image: kci-e2e:latest\n")
+        .replace(
+            "\n    kind: kbuild\n    params:",
+            "\n    kind: kbuild\n    image: kci-e2e:latest\n    params:",
+        )
+        .replace(
+            "\n    kind: job\n    params:",
+            "\n    kind: job\n    image: kci-e2e:latest\n    params:",
+        )
         .replace("      name: shell\n", "      name: docker\n");
     assert!(
         yaml.contains("lab_type: docker") && !yaml.contains("shell"),
@@ -372,6 +378,9 @@ async fn a_new_commit_builds_and_tests_in_docker_containers() {
                 break api.with_token(token);
             }
         }
+        if task.is_finished() {
+            panic!("kci up stopped: {:?}\n{}", task.await, out.text());
+        }
         assert!(Instant::now() < deadline, "server not up:\n{}", out.text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -384,11 +393,20 @@ async fn a_new_commit_builds_and_tests_in_docker_containers() {
         if let Some(c) = found.into_iter().find(|c| c.state == State::Done) {
             break c;
         }
+        if task.is_finished() {
+            panic!("kci up stopped: {:?}\n{}", task.await, out.text());
+        }
         assert!(
             Instant::now() < deadline,
-            "checkout not done; kci up said:\n{}\ndockerd:\n{}",
+            "checkout not done; kci up said:\n{}\ndockerd (tail):\n{}",
             out.text(),
-            engine.log()
+            engine
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
