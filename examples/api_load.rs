@@ -13,6 +13,16 @@
 //! `--scenarios post,get,find,count,events,idle` (default: all), `--idle N` (idle listeners).
 //!
 //! `cargo run --release --example api_load -- --nodes 100000 --clients 32 --seconds 10`
+//!
+//! Against a server in its own process (so its CPU and memory are its own):
+//! `api_load --db PATH --nodes 1000000 --fill-only` fills the SQLite file, then start
+//! `kernelci-server --database sqlite://PATH` with `KCI_INITIAL_PASSWORD=pw` and run
+//! `api_load --url http://127.0.0.1:PORT --password pw --scenarios ...`.
+//!
+//! The throughput scenarios (post, get, find, count) use a minimal HTTP/1.1 client (one
+//! keep-alive connection per client, requests written as prepared bytes, responses read by
+//! `Content-Length`), so the load generator costs little CPU on the machine it shares with the
+//! server; `--client reqwest` uses reqwest instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +33,8 @@ use kernelci::query::Filter;
 use kernelci::store::{EventMode, NodeStore, SqliteStore, TelemetryStore};
 use kernelci_server::App;
 use kernelci_server::config::ServerConfig;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -82,6 +94,13 @@ where
             (lat, errors)
         }));
     }
+    finish(secs, &stop, tasks).await
+}
+
+type ClientTask = tokio::task::JoinHandle<(Vec<f64>, u64)>;
+
+/// Lets the client tasks run for `secs`, stops them, and gathers their latencies and errors.
+async fn finish(secs: u64, stop: &AtomicBool, tasks: Vec<ClientTask>) -> (Vec<f64>, u64) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let (mut all, mut errors) = (Vec::new(), 0);
@@ -94,21 +113,139 @@ where
     (all, errors)
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.to_owned())
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
+/// One keep-alive HTTP/1.1 connection: writes a prepared request, reads the status line, the
+/// headers and a `Content-Length` or chunked body. Just enough for the load scenarios.
+struct RawConn {
+    addr: String,
+    io: Option<BufReader<TcpStream>>,
+}
+
+impl RawConn {
+    fn new(addr: &str) -> RawConn {
+        RawConn {
+            addr: addr.to_owned(),
+            io: None,
+        }
+    }
+
+    /// Sends `req` and returns the response status (reconnecting once if the connection was
+    /// closed by the server).
+    async fn send(&mut self, req: &[u8]) -> std::io::Result<u16> {
+        for attempt in 0..2 {
+            if self.io.is_none() {
+                let s = TcpStream::connect(&self.addr).await?;
+                s.set_nodelay(true)?;
+                self.io = Some(BufReader::new(s));
+            }
+            match self.exchange(req).await {
+                Ok(status) => return Ok(status),
+                Err(e) => {
+                    self.io = None;
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(std::io::Error::other("unreachable"))
+    }
+
+    async fn exchange(&mut self, req: &[u8]) -> std::io::Result<u16> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+        let io = self.io.as_mut().ok_or_else(|| bad("not connected"))?;
+        io.get_mut().write_all(req).await?;
+        let mut line = String::new();
+        if io.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("bad status line"))?;
+        let (mut length, mut chunked, mut close) = (0usize, false, false);
+        loop {
+            line.clear();
+            io.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                let v = v.trim();
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse().map_err(|_| bad("bad content-length"))?;
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = v.eq_ignore_ascii_case("chunked");
+                } else if k.eq_ignore_ascii_case("connection") {
+                    close = v.eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        let mut sink = vec![0u8; 0];
+        if chunked {
+            loop {
+                line.clear();
+                io.read_line(&mut line).await?;
+                let n = usize::from_str_radix(line.trim(), 16).map_err(|_| bad("bad chunk"))?;
+                sink.resize(n + 2, 0);
+                io.read_exact(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            sink.resize(length, 0);
+            io.read_exact(&mut sink).await?;
+        }
+        if close {
+            self.io = None;
+        }
+        Ok(status)
+    }
+}
+
+/// A prepared request: `method path` with the bearer token and an optional JSON body.
+fn raw_request(method: &str, host: &str, path: &str, token: Option<&str>, body: &str) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(t) = token {
+        r.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        r.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+/// Runs `clients` raw connections for `secs`, each sending the requests `make(i)` builds.
+async fn run_raw<F>(clients: u64, secs: u64, addr: &str, make: F) -> (Vec<f64>, u64)
+where
+    F: Fn(u64) -> Vec<u8> + Clone + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (stop, make, mut conn) = (stop.clone(), make.clone(), RawConn::new(addr));
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let req = make(c * 1_000_000 + i);
+                let t = Instant::now();
+                match conn.send(&req).await {
+                    Ok(s) if (200..300).contains(&s) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                    _ => errors += 1,
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    finish(secs, &stop, tasks).await
 }
 
 /// Tops `store` up to `nodes` sample nodes, in batches of 5,000, without events.
@@ -190,10 +327,45 @@ async fn backend(name: &str, db: Option<String>) -> Backend {
     }
 }
 
+const FIND_QUERIES: [&str; 4] = [
+    "kind=test&state=done&limit=50",
+    "data.kernel_revision.tree=mainline&limit=50",
+    "data.kernel_revision.tree=mainline&data.kernel_revision.branch=master&limit=50",
+    "kind=kbuild&owner=alice&limit=50",
+];
+
+/// Ids read by the `get` scenario.
+static IDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// The server's memory when it runs in another process (`--server-pid`), else this process's:
+/// `VmRSS` and, in brackets, `RssAnon` (RSS counts the SQLite file pages mapped by the readers'
+/// `mmap`; the anonymous part is the heap).
+fn server_rss_mib(pid: Option<u64>) -> String {
+    let path = match pid {
+        None => "/proc/self/status".to_owned(),
+        Some(pid) => format!("/proc/{pid}/status"),
+    };
+    let status = std::fs::read_to_string(path).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    };
+    format!(
+        "{:.0} MiB (anon {:.0} MiB)",
+        field("VmRSS:"),
+        field("RssAnon:")
+    )
 }
 
 #[tokio::main]
@@ -208,59 +380,133 @@ async fn main() {
     let scenarios =
         arg_str("--scenarios").unwrap_or_else(|| "post,get,find,count,events,idle".into());
     let on = |s: &str| scenarios.split(',').any(|x| x == s);
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    let raw_client = arg_str("--client").is_none_or(|c| c != "reqwest");
+    let server_pid = arg_str("--server-pid").and_then(|p| p.parse().ok());
+    let password = arg_str("--password").unwrap_or_else(|| "pw".into());
     let backend_name = arg_str("--backend").unwrap_or_else(|| "sqlite".into());
-    let (store, telemetry, bus, _keep) = backend(&backend_name, arg_str("--db")).await;
-    fill(store.as_ref(), nodes).await;
-    let config = ServerConfig {
-        initial_password: Some("pw".into()),
-        keep_alive_period: 0,
-        ..ServerConfig::for_tests()
+
+    // Either an external server (`--url`) or one started here over the chosen backend.
+    let (base, _keep): (String, Option<Box<dyn std::any::Any>>) = match arg_str("--url") {
+        Some(url) => (format!("{}/latest", url.trim_end_matches('/')), None),
+        None => {
+            let (store, telemetry, bus, keep) = backend(&backend_name, arg_str("--db")).await;
+            fill(store.as_ref(), nodes).await;
+            if flag("--fill-only") {
+                return;
+            }
+            let config = ServerConfig {
+                initial_password: Some(password.clone()),
+                keep_alive_period: 0,
+                ..ServerConfig::for_tests()
+            };
+            let app = App::new(config, store.clone(), telemetry, bus);
+            app.bootstrap().await.expect("bootstrap");
+            let (addr, server) =
+                kernelci_server::bind(app, ([127, 0, 0, 1], 0).into(), std::future::pending())
+                    .expect("bind");
+            tokio::spawn(server);
+            (
+                format!("http://{addr}/latest"),
+                Some(Box::new((store, keep))),
+            )
+        }
     };
-    let app = App::new(config, store.clone(), telemetry, bus);
-    app.bootstrap().await.expect("bootstrap");
-    let (addr, server) =
-        kernelci_server::bind(app, ([127, 0, 0, 1], 0).into(), std::future::pending())
-            .expect("bind");
-    tokio::spawn(server);
-    let base = format!("http://{addr}/latest");
+    let host = base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
     let token: serde_json::Value = http
         .post(format!("{base}/user/login"))
-        .form(&[("username", "admin"), ("password", "pw")])
+        .form(&[("username", "admin"), ("password", password.as_str())])
         .send()
         .await
         .expect("login")
         .json()
         .await
         .expect("token");
-    let token = token["access_token"].as_str().expect("token").to_owned();
+    let token = token["access_token"]
+        .as_str()
+        .expect("login failed: check --password")
+        .to_owned();
+    let stored: u64 = http
+        .get(format!("{base}/count"))
+        .send()
+        .await
+        .expect("count")
+        .json()
+        .await
+        .unwrap_or(0);
     println!(
-        "backend {backend_name}, {} nodes stored; process RSS {:.0} MiB; {clients} clients, {secs} s per scenario; load average {}",
-        store.count_nodes(&Filter::all()).await.unwrap_or(0),
-        rss_mib(),
+        "backend {}, {stored} nodes stored; server RSS {}; {clients} clients ({} client), {secs} s per scenario; load average {}",
+        if arg_str("--url").is_some() {
+            "external"
+        } else {
+            backend_name.as_str()
+        },
+        server_rss_mib(server_pid),
+        if raw_client {
+            "raw HTTP/1.1"
+        } else {
+            "reqwest"
+        },
         uptime()
     );
 
+    // A throughput scenario: `build(i)` gives (method, path below /latest, body).
+    let scenario = |name: &'static str, build: fn(u64) -> (&'static str, String, String)| {
+        let (h, b, tok, host) = (http.clone(), base.clone(), token.clone(), host.clone());
+        async move {
+            let (lat, err) = if raw_client {
+                let prefix = b
+                    .trim_start_matches("http://")
+                    .trim_start_matches(&host)
+                    .to_owned();
+                let (tok2, host2) = (tok.clone(), host.clone());
+                run_raw(clients, secs, &host, move |i| {
+                    let (m, path, body) = build(i);
+                    raw_request(m, &host2, &format!("{prefix}{path}"), Some(&tok2), &body)
+                })
+                .await
+            } else {
+                run(clients, secs, move |i| {
+                    let (h, b, tok) = (h.clone(), b.clone(), tok.clone());
+                    async move {
+                        let (m, path, body) = build(i);
+                        let req = match m {
+                            "POST" => h.post(format!("{b}{path}")).body(body),
+                            _ => h.get(format!("{b}{path}")),
+                        };
+                        req.bearer_auth(&tok)
+                            .header("content-type", "application/json")
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success())
+                    }
+                })
+                .await
+            };
+            report(name, lat, err, secs as f64);
+            println!(
+                "  load average {}, server RSS {}",
+                uptime(),
+                server_rss_mib(server_pid)
+            );
+        }
+    };
+
     if on("post") {
-        let (h, b, tok) = (http.clone(), base.clone(), token.clone());
-        let (lat, err) = run(clients, secs, move |i| {
-            let (h, b, tok) = (h.clone(), b.clone(), tok.clone());
-            async move {
-                let body = serde_json::json!({"kind": "test", "name": format!("load-{i}"), "path": ["load"]});
-                h.post(format!("{b}/node"))
-                    .bearer_auth(&tok)
-                    .json(&body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
+        scenario("POST /node", |i| {
+            let body = format!(r#"{{"kind":"test","name":"load-{i}","path":["load"]}}"#);
+            ("POST", "/node".into(), body)
         })
         .await;
-        report("POST /node", lat, err, secs as f64);
-        println!("  load average {}", uptime());
     }
 
     if on("get") {
@@ -279,33 +525,23 @@ async fn main() {
                     .collect()
             })
             .unwrap_or_default();
-        let ids = Arc::new(ids);
-        let (h, b) = (http.clone(), base.clone());
-        let (lat, err) = run(clients, secs, move |i| {
-            let (h, b, ids) = (h.clone(), b.clone(), ids.clone());
-            async move {
-                let id = &ids[(i as usize) % ids.len().max(1)];
-                h.get(format!("{b}/node/{id}"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
+        assert!(
+            !ids.is_empty(),
+            "no job nodes to read: fill some with --nodes"
+        );
+        IDS.set(ids).expect("ids set once");
+        scenario("GET /node/{id}", |i| {
+            let ids = IDS.get().map(Vec::as_slice).unwrap_or_default();
+            let id = &ids[(i as usize) % ids.len().max(1)];
+            ("GET", format!("/node/{id}"), String::new())
         })
         .await;
-        report("GET /node/{id}", lat, err, secs as f64);
-        println!("  load average {}", uptime());
     }
 
     if on("find") {
-        const QUERIES: [&str; 4] = [
-            "kind=test&state=done&limit=50",
-            "data.kernel_revision.tree=mainline&limit=50",
-            "data.kernel_revision.tree=mainline&data.kernel_revision.branch=master&limit=50",
-            "kind=kbuild&owner=alice&limit=50",
-        ];
         // First use of each filter: its count is computed (and kept, see the SQLite store's
         // count cache); the timed run then measures the steady state.
-        for q in QUERIES {
+        for q in FIND_QUERIES {
             let t = Instant::now();
             let total = http
                 .get(format!("{base}/nodes?{q}"))
@@ -321,38 +557,20 @@ async fn main() {
                 t.elapsed().as_secs_f64() * 1e3
             );
         }
-        let (h, b) = (http.clone(), base.clone());
-        let (lat, err) = run(clients, secs, move |i| {
-            let (h, b) = (h.clone(), b.clone());
-            async move {
-                let q = QUERIES[(i % 4) as usize];
-                h.get(format!("{b}/nodes?{q}"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
+        scenario("GET /nodes (indexed, limit 50)", |i| {
+            let q = FIND_QUERIES[(i % 4) as usize];
+            ("GET", format!("/nodes?{q}"), String::new())
         })
         .await;
-        report("GET /nodes (indexed, limit 50)", lat, err, secs as f64);
-        println!("  load average {}", uptime());
     }
 
     if on("count") {
         // Every request a filter not seen before (a fresh `name`), so no count is cached.
-        let (h, b) = (http.clone(), base.clone());
-        let (lat, err) = run(clients, secs, move |i| {
-            let (h, b) = (h.clone(), b.clone());
-            async move {
-                let q = format!("kind=test&state=done&name__ne=x{i}&limit=50");
-                h.get(format!("{b}/nodes?{q}"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
+        scenario("GET /nodes (uncached count)", |i| {
+            let q = format!("kind=test&state=done&name__ne=x{i}&limit=50");
+            ("GET", format!("/nodes?{q}"), String::new())
         })
         .await;
-        report("GET /nodes (uncached count)", lat, err, secs as f64);
-        println!("  load average {}", uptime());
     }
 
     if on("events") {
@@ -423,8 +641,8 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         println!(
-            "process RSS (server and {idle} pending client polls): {:.0} MiB",
-            rss_mib()
+            "server RSS with {idle} pending polls: {}",
+            server_rss_mib(server_pid)
         );
         for p in polls {
             p.abort();

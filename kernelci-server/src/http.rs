@@ -269,6 +269,11 @@ pub fn ok(body: Value) -> Result<Response, ApiError> {
     Ok(json_reply(StatusCode::OK, &body))
 }
 
+/// 200 with a body that already is JSON text (nodes relayed as the store keeps them).
+pub fn ok_json_text(body: String) -> Result<Response, ApiError> {
+    Ok(typed(StatusCode::OK, "application/json", body))
+}
+
 /// 200 with a serialisable body.
 pub fn ok_json<T: Serialize>(body: &T) -> Result<Response, ApiError> {
     let v = serde_json::to_value(body).map_err(ApiError::internal)?;

@@ -8,7 +8,7 @@ use warp::reply::Response;
 
 use super::object_id;
 use crate::app::App;
-use crate::http::{ApiError, Request, ok};
+use crate::http::{ApiError, Request, ok, ok_json_text};
 
 /// Whether `user` may edit `node` (api spec §5).
 pub fn can_edit(user: &User, node: &Node) -> bool {
@@ -44,8 +44,8 @@ fn edit_denied() -> ApiError {
 /// `GET /node/{id}`.
 pub async fn get(app: &App, id: &str) -> Result<Response, ApiError> {
     let id = object_id(id)?;
-    match app.store.get_node(id).await? {
-        Some(n) => ok(n.to_value()),
+    match app.store.get_node_json(id).await? {
+        Some(doc) => ok_json_text(doc),
         None => ok(Value::Null),
     }
 }
@@ -94,12 +94,17 @@ pub async fn find(app: &App, req: &Request) -> Result<Response, ApiError> {
         offset,
         ..Default::default()
     };
-    let (page, total) = futures::try_join!(
-        app.store.find_nodes(&q.filter, &opts),
+    let (docs, total) = futures::try_join!(
+        app.store.find_nodes_json(&q.filter, &opts),
         app.store.count_nodes(&q.filter)
     )?;
-    let items: Vec<Value> = page.items.iter().map(Node::to_value).collect();
-    ok(json!({"items": items, "total": total, "limit": limit, "offset": offset}))
+    let mut body = String::with_capacity(64 + docs.iter().map(|d| d.len() + 1).sum::<usize>());
+    body.push_str("{\"items\":");
+    push_json_array(&mut body, &docs);
+    body.push_str(&format!(
+        ",\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}"
+    ));
+    ok_json_text(body)
 }
 
 /// `GET /nodes/fast`: a bare array; `limit`/`offset` page, no default limit.
@@ -115,9 +120,9 @@ pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
         offset: q.offset.unwrap_or(0),
         ..Default::default()
     };
-    let page = app
+    let docs = app
         .store
-        .find_nodes(&q.filter, &opts)
+        .find_nodes_json(&q.filter, &opts)
         .await
         .map_err(|e| match e {
             StoreError::Timeout(_) => ApiError::new(
@@ -126,9 +131,21 @@ pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
             ),
             other => other.into(),
         })?;
-    ok(Value::Array(
-        page.items.iter().map(Node::to_value).collect(),
-    ))
+    let mut body = String::with_capacity(2 + docs.iter().map(|d| d.len() + 1).sum::<usize>());
+    push_json_array(&mut body, &docs);
+    ok_json_text(body)
+}
+
+/// Appends `[doc,doc,...]`: the documents are JSON texts from the store.
+fn push_json_array(out: &mut String, docs: &[String]) {
+    out.push('[');
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(d);
+    }
+    out.push(']');
 }
 
 /// `GET /count`: `limit`/`offset` are ignored (upstream counted them as fields).

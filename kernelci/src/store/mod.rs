@@ -287,6 +287,12 @@ pub struct SubscriberState {
     pub last_poll: Option<Timestamp>,
 }
 
+/// A node's wire form as JSON text.
+pub fn node_json(node: &Node) -> StoreResult<String> {
+    serde_json::to_string(&node.to_value())
+        .map_err(|e| StoreError::Internal(format!("cannot encode node: {e}")))
+}
+
 /// The storage behind a KernelCI API: nodes, users, groups, key/values and the event log.
 ///
 /// Implementations must be safe to share between tasks (`Arc<dyn NodeStore>`), and must keep
@@ -337,6 +343,24 @@ pub trait NodeStore: Send + Sync + 'static {
 
     /// How many nodes match `filter`.
     async fn count_nodes(&self, filter: &Filter) -> StoreResult<u64>;
+
+    /// The node with this id as JSON text: exactly `serde_json::to_string(&node.to_value())`.
+    /// For handlers that pass a node on unchanged; a store that keeps the wire form can answer
+    /// without decoding and re-encoding it. The default goes through [`NodeStore::get_node`].
+    async fn get_node_json(&self, id: ObjectId) -> StoreResult<Option<String>> {
+        self.get_node(id).await?.map(|n| node_json(&n)).transpose()
+    }
+
+    /// [`NodeStore::find_nodes`] with each node as JSON text (see
+    /// [`NodeStore::get_node_json`]), in the same order.
+    async fn find_nodes_json(
+        &self,
+        filter: &Filter,
+        options: &FindOptions,
+    ) -> StoreResult<Vec<String>> {
+        let page = self.find_nodes(filter, options).await?;
+        page.items.iter().map(node_json).collect()
+    }
 
     /// Deletes nodes matching `filter` (maintenance: purge). Returns how many.
     async fn delete_nodes(&self, filter: &Filter) -> StoreResult<u64>;

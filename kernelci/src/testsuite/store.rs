@@ -225,6 +225,22 @@ pub async fn node_round_trip<S: NodeStore>(store: &S) {
     want.id = Some(id);
     assert_eq!(got, want);
     assert_eq!(got.to_value(), want.to_value(), "JSON identical");
+    let text = must("get_node_json", store.get_node_json(id).await)
+        .await
+        .expect("node found as JSON");
+    assert_eq!(
+        text,
+        must("encode", crate::store::node_json(&got)).await,
+        "get_node_json is the node's wire form"
+    );
+    assert!(
+        must(
+            "get json missing",
+            store.get_node_json(ObjectId::new()).await
+        )
+        .await
+        .is_none()
+    );
     assert!(
         must("get missing", store.get_node(ObjectId::new()).await)
             .await
@@ -301,6 +317,22 @@ async fn compare_with_reference<S: NodeStore>(
         }
         let count = must("count", store.count_nodes(&q.filter).await).await;
         assert_eq!(count as usize, want.len(), "count {pairs:?}");
+        let texts = must(
+            "find_nodes_json",
+            store
+                .find_nodes_json(&q.filter, &FindOptions::default())
+                .await,
+        )
+        .await;
+        let want_texts: Vec<String> = page
+            .items
+            .iter()
+            .map(|n| crate::store::node_json(n).expect("encode"))
+            .collect();
+        assert_eq!(
+            texts, want_texts,
+            "find_nodes_json {pairs:?} is find_nodes in wire form"
+        );
     }
 }
 

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::{
     Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeStore, NodeUpdate,
-    StoreError, StoreResult, StoredEvent, SubscriberState, TelemetryStore, UpdateRule,
+    StoreError, StoreResult, StoredEvent, SubscriberState, TelemetryStore, UpdateRule, node_json,
 };
 use crate::events::{NODE_CHANNEL, NodeEvent};
 use crate::models::{Node, NodePatch, ObjectId, Timestamp, User, UserGroup};
@@ -33,7 +33,15 @@ use writer::Tx;
 
 /// 1: the first layout; 2: adds `node_value` (strings under sentinel hot columns).
 const SCHEMA_VERSION: i64 = 2;
-const READERS: usize = 4;
+/// Read connections kept open, and at most this many reads run at once: more waiters queue
+/// on [`Inner::read_slots`] instead of each opening a connection on its own blocking thread
+/// (1,000 listeners woken by one publish used to start ~370 threads).
+const READERS: usize = 8;
+/// The shape of the stored node documents (`meta.node_doc_format`): the text of
+/// `Node::to_value` of this program. Bump it when `Node`'s wire form changes; files written
+/// with another format are still read, but every node is decoded and re-encoded on the way out
+/// instead of being relayed as stored.
+const NODE_DOC_FORMAT: &str = "1";
 
 /// The embedded [`NodeStore`]: a single SQLite file in WAL mode.
 ///
@@ -51,6 +59,10 @@ struct Inner {
     /// Cached counts of expensive filters (see [`counts`]).
     counts: Arc<CountCache>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per concurrent read (see [`READERS`]).
+    read_slots: tokio::sync::Semaphore,
+    /// The stored documents are in [`NODE_DOC_FORMAT`]: `*_json` reads relay them as stored.
+    docs_as_stored: bool,
     query_timeout_ms: std::sync::atomic::AtomicU64,
     /// Bit i set: column `HOT_COLUMNS[i]` may hold the sentinel in some row.
     sentinels: Arc<AtomicU32>,
@@ -358,6 +370,20 @@ impl SqliteStore {
                 sentinels |= 1 << i;
             }
         }
+        // Files from before the format mark were written by the same wire form: adopt them.
+        writer
+            .execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('node_doc_format', ?1)",
+                [NODE_DOC_FORMAT],
+            )
+            .map_err(db_err)?;
+        let doc_format: String = writer
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'node_doc_format'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
         let counts = Arc::new(CountCache::default());
         let (jobs, _thread) = writer::spawn(writer, counts.clone())?;
         Ok(SqliteStore {
@@ -366,6 +392,8 @@ impl SqliteStore {
                 writer: jobs,
                 counts,
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(READERS),
+                docs_as_stored: doc_format == NODE_DOC_FORMAT,
                 query_timeout_ms: std::sync::atomic::AtomicU64::new(30_000),
                 sentinels: Arc::new(AtomicU32::new(sentinels)),
             }),
@@ -431,6 +459,12 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Internal("reader slots closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let conn = {
                 let mut pool = inner
@@ -452,6 +486,8 @@ impl SqliteStore {
                     register_functions(&c).map_err(db_err)?;
                     c.pragma_update(None, "mmap_size", 268_435_456i64)
                         .map_err(db_err)?;
+                    // Finds build one SQL text per filter shape; keep more of them prepared.
+                    c.set_prepared_statement_cache_capacity(64);
                     c
                 }
             };
@@ -484,14 +520,14 @@ fn decode_node(doc: &str) -> StoreResult<Node> {
     serde_json::from_str(doc).map_err(|e| corrupt("node", e))
 }
 
+fn load_doc(tx: &Connection, id: ObjectId) -> StoreResult<Option<String>> {
+    tx.prepare_cached("SELECT doc FROM node WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.to_hex()], |r| r.get(0)).optional())
+        .map_err(db_err)
+}
+
 fn load_node(tx: &Connection, id: ObjectId) -> StoreResult<Option<Node>> {
-    let doc: Option<String> = tx
-        .query_row("SELECT doc FROM node WHERE id = ?1", [id.to_hex()], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(db_err)?;
-    doc.map(|d| decode_node(&d)).transpose()
+    load_doc(tx, id)?.map(|d| decode_node(&d)).transpose()
 }
 
 fn insert_node_row(tx: &Tx<'_>, node: &Node, sentinels: &AtomicU32) -> StoreResult<()> {
@@ -760,6 +796,27 @@ fn find_nodes_sync(
     filter: &Filter,
     options: &FindOptions,
 ) -> StoreResult<NodePage> {
+    let (docs, last_key) = find_docs_sync(conn, inner, filter, options)?;
+    let items = docs
+        .iter()
+        .map(|d| decode_node(d))
+        .collect::<StoreResult<Vec<Node>>>()?;
+    let next = match (options.limit, items.last()) {
+        (Some(l), Some(last)) if items.len() as u64 == l => {
+            last.id.map(|id| Cursor { key: last_key, id })
+        }
+        _ => None,
+    };
+    Ok(NodePage { items, next })
+}
+
+/// The stored documents of the nodes [`find_nodes_sync`] returns, and the sort key of the last.
+fn find_docs_sync(
+    conn: &Connection,
+    inner: &Inner,
+    filter: &Filter,
+    options: &FindOptions,
+) -> StoreResult<(Vec<String>, Value)> {
     let mut w = sql::where_clause(filter, "doc", &|f| inner.hot(f)).map_err(StoreError::Invalid)?;
     let (key_expr, desc) = match &options.sort {
         Some(sort) => {
@@ -830,22 +887,15 @@ fn find_nodes_sync(
     let mut rows = stmt
         .query(params_from_iter(w.params.iter()))
         .map_err(db_err)?;
-    let mut items = Vec::new();
+    let mut docs = Vec::new();
     let mut last_key = Value::Null;
     while let Some(row) = rows.next().map_err(db_err)? {
-        let doc: String = row.get(1).map_err(db_err)?;
+        docs.push(row.get::<_, String>(1).map_err(db_err)?);
         if key_expr.is_some() {
             last_key = sql_to_json(row.get(2).map_err(db_err)?);
         }
-        items.push(decode_node(&doc)?);
     }
-    let next = match (options.limit, items.last()) {
-        (Some(l), Some(last)) if items.len() as u64 == l => {
-            last.id.map(|id| Cursor { key: last_key, id })
-        }
-        _ => None,
-    };
-    Ok(NodePage { items, next })
+    Ok((docs, last_key))
 }
 
 #[async_trait]
@@ -871,6 +921,28 @@ impl NodeStore for SqliteStore {
 
     async fn get_node(&self, id: ObjectId) -> StoreResult<Option<Node>> {
         self.read(move |conn| load_node(conn, id)).await
+    }
+
+    async fn get_node_json(&self, id: ObjectId) -> StoreResult<Option<String>> {
+        if !self.inner.docs_as_stored {
+            return self.get_node(id).await?.map(|n| node_json(&n)).transpose();
+        }
+        self.read(move |conn| load_doc(conn, id)).await
+    }
+
+    async fn find_nodes_json(
+        &self,
+        filter: &Filter,
+        options: &FindOptions,
+    ) -> StoreResult<Vec<String>> {
+        if !self.inner.docs_as_stored {
+            let page = self.find_nodes(filter, options).await?;
+            return page.items.iter().map(node_json).collect();
+        }
+        let (filter, options) = (filter.clone(), options.clone());
+        let inner = self.inner.clone();
+        self.read(move |conn| find_docs_sync(conn, &inner, &filter, &options).map(|(d, _)| d))
+            .await
     }
 
     async fn update_node(&self, mut node: Node, rule: UpdateRule) -> StoreResult<NodeUpdate> {
