@@ -520,6 +520,187 @@ fn response(route: &Route, status: u16) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn boolean() -> Value {
+    json!({"type": "boolean"})
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+/// The request body of a route, as its handler checks it (upstream's pydantic models).
+fn body_schema(route: &Route) -> Value {
+    let email = json!({"type": "string", "format": "email"});
+    let groups = json!({"type": "array", "items": {"type": "string"}, "uniqueItems": true});
+    match (route.method, route.path) {
+        ("POST", "/user/login") => object(
+            &["username", "password"],
+            json!({"username": string(), "password": string(),
+                   "grant_type": {"type": "string", "pattern": "^password$"},
+                   "scope": string(), "client_id": string(), "client_secret": string()}),
+        ),
+        ("POST", "/user/update-password") => object(
+            &["username", "password", "new_password"],
+            json!({"username": string(), "password": string(), "new_password": string()}),
+        ),
+        ("POST", "/user/register") => object(
+            &["email", "password", "username"],
+            json!({"email": email, "password": string(), "username": string(),
+                   "is_active": boolean(), "is_superuser": boolean(), "is_verified": boolean(),
+                   "groups": groups}),
+        ),
+        ("POST", "/user/invite") => object(
+            &["username", "email"],
+            json!({"username": string(), "email": email, "groups": groups,
+                   "is_superuser": boolean(),
+                   "send_email": {"type": "boolean", "default": true},
+                   "return_token": boolean(), "resend_if_exists": boolean()}),
+        ),
+        ("POST", "/user/accept-invite") | ("POST", "/user/reset-password") => object(
+            &["token", "password"],
+            json!({"token": string(), "password": string()}),
+        ),
+        ("POST", "/user/forgot-password") => object(&["email"], json!({"email": email})),
+        ("POST", "/user/tokens") => object(
+            &[],
+            json!({"name": string(), "expires_in": {"type": "integer", "minimum": 1}}),
+        ),
+        ("PATCH", "/user/me") | ("PATCH", "/user/{user_id}") => object(
+            &[],
+            json!({"password": string(), "email": email, "is_active": boolean(),
+                   "is_superuser": boolean(), "is_verified": boolean(), "username": string(),
+                   "groups": groups}),
+        ),
+        ("POST", "/user-groups") => object(&["name"], json!({"name": string()})),
+        ("PUT", "/batch/nodeset") => object(
+            &["nodes", "field", "value"],
+            json!({"nodes": {"type": "array", "items": string()}, "field": string(),
+                   "value": {}}),
+        ),
+        ("POST", "/ack/{sub_id}") => object(
+            &["sequence_id"],
+            json!({"sequence_id": {"type": "integer", "minimum": 0}}),
+        ),
+        ("POST", "/publish/{channel}") => object(
+            &[],
+            json!({"data": {}, "type": string(), "source": string(),
+                   "attributes": {"type": "object"}}),
+        ),
+        ("POST", "/push/{list_name}") => object(
+            &["data"],
+            json!({"data": {}, "type": string(), "source": string()}),
+        ),
+        ("POST", "/kv/{namespace}/{key}") => json!({"type": ["string", "null"]}),
+        ("POST", "/telemetry") => json!({"type": "array", "items": object(
+            &["kind", "runtime"],
+            json!({"ts": {"type": "string", "format": "date-time"}, "kind": string(),
+                   "runtime": string(), "device_type": string(), "device_id": string(),
+                   "job_name": string(), "job_id": string(), "tree": string(),
+                   "branch": string(), "arch": string(), "result": string(),
+                   "is_infra_error": boolean(), "error_type": string(),
+                   "error_msg": string(), "retry": {"type": "integer"},
+                   "extra": {"type": "object"}}),
+        )}),
+        ("POST", "/node") | ("PUT", "/node/{node_id}") => object(
+            &["kind", "name", "path"],
+            json!({"kind": {"enum": ["checkout", "kbuild", "test", "job", "process", "regression"]},
+                   "name": string(),
+                   "path": {"type": "array", "items": string()},
+                   "parent": {"type": ["string", "null"]}, "group": {"type": ["string", "null"]},
+                   "state": {"enum": ["running", "available", "closing", "done"]},
+                   "result": {"enum": ["pass", "fail", "skip", "incomplete", null]},
+                   "data": {"type": "object"}, "artifacts": {"type": "object"},
+                   "user_groups": groups}),
+        ),
+        _ => json!({"type": "object"}),
+    }
+}
+
+/// A path parameter: object ids are 24 hex digits, subscription ids integers, file names
+/// follow the pages' allow-list patterns (other values are a 400/404/422, documented).
+fn path_schema(route: &Route, name: &str) -> Value {
+    match name {
+        "id" | "user_id" | "group_id" | "node_id" => {
+            json!({"type": "string", "pattern": "^[0-9a-f]{24}$"})
+        }
+        "sub_id" => json!({"type": "integer", "minimum": 0}),
+        "icon_name" => json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]+\\.png$"}),
+        "filename" if route.path.contains("/css/") => {
+            json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]+\\.css$"})
+        }
+        "filename" => json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]+\\.js$"}),
+        _ => string(),
+    }
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    format!(
+        "{}_{}",
+        method.to_lowercase(),
+        path.replace(['/', '{', '}', '-', '.'], "_")
+            .trim_matches('_')
+    )
+}
+
+/// OpenAPI links from the routes that create things to the routes that use them (so a
+/// client generator, or schemathesis' stateful phase, can follow them).
+fn links(route: &Route) -> Map<String, Value> {
+    let targets: &[(&str, &str, &str)] = match (route.method, route.path) {
+        ("POST", "/node") => &[
+            ("GET", "/node/{node_id}", "node_id"),
+            ("PUT", "/node/{node_id}", "node_id"),
+            ("PATCH", "/node/{node_id}", "node_id"),
+            ("PUT", "/nodes/{node_id}", "node_id"),
+        ],
+        ("POST", "/user-groups") => &[
+            ("GET", "/user-groups/{group_id}", "group_id"),
+            ("DELETE", "/user-groups/{group_id}", "group_id"),
+        ],
+        ("POST", "/subscribe/{channel}") => &[
+            ("GET", "/listen/{sub_id}", "sub_id"),
+            ("POST", "/ack/{sub_id}", "sub_id"),
+            ("POST", "/unsubscribe/{sub_id}", "sub_id"),
+        ],
+        _ => &[],
+    };
+    targets
+        .iter()
+        .map(|(method, path, param)| {
+            let id = operation_id(method, path);
+            (
+                id.clone(),
+                json!({"operationId": id, "parameters": {*param: "$response.body#/id"}}),
+            )
+        })
+        .collect()
+}
+
+/// Query parameters of a route: pagination on the paginated lists, upstream's flags.
+fn query_parameters(route: &Route) -> Vec<Value> {
+    let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
+    let paged = || {
+        vec![
+            q("limit", json!({"type": "integer", "minimum": 1})),
+            q("offset", json!({"type": "integer", "minimum": 0})),
+        ]
+    };
+    match (route.method, route.path) {
+        ("GET", "/nodes" | "/users" | "/user-groups" | "/telemetry" | "/events") => paged(),
+        ("GET", "/telemetry/stats") => {
+            vec![json!({"name": "group_by", "in": "query", "required": true, "schema": string()})]
+        }
+        ("PUT" | "PATCH", "/node/{node_id}") => vec![q("noevent", boolean())],
+        ("GET", "/listen/{sub_id}") => {
+            vec![q("acknowledge", json!({"type": "integer", "minimum": 0}))]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
@@ -528,7 +709,10 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter(|s| s.starts_with('{'))
-            .map(|s| json!({"name": s.trim_matches(['{', '}']), "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|s| {
+                let name = s.trim_matches(['{', '}']);
+                json!({"name": name, "in": "path", "required": true, "schema": path_schema(route, name)})
+            })
             .collect();
         let mut responses = Map::new();
         for status in route.statuses() {
@@ -536,21 +720,31 @@ pub fn document() -> Value {
         }
         let mut op = json!({
             "summary": route.summary,
-            "operationId": format!("{}_{}", route.method.to_lowercase(), route.path.replace(['/', '{', '}', '-', '.'], "_").trim_matches('_')),
+            "operationId": operation_id(route.method, route.path),
             "parameters": params,
             "responses": responses,
         });
         if route.access != Access::Public {
             op["security"] = json!([{"bearer": []}]);
         }
+        let links = links(route);
+        if !links.is_empty() {
+            op["responses"][route.ok.to_string()]["links"] = Value::Object(links);
+        }
         match route.body {
             Some("json") => {
-                op["requestBody"] = json!({"content": {"application/json": {"schema": {}}}})
+                op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body_schema(route)}}})
             }
             Some(_) => {
-                op["requestBody"] = json!({"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}})
+                op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": body_schema(route)}}})
             }
             None => {}
+        }
+        let query = query_parameters(route);
+        if !query.is_empty()
+            && let Some(list) = op["parameters"].as_array_mut()
+        {
+            list.extend(query);
         }
         let entry = paths
             .entry(route.path.to_owned())

@@ -292,6 +292,60 @@ async fn openapi_documents_real_statuses_and_content_types() {
         }
     }
     assert_eq!(operations, kernelci_server::openapi::ROUTES.len());
+    // Links name real operations and their real path parameters.
+    let mut by_id = std::collections::HashMap::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            by_id.insert(op["operationId"].as_str().unwrap().to_owned(), op.clone());
+        }
+    }
+    assert_eq!(by_id.len(), operations, "operation ids are unique");
+    let mut links = 0;
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    links += 1;
+                    let target = &by_id[link["operationId"].as_str().unwrap()];
+                    for name in link["parameters"].as_object().unwrap().keys() {
+                        assert!(
+                            target["parameters"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["name"] == name.as_str() && p["in"] == "path"),
+                            "{link}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(links >= 9, "{links} links");
+    // Request bodies say what the handlers require.
+    let required = |m: &str, p: &str| {
+        doc["paths"][p][m]["requestBody"]["content"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()["schema"]["required"]
+            .clone()
+    };
+    assert_eq!(
+        required("post", "/user/invite"),
+        json!(["username", "email"])
+    );
+    assert_eq!(
+        required("post", "/user/login"),
+        json!(["username", "password"])
+    );
+    assert_eq!(required("post", "/user/forgot-password"), json!(["email"]));
+    assert_eq!(required("post", "/node"), json!(["kind", "name", "path"]));
 
     // Every public GET without path parameters: the real status is documented, and so is
     // the real content type.
