@@ -98,6 +98,10 @@ impl Mailer {
     /// missing settings.
     pub fn smtp_config(&self, to: &str) -> Result<SmtpConfig, MailError> {
         match (&self.host, self.port, &self.sender) {
+            // One recipient: the sender splits recipient lists on commas.
+            (Some(_), Some(_), Some(_)) if to.contains(',') => Err(MailError::Send(
+                kernelci::report::ReportError::Message(format!("not one address: '{to}'")),
+            )),
             (Some(host), Some(port), Some(sender)) => Ok(SmtpConfig {
                 host: host.clone(),
                 port,
@@ -291,5 +295,9 @@ mod tests {
         assert_eq!(c.user.as_deref(), Some("kernelci@example.org"));
         assert_eq!(c.password.as_deref(), Some("pw"));
         assert_eq!((c.host.as_str(), c.port), ("mail.example.org", 465));
+        assert!(matches!(
+            Mailer::from_config(&config).smtp_config("a@example.org,b@example.org"),
+            Err(MailError::Send(_))
+        ));
     }
 }

@@ -113,11 +113,15 @@ fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.split_once('@') else {
         return false;
     };
+    // One address, as email-validator takes it: no second `@`, and none of the characters
+    // that would make a list or a display name of it in a mail header.
     !local.is_empty()
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
+        && !domain.contains('@')
         && !e.contains(char::is_whitespace)
+        && !e.contains(|c: char| c.is_control() || ",;:<>()[]\\\"".contains(c))
 }
 
 fn email_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
