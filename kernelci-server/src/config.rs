@@ -87,7 +87,7 @@ pub struct ServerConfig {
     pub storage_token: Option<String>,
     /// SMTP server for invite, welcome and password-reset e-mails (upstream `SMTP_HOST`).
     /// Without it (or `--smtp-port`, `--email-sender`) no e-mail is sent: invites answer
-    /// `"email_sent": false` and `/user/forgot-password` answers 400.
+    /// `"email_sent": false` and `/user/forgot-password` answers 400 for a known, active user.
     #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
     /// SMTP port (upstream `SMTP_PORT`): 465 means implicit TLS; any other port uses STARTTLS
