@@ -9,6 +9,7 @@ use kernelci::store::{NodeStore, SqliteStore, TelemetryStore};
 
 use crate::auth::{self, Auth};
 use crate::config::ServerConfig;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::pubsub::PubSub;
 
@@ -28,6 +29,8 @@ pub struct App {
     pub pubsub: PubSub,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Invite and password-reset e-mails.
+    pub mailer: Mailer,
 }
 
 impl std::fmt::Debug for App {
@@ -79,6 +82,22 @@ impl App {
             config.keep_alive(),
             config.cloud_events_source.clone(),
         );
+        let mailer = Mailer::from_config(&config);
+        if !mailer.is_configured() {
+            tracing::info!(
+                "SMTP is not configured (SMTP_HOST, SMTP_PORT, EMAIL_SENDER): no e-mail will be sent"
+            );
+        }
+        if config.storage_dir.is_some()
+            && config
+                .storage_token
+                .as_deref()
+                .is_none_or(|t| t.trim().is_empty())
+        {
+            tracing::warn!(
+                "--storage-dir without --storage-token (KCI_STORAGE_TOKEN): the storage is read-only, every upload is refused"
+            );
+        }
         Arc::new(App {
             config,
             store,
@@ -87,6 +106,7 @@ impl App {
             auth,
             pubsub,
             metrics: Metrics::default(),
+            mailer,
         })
     }
 

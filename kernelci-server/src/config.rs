@@ -10,7 +10,8 @@ use clap::Parser;
 ///
 /// Every flag can also be given by environment; upstream's variable names (`SECRET_KEY`,
 /// `UNIFIED_SECRET`, `MONGO_SERVICE`, `REDIS_HOST`, `ACCESS_TOKEN_EXPIRE_SECONDS`,
-/// `KEEP_ALIVE_PERIOD`, `CLOUD_EVENTS_SOURCE`, `PUBLIC_BASE_URL`, ...) are read too.
+/// `KEEP_ALIVE_PERIOD`, `CLOUD_EVENTS_SOURCE`, `PUBLIC_BASE_URL`, `SMTP_HOST`, `SMTP_PORT`,
+/// `EMAIL_SENDER`, `EMAIL_PASSWORD`, ...) are read too.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kernelci-server",
@@ -79,9 +80,30 @@ pub struct ServerConfig {
     /// (`/storage/upload`), if any.
     #[arg(long, env = "KCI_STORAGE_DIR")]
     pub storage_dir: Option<PathBuf>,
-    /// Token required by the storage upload endpoint (default: any valid API token).
+    /// Token required by the storage upload endpoint (`Authorization: Bearer <token>`). It is
+    /// a shared secret of its own, not an API token. Without it the storage directory is
+    /// served read-only: every upload is refused (401).
     #[arg(long, env = "KCI_STORAGE_TOKEN", hide_env_values = true)]
     pub storage_token: Option<String>,
+    /// SMTP server for invite, welcome and password-reset e-mails (upstream `SMTP_HOST`).
+    /// Without it (or `--smtp-port`, `--email-sender`) no e-mail is sent: invites answer
+    /// `"email_sent": false` and `/user/forgot-password` answers 400 for a known, active user.
+    #[arg(long, env = "SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port (upstream `SMTP_PORT`): 465 means implicit TLS; any other port uses STARTTLS
+    /// when the server offers it.
+    #[arg(long, env = "SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    /// The `From` address of e-mails, also the SMTP login (upstream `EMAIL_SENDER`).
+    #[arg(long, env = "EMAIL_SENDER")]
+    pub email_sender: Option<String>,
+    /// The SMTP login password (upstream `EMAIL_PASSWORD`). Unset or empty: no login (a relay
+    /// that needs none).
+    #[arg(long, env = "EMAIL_PASSWORD", hide_env_values = true)]
+    pub email_password: Option<String>,
+    /// How long sending one e-mail may take, in seconds, from connecting to the last answer.
+    #[arg(long, env = "KCI_SMTP_TIMEOUT", default_value_t = 30)]
+    pub smtp_timeout: u64,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +134,11 @@ impl ServerConfig {
             initial_admin_email: None,
             storage_dir: None,
             storage_token: None,
+            smtp_host: None,
+            smtp_port: None,
+            email_sender: None,
+            email_password: None,
+            smtp_timeout: 30,
         }
     }
 

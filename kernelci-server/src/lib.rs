@@ -5,7 +5,8 @@
 //! - [`router`]: version prefixes, dispatch, logging; [`routes`]: the handlers;
 //! - [`auth`]: JWTs, password hashes, revocable tokens; [`pubsub`]: subscriptions over the
 //!   durable event log;
-//! - [`storage_upload`]: the kernelci-storage upload endpoint.
+//! - [`storage_upload`]: the kernelci-storage upload endpoint; [`mail`]: invite and
+//!   password-reset e-mails over SMTP.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +24,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod pubsub;

@@ -19,6 +19,40 @@ pub enum Access {
     Superuser,
 }
 
+/// What a route answers on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// `application/json`.
+    Json,
+    /// `text/html` (the pages).
+    Html,
+    /// `text/plain; version=0.0.4`: the Prometheus text format of `/metrics`.
+    Metrics,
+    /// `image/png`.
+    Png,
+    /// `text/css`.
+    Css,
+    /// `application/javascript`.
+    Js,
+    /// No body (204).
+    Empty,
+}
+
+impl Content {
+    /// The media type documented for it (`None`: no body).
+    pub fn media_type(self) -> Option<&'static str> {
+        match self {
+            Content::Json => Some("application/json"),
+            Content::Html => Some("text/html"),
+            Content::Metrics => Some("text/plain; version=0.0.4"),
+            Content::Png => Some("image/png"),
+            Content::Css => Some("text/css"),
+            Content::Js => Some("application/javascript"),
+            Content::Empty => None,
+        }
+    }
+}
+
 /// One route of the API.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
@@ -32,6 +66,13 @@ pub struct Route {
     pub access: Access,
     /// Body: `json`, `form`, or none.
     pub body: Option<&'static str>,
+    /// The success status.
+    pub ok: u16,
+    /// The success content.
+    pub content: Content,
+    /// Error statuses of its own, beyond the ones every route of its kind has (see
+    /// [`Route::statuses`]).
+    pub errors: &'static [u16],
 }
 
 const fn r(
@@ -47,14 +88,68 @@ const fn r(
         summary,
         access,
         body,
+        ok: 200,
+        content: Content::Json,
+        errors: &[],
+    }
+}
+
+impl Route {
+    /// Answers `content` on success.
+    pub const fn content(mut self, content: Content) -> Route {
+        self.content = content;
+        self
+    }
+
+    /// Succeeds with `status` (202, 204) instead of 200; 204 has no body.
+    pub const fn ok(mut self, status: u16) -> Route {
+        self.ok = status;
+        if status == 204 {
+            self.content = Content::Empty;
+        }
+        self
+    }
+
+    /// Also answers these error statuses.
+    pub const fn errors(mut self, errors: &'static [u16]) -> Route {
+        self.errors = errors;
+        self
+    }
+
+    /// Whether it is an API route (JSON in and out, backed by the store), not a page or file.
+    pub fn is_api(&self) -> bool {
+        matches!(self.content, Content::Json | Content::Empty) && self.path != "/openapi.json"
+    }
+
+    /// Every status it can answer, sorted: success, auth (401; 403 for verified-only and
+    /// admin routes), its own errors, and for API routes 400 and 422 (bad input), 413 (body
+    /// over the limit) when it takes a body, 503 and 504 (store unavailable or too slow).
+    pub fn statuses(&self) -> Vec<u16> {
+        let mut out = vec![self.ok];
+        match self.access {
+            Access::Public => {}
+            Access::User => out.push(401),
+            Access::Verified | Access::Superuser => out.extend([401, 403]),
+        }
+        out.extend_from_slice(self.errors);
+        if self.is_api() {
+            out.extend([400, 422, 503, 504]);
+            if self.body.is_some() {
+                out.push(413);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
 use Access::*;
+use Content::*;
 
 /// Every route the server serves.
 pub const ROUTES: &[Route] = &[
-    r("GET", "/", "Index page", Public, None),
+    r("GET", "/", "Index page", Public, None).content(Html),
     r("GET", "/openapi.json", "This document", Public, None),
     r(
         "POST",
@@ -69,19 +164,21 @@ pub const ROUTES: &[Route] = &[
         "Log out: revokes the token used",
         Verified,
         None,
-    ),
+    )
+    .ok(204),
     r(
         "POST",
         "/user/register",
-        "Disabled: use /user/invite",
+        "Disabled: use /user/invite (404 for a valid body)",
         Superuser,
         Some("json"),
-    ),
-    r("GET", "/user/invite", "Invite page", Public, None),
+    )
+    .errors(&[404]),
+    r("GET", "/user/invite", "Invite page", Public, None).content(Html),
     r(
         "POST",
         "/user/invite",
-        "Invite a user",
+        "Invite a user; e-mails the accept-invite link when SMTP is configured",
         Superuser,
         Some("json"),
     ),
@@ -91,14 +188,16 @@ pub const ROUTES: &[Route] = &[
         "Accept-invite page",
         Public,
         None,
-    ),
+    )
+    .content(Html),
     r(
         "POST",
         "/user/accept-invite",
         "Accept an invite and set a password",
         Public,
         Some("json"),
-    ),
+    )
+    .errors(&[404]),
     r(
         "GET",
         "/user/invite/url",
@@ -109,17 +208,22 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/user/forgot-password",
-        "Request a password reset",
+        "Request a password reset: the token goes by e-mail (400: SMTP not configured; \
+         500: the e-mail could not be sent)",
         Public,
         Some("json"),
-    ),
+    )
+    .ok(202)
+    .errors(&[500]),
     r(
         "POST",
         "/user/reset-password",
-        "Reset a password with a reset token",
+        "Reset a password with a reset token; a confirmation e-mail follows (500: it could \
+         not be sent)",
         Public,
         Some("json"),
-    ),
+    )
+    .errors(&[500]),
     r(
         "POST",
         "/user/update-password",
@@ -140,7 +244,9 @@ pub const ROUTES: &[Route] = &[
         "Revoke an API token",
         User,
         None,
-    ),
+    )
+    .ok(204)
+    .errors(&[404]),
     r("GET", "/whoami", "The current user", Verified, None),
     r(
         "PATCH",
@@ -149,15 +255,16 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     ),
-    r("GET", "/user/{id}", "A user", User, None),
-    r("DELETE", "/user/{id}", "Delete a user", Superuser, None),
+    r("GET", "/user/{id}", "A user", User, None).errors(&[404]),
+    r("DELETE", "/user/{id}", "Delete a user", Superuser, None).errors(&[404]),
     r(
         "PATCH",
         "/user/{user_id}",
         "Update a user",
         Superuser,
         Some("json"),
-    ),
+    )
+    .errors(&[404]),
     r("GET", "/users", "Users (paginated)", User, None),
     r(
         "GET",
@@ -179,14 +286,17 @@ pub const ROUTES: &[Route] = &[
         "A user group",
         Superuser,
         None,
-    ),
+    )
+    .errors(&[404]),
     r(
         "DELETE",
         "/user-groups/{group_id}",
-        "Delete a user group",
+        "Delete a user group (409 while users are in it)",
         Superuser,
         None,
-    ),
+    )
+    .ok(204)
+    .errors(&[404, 409]),
     r("GET", "/node/{node_id}", "A node, or null", Public, None),
     r(
         "GET",
@@ -209,58 +319,73 @@ pub const ROUTES: &[Route] = &[
         Public,
         None,
     ),
-    r("POST", "/node", "Create a node", User, Some("json")),
+    r("POST", "/node", "Create a node", User, Some("json")).errors(&[404]),
     r(
         "PUT",
         "/node/{node_id}",
         "Replace a node",
         User,
         Some("json"),
-    ),
+    )
+    .errors(&[404]),
     r(
         "PATCH",
         "/node/{node_id}",
         "Update some fields of a node",
         User,
         Some("json"),
-    ),
+    )
+    .errors(&[404]),
     r(
         "PUT",
         "/batch/nodeset",
         "Set processed_by_kcidb_bridge on nodes",
         User,
         Some("json"),
-    ),
+    )
+    .errors(&[404]),
     r(
         "PUT",
         "/nodes/{node_id}",
         "Submit a result hierarchy",
         User,
         Some("json"),
-    ),
+    )
+    .errors(&[404]),
     r("GET", "/events", "Event history", Public, None),
     r(
         "POST",
         "/subscribe/{channel}",
-        "Subscribe to a channel (durable with subscriber_id)",
+        "Subscribe to a channel (durable with subscriber_id; 409: another user's id)",
         User,
         None,
-    ),
-    r("POST", "/unsubscribe/{sub_id}", "Unsubscribe", User, None),
+    )
+    .errors(&[409]),
+    r(
+        "POST",
+        "/unsubscribe/{sub_id}",
+        "Unsubscribe (404: unknown subscription; 500: another user's, as upstream)",
+        User,
+        None,
+    )
+    .errors(&[404, 500]),
     r(
         "GET",
         "/listen/{sub_id}",
-        "Wait for the next event (long poll)",
+        "Wait for the next event (long poll; 404: unknown subscription; 410: events past \
+         retention; 500: another user's, as upstream)",
         User,
         None,
-    ),
+    )
+    .errors(&[404, 410, 500]),
     r(
         "POST",
         "/ack/{sub_id}",
-        "Acknowledge events up to a sequence number",
+        "Acknowledge events up to a sequence number (404: unknown subscription)",
         User,
         Some("json"),
-    ),
+    )
+    .errors(&[404, 500]),
     r(
         "POST",
         "/publish/{channel}",
@@ -332,16 +457,249 @@ pub const ROUTES: &[Route] = &[
         Public,
         None,
     ),
-    r("GET", "/viewer", "Node viewer page", Public, None),
-    r("GET", "/dashboard", "Dashboard page", Public, None),
-    r("GET", "/manage", "Manage page", Public, None),
-    r("GET", "/analytics", "Analytics page", Public, None),
-    r("GET", "/stats", "Statistics page", Public, None),
-    r("GET", "/icons/{icon_name}", "Icons", Public, None),
-    r("GET", "/static/css/{filename}", "Stylesheets", Public, None),
-    r("GET", "/static/js/{filename}", "Scripts", Public, None),
-    r("GET", "/metrics", "Prometheus metrics", Public, None),
+    r("GET", "/viewer", "Node viewer page", Public, None).content(Html),
+    r("GET", "/dashboard", "Dashboard page", Public, None).content(Html),
+    r("GET", "/manage", "Manage page", Public, None).content(Html),
+    r("GET", "/analytics", "Analytics page", Public, None).content(Html),
+    r("GET", "/stats", "Statistics page", Public, None).content(Html),
+    r("GET", "/icons/{icon_name}", "Icons", Public, None)
+        .content(Png)
+        .errors(&[400, 404]),
+    r("GET", "/static/css/{filename}", "Stylesheets", Public, None)
+        .content(Css)
+        .errors(&[400, 404]),
+    r("GET", "/static/js/{filename}", "Scripts", Public, None)
+        .content(Js)
+        .errors(&[400, 404]),
+    r(
+        "GET",
+        "/metrics",
+        "Prometheus metrics (text format 0.0.4)",
+        Public,
+        None,
+    )
+    .content(Metrics),
 ];
+
+fn describe(status: u16) -> &'static str {
+    match status {
+        200 => "Success",
+        202 => "Accepted",
+        204 => "Done (no body)",
+        400 => "Bad request",
+        401 => "Missing, invalid or revoked token (or not allowed to edit this node)",
+        403 => "Not allowed (an unverified user, or not an admin)",
+        404 => "Not found",
+        409 => "Conflict",
+        410 => "Gone: the events were removed by retention",
+        413 => "Request body over the server's limit",
+        422 => "Validation error",
+        500 => "Server error (see the summary)",
+        503 => "The store or the event bus is unavailable",
+        504 => "The store did not answer in time",
+        _ => "Other",
+    }
+}
+
+/// One documented response: the success content, or the JSON error body.
+fn response(route: &Route, status: u16) -> Value {
+    let description = describe(status);
+    if status == route.ok {
+        return match route.content.media_type() {
+            Some(m) => {
+                let schema = match route.content {
+                    Content::Json => json!({}),
+                    Content::Png => json!({"type": "string", "format": "binary"}),
+                    _ => json!({"type": "string"}),
+                };
+                json!({"description": description, "content": {m: {"schema": schema}}})
+            }
+            None => json!({"description": description}),
+        };
+    }
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn boolean() -> Value {
+    json!({"type": "boolean"})
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+/// The request body of a route, as its handler checks it (upstream's pydantic models).
+fn body_schema(route: &Route) -> Value {
+    let email = json!({"type": "string", "format": "email"});
+    let groups = json!({"type": "array", "items": {"type": "string"}, "uniqueItems": true});
+    match (route.method, route.path) {
+        ("POST", "/user/login") => object(
+            &["username", "password"],
+            json!({"username": string(), "password": string(),
+                   "grant_type": {"type": "string", "pattern": "^password$"},
+                   "scope": string(), "client_id": string(), "client_secret": string()}),
+        ),
+        ("POST", "/user/update-password") => object(
+            &["username", "password", "new_password"],
+            json!({"username": string(), "password": string(), "new_password": string()}),
+        ),
+        ("POST", "/user/register") => object(
+            &["email", "password", "username"],
+            json!({"email": email, "password": string(), "username": string(),
+                   "is_active": boolean(), "is_superuser": boolean(), "is_verified": boolean(),
+                   "groups": groups}),
+        ),
+        ("POST", "/user/invite") => object(
+            &["username", "email"],
+            json!({"username": string(), "email": email, "groups": groups,
+                   "is_superuser": boolean(),
+                   "send_email": {"type": "boolean", "default": true},
+                   "return_token": boolean(), "resend_if_exists": boolean()}),
+        ),
+        ("POST", "/user/accept-invite") | ("POST", "/user/reset-password") => object(
+            &["token", "password"],
+            json!({"token": string(), "password": string()}),
+        ),
+        ("POST", "/user/forgot-password") => object(&["email"], json!({"email": email})),
+        ("POST", "/user/tokens") => object(
+            &[],
+            json!({"name": string(), "expires_in": {"type": "integer", "minimum": 1}}),
+        ),
+        ("PATCH", "/user/me") | ("PATCH", "/user/{user_id}") => object(
+            &[],
+            json!({"password": string(), "email": email, "is_active": boolean(),
+                   "is_superuser": boolean(), "is_verified": boolean(), "username": string(),
+                   "groups": groups}),
+        ),
+        ("POST", "/user-groups") => object(&["name"], json!({"name": string()})),
+        ("PUT", "/batch/nodeset") => object(
+            &["nodes", "field", "value"],
+            json!({"nodes": {"type": "array", "items": string()}, "field": string(),
+                   "value": {}}),
+        ),
+        ("POST", "/ack/{sub_id}") => object(
+            &["sequence_id"],
+            json!({"sequence_id": {"type": "integer", "minimum": 0}}),
+        ),
+        ("POST", "/publish/{channel}") => object(
+            &[],
+            json!({"data": {}, "type": string(), "source": string(),
+                   "attributes": {"type": "object"}}),
+        ),
+        ("POST", "/push/{list_name}") => object(
+            &["data"],
+            json!({"data": {}, "type": string(), "source": string()}),
+        ),
+        ("POST", "/kv/{namespace}/{key}") => json!({"type": ["string", "null"]}),
+        ("POST", "/telemetry") => json!({"type": "array", "items": object(
+            &["kind", "runtime"],
+            json!({"ts": {"type": "string", "format": "date-time"}, "kind": string(),
+                   "runtime": string(), "device_type": string(), "device_id": string(),
+                   "job_name": string(), "job_id": string(), "tree": string(),
+                   "branch": string(), "arch": string(), "result": string(),
+                   "is_infra_error": boolean(), "error_type": string(),
+                   "error_msg": string(), "retry": {"type": "integer"},
+                   "extra": {"type": "object"}}),
+        )}),
+        ("POST", "/node") | ("PUT", "/node/{node_id}") => object(
+            &["kind", "name", "path"],
+            json!({"kind": {"enum": ["checkout", "kbuild", "test", "job", "process", "regression"]},
+                   "name": string(),
+                   "path": {"type": "array", "items": string()},
+                   "parent": {"type": ["string", "null"]}, "group": {"type": ["string", "null"]},
+                   "state": {"enum": ["running", "available", "closing", "done"]},
+                   "result": {"enum": ["pass", "fail", "skip", "incomplete", null]},
+                   "data": {"type": "object"}, "artifacts": {"type": "object"},
+                   "user_groups": groups}),
+        ),
+        _ => json!({"type": "object"}),
+    }
+}
+
+/// A path parameter: object ids are 24 hex digits, subscription ids integers, file names
+/// follow the pages' allow-list patterns (other values are a 400/404/422, documented).
+fn path_schema(route: &Route, name: &str) -> Value {
+    match name {
+        "id" | "user_id" | "group_id" | "node_id" => {
+            json!({"type": "string", "pattern": "^[0-9a-f]{24}$"})
+        }
+        "sub_id" => json!({"type": "integer", "minimum": 0}),
+        "icon_name" => json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]+\\.png$"}),
+        "filename" if route.path.contains("/css/") => {
+            json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]+\\.css$"})
+        }
+        "filename" => json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]+\\.js$"}),
+        _ => string(),
+    }
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    format!(
+        "{}_{}",
+        method.to_lowercase(),
+        path.replace(['/', '{', '}', '-', '.'], "_")
+            .trim_matches('_')
+    )
+}
+
+/// OpenAPI links from the routes that create things to the routes that use them (so a
+/// client generator, or schemathesis' stateful phase, can follow them).
+fn links(route: &Route) -> Map<String, Value> {
+    let targets: &[(&str, &str, &str)] = match (route.method, route.path) {
+        ("POST", "/node") => &[
+            ("GET", "/node/{node_id}", "node_id"),
+            ("PUT", "/node/{node_id}", "node_id"),
+            ("PATCH", "/node/{node_id}", "node_id"),
+            ("PUT", "/nodes/{node_id}", "node_id"),
+        ],
+        ("POST", "/user-groups") => &[
+            ("GET", "/user-groups/{group_id}", "group_id"),
+            ("DELETE", "/user-groups/{group_id}", "group_id"),
+        ],
+        ("POST", "/subscribe/{channel}") => &[
+            ("GET", "/listen/{sub_id}", "sub_id"),
+            ("POST", "/ack/{sub_id}", "sub_id"),
+            ("POST", "/unsubscribe/{sub_id}", "sub_id"),
+        ],
+        _ => &[],
+    };
+    targets
+        .iter()
+        .map(|(method, path, param)| {
+            let id = operation_id(method, path);
+            (
+                id.clone(),
+                json!({"operationId": id, "parameters": {*param: "$response.body#/id"}}),
+            )
+        })
+        .collect()
+}
+
+/// Query parameters of a route: pagination on the paginated lists, upstream's flags.
+fn query_parameters(route: &Route) -> Vec<Value> {
+    let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
+    let paged = || {
+        vec![
+            q("limit", json!({"type": "integer", "minimum": 1})),
+            q("offset", json!({"type": "integer", "minimum": 0})),
+        ]
+    };
+    match (route.method, route.path) {
+        ("GET", "/nodes" | "/users" | "/user-groups" | "/telemetry" | "/events") => paged(),
+        ("GET", "/telemetry/stats") => {
+            vec![json!({"name": "group_by", "in": "query", "required": true, "schema": string()})]
+        }
+        ("PUT" | "PATCH", "/node/{node_id}") => vec![q("noevent", boolean())],
+        ("GET", "/listen/{sub_id}") => {
+            vec![q("acknowledge", json!({"type": "integer", "minimum": 0}))]
+        }
+        _ => Vec::new(),
+    }
+}
 
 /// The OpenAPI document.
 pub fn document() -> Value {
@@ -351,30 +709,42 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter(|s| s.starts_with('{'))
-            .map(|s| json!({"name": s.trim_matches(['{', '}']), "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|s| {
+                let name = s.trim_matches(['{', '}']);
+                json!({"name": name, "in": "path", "required": true, "schema": path_schema(route, name)})
+            })
             .collect();
+        let mut responses = Map::new();
+        for status in route.statuses() {
+            responses.insert(status.to_string(), response(route, status));
+        }
         let mut op = json!({
             "summary": route.summary,
-            "operationId": format!("{}_{}", route.method.to_lowercase(), route.path.replace(['/', '{', '}', '-', '.'], "_").trim_matches('_')),
+            "operationId": operation_id(route.method, route.path),
             "parameters": params,
-            "responses": {
-                "200": {"description": "Success", "content": {"application/json": {"schema": {}}}},
-                "400": {"description": "Bad request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "422": {"description": "Validation error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
+            "responses": responses,
         });
         if route.access != Access::Public {
             op["security"] = json!([{"bearer": []}]);
-            op["responses"]["401"] = json!({"description": "Unauthorized"});
+        }
+        let links = links(route);
+        if !links.is_empty() {
+            op["responses"][route.ok.to_string()]["links"] = Value::Object(links);
         }
         match route.body {
             Some("json") => {
-                op["requestBody"] = json!({"content": {"application/json": {"schema": {}}}})
+                op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body_schema(route)}}})
             }
             Some(_) => {
-                op["requestBody"] = json!({"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}})
+                op["requestBody"] = json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": body_schema(route)}}})
             }
             None => {}
+        }
+        let query = query_parameters(route);
+        if !query.is_empty()
+            && let Some(list) = op["parameters"].as_array_mut()
+        {
+            list.extend(query);
         }
         let entry = paths
             .entry(route.path.to_owned())

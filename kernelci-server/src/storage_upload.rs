@@ -9,7 +9,10 @@
 //!   below `path`; the reply is `{"failed": n, "failures": [...], "files": [...]}`.
 //! - `GET`/`HEAD /<path>`: the stored files.
 //!
-//! Uploads need `Authorization: Bearer <token>` (a bare `<token>` is accepted too). Paths follow
+//! Uploads need `Authorization: Bearer <token>` (a bare `<token>` is accepted too), where the
+//! token is the server's storage token (`--storage-token`): a shared secret of its own, not an
+//! API token. With an empty token the endpoint is read-only: every upload is a 401 that says
+//! so. Paths follow
 //! [`kernelci::storage::RelPath`]'s rules; a bad one is a `400` with `{"detail": ...}`.
 
 use std::sync::Arc;
@@ -29,7 +32,8 @@ use warp::{Filter, Rejection};
 /// Longest accepted `path` text field.
 const MAX_FIELD: usize = 4096;
 
-/// The upload endpoint over `storage`'s directory, accepting uploads bearing `token`.
+/// The upload endpoint over `storage`'s directory, accepting uploads bearing `token` (an empty
+/// `token` accepts none).
 ///
 /// ```no_run
 /// # async fn demo() {
@@ -52,7 +56,9 @@ pub fn routes(
         .and_then(move |header: Option<String>| {
             let token = token.clone();
             async move {
-                if token_matches(header.as_deref(), &token) {
+                if token.trim().is_empty() {
+                    Err(warp::reject::custom(UploadsDisabled))
+                } else if token_matches(header.as_deref(), &token) {
                     Ok::<(), Rejection>(())
                 } else {
                     Err(warp::reject::custom(Unauthorized))
@@ -99,6 +105,10 @@ pub fn routes(
 struct Unauthorized;
 impl warp::reject::Reject for Unauthorized {}
 
+#[derive(Debug)]
+struct UploadsDisabled;
+impl warp::reject::Reject for UploadsDisabled {}
+
 /// Constant-time comparison of the presented credential with the token.
 fn token_matches(header: Option<&str>, token: &str) -> bool {
     let Some(header) = header else { return false };
@@ -117,6 +127,12 @@ fn token_matches(header: Option<&str>, token: &str) -> bool {
 async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
     if rejection.find::<Unauthorized>().is_some() {
         return Ok(detail(StatusCode::UNAUTHORIZED, "missing or invalid token"));
+    }
+    if rejection.find::<UploadsDisabled>().is_some() {
+        return Ok(detail(
+            StatusCode::UNAUTHORIZED,
+            "uploads are disabled: the server has no storage token (--storage-token, KCI_STORAGE_TOKEN)",
+        ));
     }
     Err(rejection)
 }

@@ -251,6 +251,220 @@ async fn openapi_lists_every_dispatched_route() {
     );
 }
 
+/// The documented media types of one operation's `status` response.
+fn media_types(doc: &Value, method: &str, path: &str, status: u16) -> Vec<String> {
+    doc["paths"][path][method]["responses"][status.to_string()]["content"]
+        .as_object()
+        .map(|c| c.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `type/subtype` of a content type, without parameters.
+fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn openapi_documents_real_statuses_and_content_types() {
+    let t = app().await;
+    let doc = t.get("/latest/openapi.json").await.json();
+    // Every route the router serves is an operation of the document, and back: an
+    // operation whose path the router does not know would answer 404/405.
+    let mut operations = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            operations += 1;
+            let known = kernelci_server::openapi::ROUTES
+                .iter()
+                .any(|r| r.path == path && r.method.eq_ignore_ascii_case(method));
+            assert!(known, "{method} {path} is documented but not routed");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(!responses.is_empty(), "{method} {path}");
+            for code in responses.keys() {
+                let n: u16 = code.parse().unwrap();
+                assert!((200..600).contains(&n), "{method} {path}: {code}");
+            }
+        }
+    }
+    assert_eq!(operations, kernelci_server::openapi::ROUTES.len());
+    // Links name real operations and their real path parameters.
+    let mut by_id = std::collections::HashMap::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            by_id.insert(op["operationId"].as_str().unwrap().to_owned(), op.clone());
+        }
+    }
+    assert_eq!(by_id.len(), operations, "operation ids are unique");
+    let mut links = 0;
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    links += 1;
+                    let target = &by_id[link["operationId"].as_str().unwrap()];
+                    for name in link["parameters"].as_object().unwrap().keys() {
+                        assert!(
+                            target["parameters"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["name"] == name.as_str() && p["in"] == "path"),
+                            "{link}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(links >= 9, "{links} links");
+    // Request bodies say what the handlers require.
+    let required = |m: &str, p: &str| {
+        doc["paths"][p][m]["requestBody"]["content"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()["schema"]["required"]
+            .clone()
+    };
+    assert_eq!(
+        required("post", "/user/invite"),
+        json!(["username", "email"])
+    );
+    assert_eq!(
+        required("post", "/user/login"),
+        json!(["username", "password"])
+    );
+    assert_eq!(required("post", "/user/forgot-password"), json!(["email"]));
+    assert_eq!(required("post", "/node"), json!(["kind", "name", "path"]));
+
+    // Every public GET without path parameters: the real status is documented, and so is
+    // the real content type.
+    for route in kernelci_server::openapi::ROUTES {
+        if route.method != "GET" || route.path.contains('{') {
+            continue;
+        }
+        let r = t.get_as(&t.admin, &format!("/latest{}", route.path)).await;
+        let documented = media_types(&doc, "get", route.path, r.status);
+        let real = essence(r.header("content-type").unwrap_or_default());
+        assert!(
+            documented.iter().any(|m| essence(m) == real),
+            "GET {}: {} {real} is not documented ({documented:?})",
+            route.path,
+            r.status
+        );
+    }
+    // The pages are HTML, /metrics is Prometheus text 0.0.4, icons and static files have
+    // their own types.
+    for page in [
+        "/",
+        "/viewer",
+        "/dashboard",
+        "/manage",
+        "/analytics",
+        "/stats",
+        "/user/invite",
+        "/user/accept-invite",
+    ] {
+        assert_eq!(media_types(&doc, "get", page, 200), ["text/html"], "{page}");
+        let r = t.get(&format!("/latest{page}")).await;
+        assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    }
+    assert_eq!(
+        media_types(&doc, "get", "/metrics", 200),
+        ["text/plain; version=0.0.4"]
+    );
+    assert!(
+        t.get("/metrics")
+            .await
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    for (path, real, ctype) in [
+        ("/icons/{icon_name}", "/icons/ok.png", "image/png"),
+        (
+            "/static/css/{filename}",
+            "/static/css/viewer.css",
+            "text/css",
+        ),
+        (
+            "/static/js/{filename}",
+            "/static/js/viewer.js",
+            "application/javascript",
+        ),
+    ] {
+        assert_eq!(media_types(&doc, "get", path, 200), [ctype], "{path}");
+        let r = t.get(real).await;
+        assert_eq!(essence(r.header("content-type").unwrap()), ctype);
+        let (dir, ext) = (
+            real.rsplit_once('/').unwrap().0,
+            real.rsplit('.').next().unwrap(),
+        );
+        for (wrong, status) in [
+            (format!("{dir}/missing.{ext}"), 404),
+            (format!("{dir}/bad%20name.{ext}"), 400),
+        ] {
+            let r = t.get(&wrong).await;
+            assert_eq!(r.status, status, "{wrong}");
+            assert_eq!(
+                media_types(&doc, "get", path, status),
+                ["application/json"],
+                "{path} {status}"
+            );
+        }
+    }
+
+    // Unknown subscriptions are 404, documented; so are 204s without content, the 202 of
+    // forgot-password, and the auth statuses.
+    let user = t.user_token("oa", &[]).await;
+    for (method, path, real) in [
+        ("get", "/listen/{sub_id}", "/listen/987654"),
+        ("post", "/unsubscribe/{sub_id}", "/unsubscribe/987654"),
+    ] {
+        let r = t
+            .req(&method.to_uppercase(), real)
+            .token(&user)
+            .send()
+            .await;
+        assert_eq!(r.status, 404, "{real}: {}", r.text());
+        assert_eq!(media_types(&doc, method, path, 404), ["application/json"]);
+    }
+    let responses = |m: &str, p: &str| -> Vec<String> {
+        doc["paths"][p][m]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let logout = responses("post", "/user/logout");
+    assert!(
+        ["204", "401", "403"]
+            .iter()
+            .all(|s| logout.contains(&s.to_string()))
+            && !logout.contains(&"200".to_owned()),
+        "{logout:?}"
+    );
+    assert!(media_types(&doc, "post", "/user/logout", 204).is_empty());
+    assert!(responses("post", "/user/forgot-password").contains(&"202".to_owned()));
+    assert!(responses("post", "/user/forgot-password").contains(&"500".to_owned()));
+    assert!(responses("get", "/whoami").contains(&"403".to_owned()));
+    assert!(responses("get", "/users").contains(&"401".to_owned()));
+    assert!(!responses("get", "/users").contains(&"403".to_owned()));
+    assert!(!responses("get", "/nodes").contains(&"401".to_owned()));
+    assert!(responses("delete", "/user-groups/{group_id}").contains(&"409".to_owned()));
+}
+
 #[tokio::test]
 async fn kv_store() {
     let t = app().await;

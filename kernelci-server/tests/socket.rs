@@ -209,3 +209,71 @@ async fn upstream_python_client_protocol() {
     assert!(stdout.contains("ALL OK"), "{stdout}");
     let _ = Arc::clone(&t.app);
 }
+
+/// A multipart upload of `name` (content `data`) into `dir`, as `kernelci::storage::HttpStorage`
+/// sends it.
+async fn upload(base: &str, auth: Option<&str>, dir: &str, name: &str, data: &str) -> (u16, Value) {
+    let body = format!(
+        "--XkciB\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n{dir}\r\n\
+         --XkciB\r\nContent-Disposition: form-data; name=\"file0\"; filename=\"{name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{data}\r\n--XkciB--\r\n"
+    );
+    let mut req = client()
+        .post(format!("{base}/storage/upload"))
+        .header("content-type", "multipart/form-data; boundary=XkciB")
+        .body(body);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let r = req.send().await.expect("upload");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_uploads_need_the_storage_token_and_nothing_else() {
+    // Without --storage-token: read-only. Files are served; no upload is accepted, not even
+    // with a valid API token (the token is a secret of its own, as `kci up` hands it to jobs).
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hello.txt"), "hi").expect("write");
+    let root = dir.path().to_path_buf();
+    let (t, _s, base) = started(move |c| c.storage_dir = Some(root)).await;
+    let r = client()
+        .get(format!("{base}/storage/hello.txt"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("text"), "hi");
+    let api = format!("Bearer {}", t.admin);
+    for auth in [None, Some(api.as_str()), Some("Bearer "), Some("")] {
+        let (status, body) = upload(&base, auth, "logs", "a.txt", "x").await;
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert_eq!(
+            body["detail"],
+            "uploads are disabled: the server has no storage token (--storage-token, KCI_STORAGE_TOKEN)"
+        );
+    }
+    assert!(!dir.path().join("logs/a.txt").exists());
+
+    // With a storage token: that token, and only it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let (t, _s, base) = started(move |c| {
+        c.storage_dir = Some(root);
+        c.storage_token = Some("st-secret".into());
+    })
+    .await;
+    let api = format!("Bearer {}", t.admin);
+    for auth in [None, Some(api.as_str()), Some("Bearer st-secreT")] {
+        let (status, body) = upload(&base, auth, "logs", "a.txt", "x").await;
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert_eq!(body["detail"], "missing or invalid token");
+    }
+    let (status, body) = upload(&base, Some("Bearer st-secret"), "logs", "a.txt", "data").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("logs/a.txt")).expect("uploaded"),
+        "data"
+    );
+}

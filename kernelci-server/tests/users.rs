@@ -371,6 +371,22 @@ async fn invite_and_accept_invite() {
         )
         .await;
     assert_eq!(r.status, 422);
+    for bad in [
+        "a@example.org,b@example.org",
+        "a@b@example.org",
+        "Eve <eve@example.org>",
+        "a;b@example.org",
+        "a@example.org\r\nBcc: x@example.org",
+    ] {
+        let r = t
+            .post_as(
+                &t.admin,
+                "/user/invite",
+                &json!({"username": "x", "email": bad, "send_email": false}),
+            )
+            .await;
+        r.assert_422("value_error", json!(["body", "email"]));
+    }
     let r = t
         .post_as(&t.admin, "/user/invite", &json!({"email": "x@example.org"}))
         .await;

@@ -122,11 +122,12 @@ pub fn static_file(kind: &str, name: &str) -> Result<Response, ApiError> {
     Ok(r)
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: upstream's `text/plain` lines, labelled as what they are, the Prometheus
+/// text format 0.0.4.
 pub fn metrics(app: &App) -> Response {
     typed(
         StatusCode::OK,
-        "text/plain; charset=utf-8",
+        "text/plain; version=0.0.4; charset=utf-8",
         app.metrics.render(app.pubsub.len()),
     )
 }

@@ -10,6 +10,10 @@ use super::object_id;
 use crate::app::App;
 use crate::auth::{self, Claims, RESET_AUDIENCE};
 use crate::http::{ApiError, Request, empty, ok, ok_json};
+use crate::mail;
+
+/// Lifetime of password-reset tokens (fastapi-users' default), seconds.
+const RESET_TTL_SECS: i64 = 3600;
 
 fn user_read(u: &User) -> Value {
     serde_json::to_value(u.read()).unwrap_or(Value::Null)
@@ -109,11 +113,15 @@ fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.split_once('@') else {
         return false;
     };
+    // One address, as email-validator takes it: no second `@`, and none of the characters
+    // that would make a list or a display name of it in a mail header.
     !local.is_empty()
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
+        && !domain.contains('@')
         && !e.contains(char::is_whitespace)
+        && !e.contains(|c: char| c.is_control() || ",;:<>()[]\\\"".contains(c))
 }
 
 fn email_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
@@ -255,6 +263,7 @@ pub async fn invite(app: &App, req: &Request) -> Result<Response, ApiError> {
     let groups = opt_groups(&body)?.unwrap_or_default();
     let is_superuser = opt_bool(&body, "is_superuser")?.unwrap_or(false);
     let return_token = opt_bool(&body, "return_token")?.unwrap_or(false);
+    let send_email = opt_bool(&body, "send_email")?.unwrap_or(true);
     let resend = opt_bool(&body, "resend_if_exists")?.unwrap_or(false);
     let existing = match app.store.get_user_by_username(&username).await? {
         Some(u) => Some(u),
@@ -321,12 +330,19 @@ pub async fn invite(app: &App, req: &Request) -> Result<Response, ApiError> {
     let token = app.auth.sign(&claims)?;
     let base = public_base_url(app, req);
     let accept = format!("{base}/user/accept-invite");
+    let invite_url = format!("{accept}?token={token}");
+    // Any failure (not configured, refused, timed out) is only `email_sent: false`; the
+    // mailer logs why.
+    let email_sent = send_email && {
+        let (subject, text) = mail::texts::invite(&user.username, &invite_url, app.auth.invite_ttl);
+        app.mailer.send(&user.email, &subject, &text).await.is_ok()
+    };
     ok(json!({
         "user": user_read(&user),
-        "email_sent": false,
+        "email_sent": email_sent,
         "public_base_url": base,
         "accept_invite_url": accept,
-        "invite_url": if return_token { Value::from(format!("{accept}?token={token}")) } else { Value::Null },
+        "invite_url": if return_token { Value::from(invite_url) } else { Value::Null },
         "token": if return_token { Value::from(token) } else { Value::Null },
     }))
 }
@@ -365,6 +381,13 @@ pub async fn accept_invite(app: &App, req: &Request) -> Result<Response, ApiErro
     user.hashed_password = auth::hash_password_async(password).await?;
     user.is_verified = true;
     let user = app.store.update_user(user).await?;
+    // The welcome e-mail goes out in the background: its failure is ignored (and logged), and
+    // a slow SMTP server must not hold the reply.
+    let (subject, text) = mail::texts::welcome(&user.username);
+    let (mailer, to) = (app.mailer.clone(), user.email.clone());
+    tokio::spawn(async move {
+        let _ = mailer.send(&to, &subject, &text).await;
+    });
     ok(user_read(&user))
 }
 
@@ -385,11 +408,23 @@ pub async fn forgot_password(app: &App, req: &Request) -> Result<Response, ApiEr
     if let Some(user) = app.store.get_user_by_email(&email).await?
         && user.is_active
     {
-        // The token would go by e-mail; this server has no mail transport configured.
-        let _ = fingerprint(app, &user.hashed_password)?;
-        return Err(ApiError::bad_request(
-            "Password reset e-mails cannot be sent: no SMTP server is configured (SMTP_HOST); ask an admin for an invite",
-        ));
+        // fastapi-users' reset token; only the e-mail carries it.
+        let claims = Claims {
+            sub: Some(user.id.to_hex()),
+            password_fgpt: Some(fingerprint(app, &user.hashed_password)?),
+            aud: Some(Value::from(RESET_AUDIENCE)),
+            exp: Some(kernelci::models::Timestamp::now().micros() / 1_000_000 + RESET_TTL_SECS),
+            ..Default::default()
+        };
+        let token = app.auth.sign(&claims)?;
+        let reset_url = format!("{}/user/reset-password", public_base_url(app, req));
+        let (subject, text) = mail::texts::reset_token(&user.username, &token, &reset_url);
+        // Upstream's quirks: unconfigured SMTP is a 400 with the settings' validation text, a
+        // failed send a 500 `Failed to send email`.
+        app.mailer
+            .send(&user.email, &subject, &text)
+            .await
+            .map_err(|e| e.to_api_error())?;
     }
     Ok(crate::http::json_reply(StatusCode::ACCEPTED, &Value::Null))
 }
@@ -417,7 +452,14 @@ pub async fn reset_password(app: &App, req: &Request) -> Result<Response, ApiErr
         return Err(bad());
     }
     user.hashed_password = auth::hash_password_async(password).await?;
-    app.store.update_user(user).await?;
+    let user = app.store.update_user(user).await?;
+    // As upstream: the confirmation goes out after the change, and its failure fails the
+    // request although the password was changed.
+    let (subject, text) = mail::texts::reset_done(&user.username);
+    app.mailer
+        .send(&user.email, &subject, &text)
+        .await
+        .map_err(|e| e.to_api_error())?;
     ok(Value::Null)
 }
 

@@ -1,4 +1,6 @@
-//! Sending a report over SMTP with lettre (upstream `EmailSender`).
+//! Sending e-mail over SMTP with lettre (upstream `EmailSender`): the pipeline's reports and
+//! the API server's invite and password-reset messages both go through [`send`], which takes
+//! any subject and plain-text body.
 
 use std::time::Duration;
 
@@ -107,7 +109,8 @@ pub fn build_message(
         .map_err(|e| ReportError::Message(e.to_string()))
 }
 
-/// Sends `subject` and `body` as configured.
+/// Sends `subject` and `body` as configured, on lettre's async transport (the runtime is never
+/// blocked), within `config.timeout` for the whole exchange.
 pub async fn send(config: &SmtpConfig, subject: &str, body: &str) -> Result<(), ReportError> {
     let message = build_message(config, subject, body)?;
     let params = TlsParameters::new(config.host.clone()).map_err(|e| config.smtp_err(e))?;
@@ -133,6 +136,6 @@ pub async fn send(config: &SmtpConfig, subject: &str, body: &str) -> Result<(), 
         .map_err(|_| config.smtp_err(format!("no answer within {:?}", config.timeout)))?
         .map_err(|e| config.smtp_err(e))?;
     tracing::info!(host = %config.host, port = config.port, code = %response.code(),
-        recipients = ?config.recipients, "report sent");
+        recipients = ?config.recipients, subject, "e-mail sent");
     Ok(())
 }
