@@ -61,7 +61,7 @@ impl SchedulerError {
 }
 
 /// How the scheduler runs (upstream's `[scheduler]` settings and command line).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SchedulerOptions {
     /// Where a copy of each generated job definition is written (`<output>/<node id>/<file>`);
     /// `None` writes nothing.
@@ -80,21 +80,6 @@ pub struct SchedulerOptions {
     pub event_submitter: Option<String>,
     /// Schedule LAVA jobs even when no device of the type is online.
     pub disable_device_health_check: bool,
-}
-
-impl Default for SchedulerOptions {
-    fn default() -> Self {
-        SchedulerOptions {
-            output: None,
-            image_prefix: String::new(),
-            storage_config: None,
-            api_config: None,
-            promiscuous: false,
-            event_owner: None,
-            event_submitter: None,
-            disable_device_health_check: false,
-        }
-    }
 }
 
 /// What happened to one candidate job of an event.
