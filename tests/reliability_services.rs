@@ -18,7 +18,30 @@
 //!    acknowledged it) and checks that no child node exists twice.
 //!
 //! A summary table (service, step, time from the restart to the outcome, what was checked) is
-//! printed with `--nocapture`.
+//! printed with `--nocapture`. `KCI_CRASH_CASES=scheduler,tarball@event-handled` runs only the
+//! rows whose `<binary>@<step>` contains one of the words; `KCI_CRASH_ROUNDS=N` runs the
+//! table N times.
+//!
+//! What the table proves, service by service:
+//!
+//! - `kci-tarball`: the checkout ends `available` with its tarball (a replay of an already
+//!   handled checkout is skipped: it is no longer `running`);
+//! - `kci-scheduler`: exactly one job node per (checkout, job, platform, retry counter), and
+//!   it is submitted — also when the kill fell between the node's creation and the submission
+//!   (the existing node is submitted on the replay) or between the submission and the node
+//!   update (the job is submitted again: at-least-once, still one node);
+//! - `kci-regression`: exactly one regression node, and the failing node points at it also
+//!   when the kill fell between the two writes;
+//! - `kci-job-retry`: the retry is published (twice when the kill fell after the publication:
+//!   the scheduler's one-node-per-retry-counter rule makes the duplicate harmless);
+//! - `kci-report`: the report is printed again by the restarted process (a mail can be sent
+//!   twice: at-least-once);
+//! - `kci-timeout` (polling): every node past its timeout ends `done`, the first before the
+//!   kill and the others after the restart;
+//! - `kci-trigger` (polling): one checkout for the new commit, the restarted pass sees it.
+//!
+//! The last test stops `dockerd` under a running scheduler with the Docker runtime (see
+//! [`scheduler_degrades_while_dockerd_is_down_and_recovers_without_a_restart`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -886,8 +909,9 @@ async fn crash_case(service: Service, step: &str) -> (Duration, Duration, String
 async fn each_service_killed_mid_event_finishes_the_work_once_after_a_restart() {
     support::init_tls();
     let only = std::env::var("KCI_CRASH_CASES").ok();
+    let rounds = reliability_support::env_num("KCI_CRASH_ROUNDS", 1);
     let mut rows = Vec::new();
-    for (service, step) in CASES {
+    for (service, step) in (0..rounds).flat_map(|_| CASES) {
         let name = format!("{}@{step}", service.binary());
         if only
             .as_deref()
