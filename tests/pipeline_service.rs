@@ -256,3 +256,63 @@ async fn periodic_runs_once_with_zero_period_and_stops_on_shutdown() {
     assert!(*count.lock().unwrap() >= 2);
     assert!(ctx.liveness().ages().is_empty());
 }
+
+/// `Listener::run` with a handler that fails the very first event: the next `/listen` must not
+/// acknowledge it (the server's implicit acknowledgement of the last delivery), so it comes
+/// again and is handled before the second event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_run_redelivers_a_failed_first_event() {
+    use kernelci::client::{Listener, ListenerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("db.sqlite3"),
+        "127.0.0.1:0".parse().unwrap(),
+        2,
+    )
+    .await;
+    let api = admin(&server).await;
+    let mut listener = Listener::new(
+        api.clone(),
+        ListenerConfig::new("node").durable("first-fails:node"),
+    );
+    listener.start().await.unwrap();
+    for name in ["first", "second"] {
+        api.create_node(&Node::new(NodeKind::Checkout, name))
+            .await
+            .unwrap();
+    }
+    let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        listener
+            .run(Duration::from_millis(50), move |ev| {
+                let seen = seen2.clone();
+                async move {
+                    let name = ev.event.data["name"].as_str().unwrap_or("").to_owned();
+                    let mut s = seen.lock().unwrap();
+                    let ok = !s.is_empty();
+                    s.push((name, ok));
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("the first attempt fails")
+                    }
+                }
+            })
+            .await
+    });
+    for _ in 0..200 {
+        if seen.lock().unwrap().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    let expected =
+        [("first", false), ("first", true), ("second", true)].map(|(n, ok)| (n.to_owned(), ok));
+    assert_eq!(
+        seen, expected,
+        "the failed first event must be delivered again (not acknowledged implicitly)"
+    );
+}

@@ -15,6 +15,7 @@ use kernelci::client::ApiClient;
 use kernelci::config::PipelineConfig;
 use kernelci::models::{Node, NodeKind, ObjectId, ResultValue, State};
 use kernelci::pipeline::scheduler::{Outcome, Scheduler, SchedulerOptions};
+use kernelci::pipeline::service::ServiceContext;
 use kernelci::runtime::{
     JobDefinition, JobHandle, JobParams, JobSpec, JobStatus, Runtime, RuntimeError,
     RuntimeErrorKind, async_trait,
@@ -161,7 +162,6 @@ fn runtimes(docker_fails: bool) -> (Setup, Vec<Arc<dyn Runtime>>) {
 
 fn options(output: &Path) -> SchedulerOptions {
     SchedulerOptions {
-        name: "scheduler-test".into(),
         output: Some(output.to_path_buf()),
         image_prefix: "kernelci/".into(),
         storage_config: Some("docker-host".into()),
@@ -419,26 +419,17 @@ async fn listeners_drive_the_scheduler_end_to_end() {
     .await;
     let api = admin(&server).await;
     let (_rt, list) = runtimes(false);
-    let health = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
+    let sched =
+        Arc::new(Scheduler::new(fixture_config(), api.clone(), list, options(dir.path())).unwrap());
+    let ctx = ServiceContext::new("scheduler-test", api.clone());
+    let health = ctx
+        .serve_health_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let task = {
+        let (sched, ctx) = (sched.clone(), ctx.clone());
+        tokio::spawn(async move { sched.run(&ctx).await })
     };
-    let sched = Arc::new(
-        Scheduler::new(
-            fixture_config(),
-            api.clone(),
-            list,
-            SchedulerOptions {
-                health_addr: Some(health),
-                ..options(dir.path())
-            },
-        )
-        .unwrap(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sched.clone().run(async {
-        let _ = stop_rx.await;
-    }));
 
     // The trigger creates a running checkout; the tarball step makes it available.
     let co = api
@@ -495,7 +486,11 @@ async fn listeners_drive_the_scheduler_end_to_end() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    stop_tx.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    ctx.shutdown().trigger();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap()
+        .unwrap();
     server.stop().await;
 }

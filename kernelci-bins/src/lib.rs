@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod demo;
+pub mod service;
 pub mod up;

@@ -546,7 +546,6 @@ pub async fn run(
     } else {
         let names: Vec<String> = runtimes.iter().map(|r| r.name().to_owned()).collect();
         let options = SchedulerOptions {
-            name: "kci-up-scheduler".into(),
             output: Some(jobs_dir.clone()),
             storage_config: storage_name.clone(),
             api_config: config.api.keys().next().cloned(),
@@ -555,15 +554,12 @@ pub async fn run(
         let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, options)
             .map_err(|e| UpError::Service(format!("scheduler: {e}")))?;
         let _ = writeln!(out, "scheduler: runtimes {}", names.join(", "));
-        let stop = services_stop.clone();
+        let c = ctx("scheduler");
         tasks.push((
             "scheduler".into(),
-            tokio::spawn(async move {
-                Arc::new(scheduler)
-                    .run(async move { stop.wait().await })
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
+            tokio::spawn(
+                async move { Arc::new(scheduler).run(&c).await.map_err(|e| e.to_string()) },
+            ),
         ));
     }
 

@@ -97,7 +97,7 @@ async fn scheduler_binary_schedules_a_shell_job() {
                 "--name",
                 "sched-bin",
             ])
-            .args(["--health", &health.to_string()])
+            .args(["--health-port", &health.port().to_string()])
             .current_dir(&work)
             .env("KCI_API_TOKEN", &token)
             .env_remove("KCI_SETTINGS")

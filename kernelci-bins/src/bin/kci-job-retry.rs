@@ -1,30 +1,16 @@
 //! `kci-job-retry`: asks the scheduler to run failed or incomplete jobs again (upstream
 //! `job_retry.py`; settings section `[job_retry]`).
 
-use std::path::PathBuf;
-
 use clap::Parser;
 use kernelci::pipeline::job_retry::JobRetry;
-use kernelci::pipeline::service::{ServiceSetup, run_service};
+use kernelci::pipeline::service::run_service;
+use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Job retries.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The settings file (default: $KCI_SETTINGS, ./kernelci.toml, ...).
-    #[arg(long)]
-    settings: Option<PathBuf>,
-    /// YAML configuration directories or files (default: ./config when present).
-    #[arg(long = "yaml-config")]
-    yaml_config: Vec<PathBuf>,
-    /// The API URL (instead of the api_config entry).
-    #[arg(long)]
-    api_url: Option<String>,
-    /// The service name (durable subscriber id `<name>:node`).
-    #[arg(long)]
-    name: Option<String>,
-    /// Serve GET /health on this port.
-    #[arg(long)]
-    health_port: Option<u16>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// Follow every owner's nodes, not only this user's.
     #[arg(long)]
     promisc: bool,
@@ -32,26 +18,13 @@ struct Args {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = ServiceSetup::load("job_retry", a.settings.as_deref(), &a.yaml_config)?;
+    let setup = a.service.setup("job_retry")?;
     let retry = JobRetry::new(setup.flag(a.promisc, "promisc")?);
-    let ctx = setup.context(a.name, a.api_url.as_deref())?;
-    let port = setup.get_parsed(a.health_port, "health_port")?;
+    let ctx = a.service.context(&setup, None)?;
+    let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || retry.run(&ctx)).await)
 }
 
-#[tokio::main]
-async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = main_().await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "kci-job-retry cannot start");
-        2
-    });
-    std::process::exit(code);
+fn main() {
+    service_main("kci-job-retry", main_)
 }

@@ -5,32 +5,18 @@
 //! - `kci-report loop`: follows checkouts reaching `done`;
 //! - `kci-report run --node-id X [--dump] [--send]`: one report.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use kernelci::models::ObjectId;
 use kernelci::pipeline::reporter::Reporter;
-use kernelci::pipeline::service::{ServiceError, ServiceSetup, run_service};
+use kernelci::pipeline::service::{ServiceError, run_service};
 use kernelci::report::SmtpConfig;
+use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Result reports.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The settings file (default: $KCI_SETTINGS, ./kernelci.toml, ...).
-    #[arg(long)]
-    settings: Option<PathBuf>,
-    /// YAML configuration directories or files (default: ./config when present).
-    #[arg(long = "yaml-config")]
-    yaml_config: Vec<PathBuf>,
-    /// The API URL (instead of the api_config entry).
-    #[arg(long)]
-    api_url: Option<String>,
-    /// The service name (durable subscriber id `<name>:node`).
-    #[arg(long)]
-    name: Option<String>,
-    /// Serve GET /health on this port.
-    #[arg(long)]
-    health_port: Option<u16>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// SMTP host (without one, reports are only printed).
     #[arg(long)]
     smtp_host: Option<String>,
@@ -67,7 +53,7 @@ enum Command {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = ServiceSetup::load("test_report", a.settings.as_deref(), &a.yaml_config)?;
+    let setup = a.service.setup("test_report")?;
     let host = setup
         .get(a.smtp_host, "smtp_host")
         .filter(|h| !h.is_empty());
@@ -84,11 +70,11 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         }
         _ => None,
     };
-    let ctx = setup.context(a.name, a.api_url.as_deref())?;
+    let ctx = a.service.context(&setup, None)?;
     match a.command {
         Command::Loop => {
             let reporter = Reporter::new(smtp, true);
-            let port = setup.get_parsed(a.health_port, "health_port")?;
+            let port = a.service.health_port(&setup)?;
             Ok(run_service(&ctx, port, || reporter.run(&ctx)).await)
         }
         Command::Run {
@@ -107,19 +93,6 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = main_().await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "kci-report cannot start");
-        2
-    });
-    std::process::exit(code);
+fn main() {
+    service_main("kci-report", main_)
 }

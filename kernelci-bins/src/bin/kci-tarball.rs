@@ -7,28 +7,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use kernelci::git::{FetchProgress, MAINLINE_URL, UpdateOptions};
-use kernelci::pipeline::service::{ServiceSetup, run_service};
+use kernelci::pipeline::service::run_service;
 use kernelci::pipeline::tarball::{Tarball, TarballOptions};
 use kernelci::pipeline::trigger::BuildTarget;
+use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Source tarballs for new checkouts.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The settings file (default: $KCI_SETTINGS, ./kernelci.toml, ...).
-    #[arg(long)]
-    settings: Option<PathBuf>,
-    /// YAML configuration directories or files (default: ./config when present).
-    #[arg(long = "yaml-config")]
-    yaml_config: Vec<PathBuf>,
-    /// The API URL (instead of the api_config entry).
-    #[arg(long)]
-    api_url: Option<String>,
-    /// The service name (durable subscriber id `<name>:node`).
-    #[arg(long)]
-    name: Option<String>,
-    /// Serve GET /health on this port.
-    #[arg(long)]
-    health_port: Option<u16>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// The local kernel work tree.
     #[arg(long)]
     kdir: Option<PathBuf>,
@@ -45,7 +33,7 @@ struct Args {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = ServiceSetup::load("tarball", a.settings.as_deref(), &a.yaml_config)?;
+    let setup = a.service.setup("tarball")?;
     let kdir = setup
         .get(a.kdir.map(|p| p.display().to_string()), "kdir")
         .unwrap_or_else(|| "data/src/linux".into());
@@ -62,7 +50,7 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         a.tags_from
     };
     let storage = setup.storage(a.storage_config)?;
-    let ctx = setup.context(a.name, a.api_url.as_deref())?;
+    let ctx = a.service.context(&setup, None)?;
     // Long fetches keep the service alive on /health.
     let (live, component) = (ctx.liveness().clone(), ctx.events_component("node"));
     let update = UpdateOptions {
@@ -82,23 +70,10 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         holdoff: Duration::from_secs(600),
     };
     let tarball = Tarball::new(BuildTarget::from_config(&setup.config), storage, options);
-    let port = setup.get_parsed(a.health_port, "health_port")?;
+    let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || tarball.run(&ctx)).await)
 }
 
-#[tokio::main]
-async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = main_().await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "kci-tarball cannot start");
-        2
-    });
-    std::process::exit(code);
+fn main() {
+    service_main("kci-tarball", main_)
 }

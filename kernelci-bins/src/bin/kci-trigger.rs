@@ -1,28 +1,18 @@
 //! `kci-trigger`: polls the configured trees and creates a checkout node for each new revision
 //! (upstream `trigger.py`; settings section `[trigger]`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use kernelci::pipeline::service::{ServiceSetup, run_service};
+use kernelci::pipeline::service::run_service;
 use kernelci::pipeline::trigger::{BuildTarget, TreeSelection, Trigger, TriggerOptions};
+use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Poll kernel trees and create checkout nodes.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The settings file (default: $KCI_SETTINGS, ./kernelci.toml, ...).
-    #[arg(long)]
-    settings: Option<PathBuf>,
-    /// YAML configuration directories or files (default: ./config when present).
-    #[arg(long = "yaml-config")]
-    yaml_config: Vec<PathBuf>,
-    /// The API URL (instead of the api_config entry).
-    #[arg(long)]
-    api_url: Option<String>,
-    /// The service name.
-    #[arg(long)]
-    name: Option<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// Trees to poll: `a,b`, or `!a,b` for all but those.
     #[arg(long)]
     trees: Option<String>,
@@ -38,14 +28,11 @@ struct Args {
     /// The checkout timeout in minutes.
     #[arg(long)]
     timeout: Option<f64>,
-    /// Serve GET /health on this port.
-    #[arg(long)]
-    health_port: Option<u16>,
 }
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = ServiceSetup::load("trigger", a.settings.as_deref(), &a.yaml_config)?;
+    let setup = a.service.setup("trigger")?;
     let options = TriggerOptions {
         trees: TreeSelection::parse(setup.get(a.trees, "trees").as_deref()),
         force: setup.flag(a.force, "force")?,
@@ -66,24 +53,11 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         ),
     };
     let trigger = Trigger::new(BuildTarget::from_config(&setup.config), options);
-    let ctx = setup.context(a.name, a.api_url.as_deref())?;
-    let port = setup.get_parsed(a.health_port, "health_port")?;
+    let ctx = a.service.context(&setup, None)?;
+    let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || trigger.run(&ctx)).await)
 }
 
-#[tokio::main]
-async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = main_().await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "kci-trigger cannot start");
-        2
-    });
-    std::process::exit(code);
+fn main() {
+    service_main("kci-trigger", main_)
 }

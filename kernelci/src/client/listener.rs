@@ -132,7 +132,10 @@ pub struct ListenerHealth {
 
 /// Follows a channel: subscribes, long-polls, hides keep-alives, re-subscribes after server
 /// restarts and network loss (with backoff), and acknowledges an event only when told to
-/// ([`Listener::ack`]) — an event not acknowledged is delivered again.
+/// ([`Listener::ack`]) — an event not acknowledged is delivered again. Every `/listen` carries
+/// an explicit `acknowledge=N` (the highest acknowledged sequence id, `0` before any), so a
+/// server never applies upstream's implicit "the previous delivery was handled"; servers
+/// without the parameter (upstream's) ignore it and keep their implicit acknowledgement.
 #[derive(Debug)]
 pub struct Listener {
     api: ApiClient,
@@ -209,11 +212,14 @@ impl Listener {
     pub async fn next(&mut self) -> ClientResult<ReceivedEvent> {
         let mut backoff = Duration::from_millis(200);
         loop {
+            // Always say what is acknowledged: without `acknowledge`, the server would take
+            // the event it delivered last as handled (upstream's implicit ack), losing an
+            // event whose handler failed before anything was acknowledged. `0` acknowledges
+            // nothing new.
+            let ack = Some(self.acked.unwrap_or(0));
             let attempt = async {
                 let id = self.subscribe().await?;
-                self.api
-                    .listen_raw(id, self.acked, self.config.poll_timeout)
-                    .await
+                self.api.listen_raw(id, ack, self.config.poll_timeout).await
             }
             .await;
             let msg = match attempt {

@@ -139,12 +139,18 @@ impl RegressionTracker {
                             ])
                             .await?;
                         if let Some(r) = existing.items.into_iter().next().and_then(|r| r.id) {
+                            // A replayed event after a crash between the creation and the
+                            // marking: finish the marking, create nothing.
+                            if node.data_str("regression") != Some(r.to_string().as_str()) {
+                                mark_node(api, node, r).await?;
+                            }
                             return Ok(RegressionOutcome::AlreadyTracked(r));
                         }
                         let reg = new_regression(api, node, &prev).await?;
                         let created = api.create_node(&reg).await?;
                         let reg_id = created.id;
                         if let Some(rid) = reg_id {
+                            super::service::crash_point("regression-created").await;
                             mark_node(api, node, rid).await?;
                         }
                         tracing::info!(regression = ?reg_id, node = %id, name = %node.name,

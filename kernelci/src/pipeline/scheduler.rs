@@ -1,13 +1,19 @@
 //! The scheduler service: matching events to jobs and submitting them to runtimes.
 //!
-//! [`Scheduler`] follows two durable subscriptions, `node` (`<name>:node`) and `retry`
-//! (`<name>:retry`), matches each event against the `scheduler:` entries
+//! [`Scheduler`] runs on the shared service skeleton ([`super::service`]): two durable
+//! subscriptions, `node` (`<name>:node`) and `retry` (`<name>:retry`), each event acknowledged
+//! only after it was handled. It matches each event against the `scheduler:` entries
 //! ([`super::rules::get_schedule`], edge-triggered), runs upstream's per-candidate checks
 //! (frequency, architecture filter, entry rules, LAVA queue gate, duplicate guard), creates the
-//! job node (idempotently: an existing child with the same parent, name, platform and retry
-//! counter is reused, never duplicated), renders the job through its [`Runtime`] and submits
-//! it. A failure marks the node `done` with `invalid_job_params`, `job_generation_error` or
-//! `submit_error` (`spec/kernelci-pipeline.md` §1.3, §4.3–§4.5).
+//! job node, renders the job through its [`Runtime`] and submits it. A failure marks the node
+//! `done` with `invalid_job_params`, `job_generation_error` or `submit_error`
+//! (`spec/kernelci-pipeline.md` §1.3, §4.3–§4.5).
+//!
+//! Crash safety: an event handled again (the scheduler died before the acknowledgement) never
+//! makes a second job node — an existing child with the same parent, name, platform and retry
+//! counter is reused. When that node was created but its job never submitted (a death between
+//! the two), the job is submitted then for the existing node; a death between the submission
+//! and the node update can run the job twice (at-least-once), still on one node.
 //!
 //! The scheduler never waits for jobs: the job itself, the LAVA callback or the timeout
 //! service finishes the node.
@@ -20,7 +26,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::rules::{self, Candidate, DuplicateGuard, NodeLookup};
-use crate::client::{ApiClient, ClientError, Listener, ListenerConfig};
+use super::service::{
+    EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
+};
+use crate::client::{ApiClient, ClientError, ReceivedEvent};
 use crate::config::{PipelineConfig, RuntimeConfig, resolve_rootfs_params};
 use crate::models::{ErrorCode, Node, ObjectId, ResultValue, State, Timestamp};
 use crate::runtime::{JobParams, JobSpec, Runtime, RuntimeError, RuntimeErrorKind};
@@ -52,10 +61,8 @@ impl SchedulerError {
 }
 
 /// How the scheduler runs (upstream's `[scheduler]` settings and command line).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SchedulerOptions {
-    /// The service name: subscriber ids are `<name>:node` and `<name>:retry`.
-    pub name: String,
     /// Where a copy of each generated job definition is written (`<output>/<node id>/<file>`);
     /// `None` writes nothing.
     pub output: Option<PathBuf>,
@@ -73,29 +80,6 @@ pub struct SchedulerOptions {
     pub event_submitter: Option<String>,
     /// Schedule LAVA jobs even when no device of the type is online.
     pub disable_device_health_check: bool,
-    /// The address of the `/health` endpoint (`0.0.0.0:8080`); `None` serves none.
-    pub health_addr: Option<std::net::SocketAddr>,
-    /// A listener loop silent (no event, no keep-alive) for longer than this makes `/health`
-    /// answer 503 (upstream's watchdog: 600 s).
-    pub watchdog: Duration,
-}
-
-impl Default for SchedulerOptions {
-    fn default() -> Self {
-        SchedulerOptions {
-            name: "scheduler".into(),
-            output: None,
-            image_prefix: String::new(),
-            storage_config: None,
-            api_config: None,
-            promiscuous: false,
-            event_owner: None,
-            event_submitter: None,
-            disable_device_health_check: false,
-            health_addr: None,
-            watchdog: Duration::from_secs(600),
-        }
-    }
 }
 
 /// What happened to one candidate job of an event.
@@ -133,6 +117,19 @@ pub struct Scheduled {
     pub platform: String,
     /// What happened.
     pub outcome: Outcome,
+}
+
+/// Whether an existing job node was created but its job never submitted (a crash between the
+/// two): still `running`, no job id, no job definition URL and no recorded error. Such a node
+/// is reused and submitted when its event comes again.
+fn never_submitted(node: &Node) -> bool {
+    node.state == State::Running
+        && node.data_path("job_id").is_none_or(Value::is_null)
+        && node.data_path("error_code").is_none_or(Value::is_null)
+        && node
+            .artifacts
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("job_definition"))
 }
 
 /// The telemetry event of one candidate (upstream `job_submission`, `runtime_error`,
@@ -190,12 +187,6 @@ fn telemetry_event(
     Some(e)
 }
 
-#[derive(Debug, Default)]
-struct Beats {
-    node: Option<Instant>,
-    retry: Option<Instant>,
-}
-
 /// The scheduler service. Share it as `Arc<Scheduler>`; [`Scheduler::handle_event`] is safe
 /// to call from several tasks.
 #[derive(Debug)]
@@ -205,7 +196,6 @@ pub struct Scheduler {
     runtimes: BTreeMap<String, Arc<dyn Runtime>>,
     options: SchedulerOptions,
     guard: Mutex<DuplicateGuard>,
-    beats: Arc<Mutex<Beats>>,
 }
 
 impl Scheduler {
@@ -236,7 +226,6 @@ impl Scheduler {
             runtimes: map,
             options,
             guard: Mutex::new(DuplicateGuard::default()),
-            beats: Arc::default(),
         })
     }
 
@@ -510,13 +499,22 @@ impl Scheduler {
         else {
             return Ok(Outcome::Skipped("job, runtime or platform rules".into()));
         };
-        if let Some(existing) = self
+        let existing = self
             .existing_child(input_id, &c.job.name, &c.platform.name, retry_counter)
-            .await?
-        {
-            tracing::info!(node = ?existing.id, job = %c.job.name, "job node exists already; not creating another");
-            return Ok(Outcome::Skipped("job node exists already".into()));
-        }
+            .await?;
+        let resumed = match existing {
+            Some(e) if !never_submitted(&e) => {
+                tracing::info!(node = ?e.id, job = %c.job.name, "job node exists already; not creating another");
+                return Ok(Outcome::Skipped("job node exists already".into()));
+            }
+            Some(e) => {
+                // A redelivered event after a crash between the creation and the submission:
+                // the node is reused and the job submitted now.
+                tracing::warn!(node = ?e.id, job = %c.job.name, "job node exists but its job was never submitted; submitting it");
+                Some(e)
+            }
+            None => None,
+        };
         if let Some(bc) = input
             .data_path("kernel_revision.tree")
             .and_then(Value::as_str)
@@ -534,8 +532,15 @@ impl Scheduler {
                 serde_json::to_value(p).unwrap_or(Value::Null),
             );
         }
-        node.timeout = Timestamp::now().plus_secs(crate::models::DEFAULT_TIMEOUT_SECS);
-        let mut node = self.api.create_node(&node).await?;
+        let mut node = match resumed {
+            Some(existing) => existing,
+            None => {
+                node.timeout = Timestamp::now().plus_secs(crate::models::DEFAULT_TIMEOUT_SECS);
+                let created = self.api.create_node(&node).await?;
+                super::service::crash_point("job-node-created").await;
+                created
+            }
+        };
         let Some(node_id) = node.id else {
             return Err(SchedulerError::Config(
                 "the API returned a node without id".into(),
@@ -543,6 +548,7 @@ impl Scheduler {
         };
         match self.submit(c, runtime, input, &mut node).await {
             Ok(job_id) => {
+                super::service::crash_point("job-submitted").await;
                 self.api.update_node(&node, false).await?;
                 Ok(Outcome::Submitted {
                     node: node_id,
@@ -718,116 +724,66 @@ impl Scheduler {
         }
     }
 
-    /// Runs the service until `shutdown` resolves: the `node` and `retry` listeners, and the
-    /// `/health` endpoint when configured. Returns early with an error only when a listener
-    /// fails for good (e.g. the token is refused).
-    pub async fn run(
-        self: Arc<Self>,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> Result<(), SchedulerError> {
-        let health = match self.options.health_addr {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(SchedulerError::Health)?;
-                let me = self.clone();
-                Some(tokio::spawn(async move { me.serve_health(listener).await }))
-            }
-            None => None,
-        };
-        let node = tokio::spawn(self.clone().listen("node"));
-        let retry = tokio::spawn(self.clone().listen("retry"));
-        let result = tokio::select! {
-            () = shutdown => Ok(()),
-            r = node => r.unwrap_or_else(|e| Err(SchedulerError::Config(format!("node listener: {e}")))),
-            r = retry => r.unwrap_or_else(|e| Err(SchedulerError::Config(format!("retry listener: {e}")))),
-        };
-        if let Some(h) = health {
-            h.abort();
-        }
-        result
+    /// What the scheduler subscribes to on `channel` (`node` or `retry`): every event of the
+    /// channel (the matching is [`Scheduler::handle_event`]'s), promiscuous for `retry` or
+    /// when asked. A failing event (the API unreachable) is retried with backoff (up to one
+    /// minute apart) until it succeeds: the scheduler never skips an event.
+    pub fn subscription(&self, channel: &str) -> EventSubscription {
+        let mut sub = EventSubscription::new(channel)
+            .promiscuous(self.options.promiscuous || channel == "retry");
+        sub.max_attempts = u32::MAX;
+        sub.retry_delay = Duration::from_secs(2);
+        sub
     }
 
-    /// One listener loop: durable subscription `<name>:<channel>`, each event handled and
-    /// then acknowledged; a handler error leaves the event unacknowledged (it comes again).
-    async fn listen(self: Arc<Self>, channel: &'static str) -> Result<(), SchedulerError> {
-        let mut cfg =
-            ListenerConfig::new(channel).durable(format!("{}:{channel}", self.options.name));
-        if self.options.promiscuous || channel == "retry" {
-            cfg = cfg.promiscuous();
-        }
-        let mut listener = Listener::new(self.api.clone(), cfg);
-        listener.start().await?;
-        let beats = self.beats.clone();
-        let health = listener.health_handle();
-        // A side task records liveness from the listener's own health (keep-alives included).
-        let beat_task = tokio::spawn(async move {
-            loop {
-                let alive = health.lock().map(|h| h.connected).unwrap_or(false);
-                if alive && let Ok(mut b) = beats.lock() {
-                    let now = Some(Instant::now());
-                    if channel == "node" {
-                        b.node = now;
-                    } else {
-                        b.retry = now;
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        });
-        let me = self.clone();
-        let r = listener
-            .run(Duration::from_secs(10), move |ev| {
-                let me = me.clone();
-                async move {
-                    let data = match ev.event.data {
-                        Value::Object(m) => m,
-                        _ => return Ok::<(), SchedulerError>(()),
-                    };
-                    me.handle_event(&data, channel).await.map(|_| ())
-                }
-            })
-            .await;
-        beat_task.abort();
-        r.map_err(SchedulerError::Api)
-    }
-
-    /// Whether both listener loops were alive within the watchdog period.
-    pub fn is_alive(&self) -> bool {
-        let Ok(b) = self.beats.lock() else {
-            return false;
+    /// Runs the service on the shared skeleton until `ctx`'s shutdown: two durable
+    /// subscriptions, `<ctx name>:node` and `<ctx name>:retry`, each event acknowledged after
+    /// it was handled; `/health` is the context's ([`ServiceContext::serve_health`]). Returns
+    /// early with an error only when a listener fails for good (e.g. the token is refused).
+    pub async fn run(self: Arc<Self>, ctx: &ServiceContext) -> ServiceResult<()> {
+        let mut node = ChannelHandler {
+            scheduler: self.clone(),
+            channel: "node",
         };
-        let fresh = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < self.options.watchdog);
-        fresh(b.node) && fresh(b.retry)
+        let mut retry = ChannelHandler {
+            scheduler: self.clone(),
+            channel: "retry",
+        };
+        let (node_sub, retry_sub) = (self.subscription("node"), self.subscription("retry"));
+        tokio::try_join!(
+            ctx.run_events(node_sub, &mut node),
+            ctx.run_events(retry_sub, &mut retry),
+        )
+        .map(|_| ())
     }
+}
 
-    async fn serve_health(self: Arc<Self>, listener: tokio::net::TcpListener) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let me = self.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = match path {
-                    "/health" if me.is_alive() => ("200 OK", "OK"),
-                    "/health" => ("503 Service Unavailable", "listener stalled"),
-                    _ => ("404 Not Found", "Not Found"),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
+/// The event handler of one of the scheduler's channels.
+struct ChannelHandler {
+    scheduler: Arc<Scheduler>,
+    channel: &'static str,
+}
+
+#[async_trait]
+impl EventHandler for ChannelHandler {
+    async fn handle(&mut self, _ctx: &ServiceContext, event: &ReceivedEvent) -> ServiceResult<()> {
+        let Value::Object(data) = &event.event.data else {
+            return Ok(());
+        };
+        self.scheduler
+            .handle_event(data, self.channel)
+            .await
+            .map(|_| ())
+            .map_err(ServiceError::from)
+    }
+}
+
+impl From<SchedulerError> for ServiceError {
+    fn from(e: SchedulerError) -> ServiceError {
+        match e {
+            SchedulerError::Api(e) => ServiceError::Client(e),
+            SchedulerError::Config(m) => ServiceError::Config(m),
+            SchedulerError::Health(e) => ServiceError::io("health endpoint", e),
         }
     }
 }

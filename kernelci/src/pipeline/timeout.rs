@@ -172,6 +172,7 @@ async fn update(api: &ApiClient, node: &Node, why: &str) -> ServiceResult<Option
         Ok(n) => {
             tracing::info!(node = ?n.id, kind = %n.kind, name = %n.name, state = %n.state,
                 result = ?n.result, "{why}");
+            super::service::crash_point("node-updated").await;
             Ok(Some(n))
         }
         Err(e) if matches!(e.status(), Some(400 | 404 | 422)) => {

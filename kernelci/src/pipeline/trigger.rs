@@ -293,6 +293,7 @@ impl Trigger {
         }
         let node = self.checkout_node(target, &branch, &commit, &submitter);
         let created = api.create_node(&node).await?;
+        super::service::crash_point("checkout-created").await;
         Ok(TriggerOutcome::Created(Box::new(created)))
     }
 

@@ -1,0 +1,105 @@
+//! What every pipeline service binary (`kci-trigger`, `kci-tarball`, `kci-scheduler`, ...)
+//! shares: the common options ([`ServiceArgs`], flattened into each binary's clap parser) and
+//! the process entry point ([`service_main`]: TLS provider, logs, runtime, exit code).
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use kernelci::pipeline::service::{ServiceContext, ServiceResult, ServiceSetup};
+
+/// The options every service takes. Each binary flattens it:
+///
+/// ```
+/// use clap::Parser;
+/// use kernelci_bins::service::ServiceArgs;
+///
+/// #[derive(Parser)]
+/// struct Args {
+///     #[command(flatten)]
+///     service: ServiceArgs,
+///     /// A service-specific option.
+///     #[arg(long)]
+///     promisc: bool,
+/// }
+///
+/// let a = Args::parse_from(["kci-x", "--api-url", "http://localhost:8001", "--promisc"]);
+/// assert_eq!(a.service.api_url.as_deref(), Some("http://localhost:8001"));
+/// ```
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServiceArgs {
+    /// The settings file (default: $KCI_SETTINGS, ./kernelci.toml, ...).
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// YAML configuration directories or files (repeatable; default: ./config when present).
+    #[arg(short = 'c', long = "yaml-config")]
+    pub yaml_config: Vec<PathBuf>,
+    /// The API URL (instead of the api_config entry).
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// The service name: durable subscriber ids are `<name>:<channel>` (default: the `name`
+    /// setting, else the service's own default).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Serve GET /health on this port (default: the `health_port` setting).
+    #[arg(long)]
+    pub health_port: Option<u16>,
+}
+
+impl ServiceArgs {
+    /// Loads the settings (section `section`) and the YAML configuration.
+    pub fn setup(&self, section: &str) -> ServiceResult<ServiceSetup> {
+        ServiceSetup::load(section, self.settings.as_deref(), &self.yaml_config)
+    }
+
+    /// The service context: `--name`, else the `name` setting, else `default_name`, else the
+    /// settings section.
+    pub fn context(
+        &self,
+        setup: &ServiceSetup,
+        default_name: Option<&str>,
+    ) -> ServiceResult<ServiceContext> {
+        let name = setup
+            .get(self.name.clone(), "name")
+            .or_else(|| default_name.map(str::to_owned));
+        setup.context(name, self.api_url.as_deref())
+    }
+
+    /// The health port: `--health-port`, else the `health_port` setting.
+    pub fn health_port(&self, setup: &ServiceSetup) -> ServiceResult<Option<u16>> {
+        setup.get_parsed(self.health_port, "health_port")
+    }
+}
+
+/// Runs a service binary: installs the TLS provider, logs to standard error (`RUST_LOG`,
+/// default `info`), runs `body` on a multi-threaded runtime and exits with its code (2 when it
+/// could not start: the error is logged).
+pub fn service_main<Fut>(binary: &str, body: impl FnOnce() -> Fut) -> !
+where
+    Fut: Future<Output = ServiceResult<i32>>,
+{
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "{binary}: cannot start the async runtime");
+            std::process::exit(2)
+        }
+    };
+    let code = runtime.block_on(body()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "{binary} cannot start");
+        2
+    });
+    // Background tasks (a long-poll in flight) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code)
+}
