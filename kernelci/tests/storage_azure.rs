@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::sync::Arc;
-
 use kernelci::ErrorKind;
 use kernelci::storage::azure::{AzureBlobStorage, AzureCredential, EMULATOR_ACCOUNT_KEY};
 use kernelci::storage::cloud::CloudStorage;

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::sync::Arc;
-
 use kernelci::ErrorKind;
 use kernelci::storage::cloud::CloudStorage;
 use kernelci::storage::s3::{S3Credentials, S3Storage};

@@ -331,17 +331,29 @@ pub async fn assert_interrupted_upload_leaves_nothing<S: CloudStorage + ?Sized>(
     assert!(!storage.exists(dest, "cut.bin").await.expect("exists"));
 }
 
+/// Uploads `<dest>/x.txt` and checks that it fails with `kind`, in a message naming the
+/// bucket/container `name` and saying `phrase`.
+async fn assert_upload_fails<S: CloudStorage + ?Sized>(
+    storage: &S,
+    dest: &str,
+    kind: ErrorKind,
+    name: &str,
+    phrase: &str,
+) {
+    let err = storage
+        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), dest)
+        .await
+        .expect_err(phrase);
+    assert_eq!(err.kind(), kind, "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("\"{name}\"")), "{text}");
+    assert!(text.contains(phrase), "{text}");
+}
+
 /// Checks that an upload to a storage whose bucket/container `name` does not exist fails
 /// with a `NotFound` error naming it, and so does a lookup.
 pub async fn assert_missing_space_is_not_found<S: CloudStorage + ?Sized>(storage: &S, name: &str) {
-    let err = storage
-        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), "")
-        .await
-        .expect_err("missing bucket/container");
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    let text = err.to_string();
-    assert!(text.contains(&format!("\"{name}\"")), "{text}");
-    assert!(text.contains("does not exist"), "{text}");
+    assert_upload_fails(storage, "", ErrorKind::NotFound, name, "does not exist").await;
     let err = storage.exists("", "x.txt").await.expect_err("lookup");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
@@ -349,14 +361,8 @@ pub async fn assert_missing_space_is_not_found<S: CloudStorage + ?Sized>(storage
 /// Checks that an upload with credentials the server refuses fails with an `Unauthorized`
 /// error naming the bucket/container `name`.
 pub async fn assert_refused_credentials<S: CloudStorage + ?Sized>(storage: &S, name: &str) {
-    let err = storage
-        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), "d")
-        .await
-        .expect_err("bad credentials");
-    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    let text = err.to_string();
-    assert!(text.contains(&format!("\"{name}\"")), "{text}");
-    assert!(text.contains("refused the credentials"), "{text}");
+    let phrase = "refused the credentials";
+    assert_upload_fails(storage, "d", ErrorKind::Unauthorized, name, phrase).await;
 }
 
 /// Uploads `r.txt` through `storage`, whose endpoint is `proxy` answering its first PUTs with
