@@ -29,7 +29,8 @@
 //!   Use a replica set (a single-node one is enough) in production.
 //! - **Group commit**: the writes of one process run on one writer task, one after another;
 //!   with transactions, the writes waiting when one starts are committed together (at most
-//!   32; a group in which a write fails is rolled back and its writes run again one by one).
+//!   32; a group in which a write fails is rolled back and its writes run again one by one,
+//!   except when the database is unavailable: then every write of the group gets that error).
 //!   A write whose caller went away (a dropped request) still completes.
 //! - **Monitoring**: the driver polls the server every heartbeat (10 s) instead of streaming
 //!   (`serverMonitoringMode=stream` in the URI restores streaming); jongodb answers an
@@ -567,11 +568,32 @@ async fn writer_task(
         }
         if group.len() > 1 {
             let mut ops: Vec<_> = group.iter_mut().map(|p| &mut p.op).collect();
-            if let Ok(values) = run_transaction(&inner, &mut ops).await {
-                for (p, v) in group.into_iter().zip(values) {
-                    let _ = p.done.send(Ok(v));
+            match run_transaction(&inner, &mut ops).await {
+                Ok(values) => {
+                    for (p, v) in group.into_iter().zip(values) {
+                        let _ = p.done.send(Ok(v));
+                    }
+                    continue;
                 }
-                continue;
+                // The database is away: every write of the group fails alike (running them
+                // one by one would wait out the server selection timeout once per write).
+                Err(StoreError::Unavailable { message, .. }) => {
+                    for p in group {
+                        let _ = p.done.send(Err(StoreError::Unavailable {
+                            message: message.clone(),
+                            source: None,
+                        }));
+                    }
+                    continue;
+                }
+                Err(StoreError::Timeout(t)) => {
+                    for p in group {
+                        let _ = p.done.send(Err(StoreError::Timeout(t)));
+                    }
+                    continue;
+                }
+                // A write of the group failed: run them one by one, each to its own result.
+                Err(_) => {}
             }
         }
         for mut p in group {
