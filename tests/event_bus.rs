@@ -78,6 +78,31 @@ mod redis {
         eprintln!("RedisBus: 1000 subscribers woken in {took:?}");
     }
 
+    /// The pub/sub connection answers the keep-alive PING (every 5 s) while subscribed, so it
+    /// is not dropped and re-made (which reported every wake-up as possibly missed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_bus_keeps_its_subscription_past_the_keepalive() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let bus = bus_for(&server);
+        let mut wakeups = bus.subscribe(&["node"]).await.unwrap();
+        assert!(bus.wait_connected(Duration::from_secs(5)).await);
+        bus.notify("node", 1).await.unwrap();
+        assert!(matches!(
+            bus::next_wakeup(&mut wakeups).await,
+            Wakeup::Event { sequence_id: 1, .. }
+        ));
+        // Two keep-alive PINGs while subscribed.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(bus.is_connected());
+        let queued = wakeups.recv_timeout(Duration::from_millis(300)).await;
+        assert!(
+            matches!(queued, Ok(None)),
+            "the pub/sub connection was re-made: {queued:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_bus_survives_a_redis_restart() {
         let Some(mut server) = RedisServer::start() else {

@@ -237,3 +237,66 @@ async fn indexes_are_reconciled() {
         .expect_err("TTL conflict");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
 }
+
+/// Concurrent writes are committed in groups; a write that fails in a group (a patch of a
+/// node that does not exist) gets its own error and the others of the group still commit,
+/// each with its own event, in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_isolates_a_failing_write() {
+    use kernelci::models::{NodePatch, ResultValue};
+    let Some((store, _peer)) = fresh_store().await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let n = store
+            .insert_node(
+                suite::checkout("t", "b", &format!("c{i}")),
+                EventMode::Publish,
+            )
+            .await
+            .expect("insert");
+        ids.push(n.id.expect("id"));
+    }
+    let patch = NodePatch {
+        result: Some(Some(ResultValue::Pass)),
+        ..NodePatch::default()
+    };
+    let missing = ObjectId::new();
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for target in [*id, missing] {
+            let (store, patch) = (store.clone(), patch.clone());
+            tasks.push(tokio::spawn(async move {
+                (
+                    target,
+                    store.patch_node(target, &patch, EventMode::Publish).await,
+                    i,
+                )
+            }));
+        }
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        let (target, r, _) = t.await.expect("task");
+        if target == missing {
+            assert_eq!(r.expect_err("missing node").kind(), ErrorKind::NotFound);
+        } else {
+            let update = r.expect("patch of an existing node");
+            assert_eq!(update.node.result, Some(ResultValue::Pass));
+            seqs.push(update.event.expect("event").sequence_id);
+        }
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), ids.len(), "one event per patch: {seqs:?}");
+    for id in &ids {
+        let n = store.get_node(*id).await.expect("get").expect("stored");
+        assert_eq!(n.result, Some(ResultValue::Pass));
+    }
+    let events = store
+        .events_after(0, &EventFilter::default(), 1000)
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 2 * ids.len(), "8 created + 8 updated");
+}

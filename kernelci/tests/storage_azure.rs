@@ -4,29 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::sync::Arc;
-
 use kernelci::ErrorKind;
 use kernelci::storage::azure::{AzureBlobStorage, AzureCredential, EMULATOR_ACCOUNT_KEY};
+use kernelci::storage::cloud::CloudStorage;
 use kernelci::storage::{self, Storage, StorageConfig, UploadFile};
 use kernelci::testsuite::azure::AzuritePeer;
-use kernelci::testsuite::cloud::{FaultProxy, fresh_name};
-use kernelci::testsuite::storage::{FailingReader, pattern, storage_suite};
+use kernelci::testsuite::cloud::{
+    FaultProxy, assert_interrupted_upload_leaves_nothing, assert_missing_space_is_not_found,
+    assert_multipart_upload, assert_refused_credentials, assert_retried_upload, fresh_name,
+    run_suite, run_suite_below_prefix,
+};
 use object_store::ObjectStoreExt;
 
 const MIB: usize = 1024 * 1024;
 
 fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-async fn run_suite(storage: Arc<AzureBlobStorage>) {
-    let reader = storage.clone();
-    storage_suite(&*storage, move |path| {
-        let reader = reader.clone();
-        async move { reader.read(&path).await.expect("read back") }
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -36,7 +29,7 @@ async fn azure_blob_passes_the_suite() {
         return;
     };
     let storage = peer.fresh_storage("http://files.example/kci/").await;
-    run_suite(Arc::new(storage)).await;
+    run_suite(&storage).await;
 }
 
 #[tokio::test]
@@ -58,28 +51,8 @@ async fn azure_blob_from_config_passes_the_suite() {
     }))
     .unwrap();
     let dynamic = storage::from_config(&config, Some(EMULATOR_ACCOUNT_KEY)).unwrap();
-    let concrete =
-        Arc::new(AzureBlobStorage::from_config(&config, Some(EMULATOR_ACCOUNT_KEY)).unwrap());
-    let reader = concrete.clone();
-    storage_suite(&dynamic, move |path| {
-        let reader = reader.clone();
-        async move { reader.read(&path).await.expect("read back") }
-    })
-    .await;
-    let keys: Vec<String> = {
-        use futures::StreamExt;
-        concrete
-            .object_store()
-            .list(None)
-            .map(|m| m.unwrap().location.to_string())
-            .collect()
-            .await
-    };
-    assert!(!keys.is_empty());
-    assert!(
-        keys.iter().all(|k| k.starts_with("staging/v1/")),
-        "{keys:?}"
-    );
+    let concrete = AzureBlobStorage::from_config(&config, Some(EMULATOR_ACCOUNT_KEY)).unwrap();
+    run_suite_below_prefix(&*dynamic, &concrete, "staging/v1").await;
 }
 
 #[tokio::test]
@@ -161,32 +134,9 @@ async fn files_of_20_mib_and_more_go_through_a_block_list() {
     peer.create_container(&options.container).await;
     options.transfer.part_size = 5 * MIB;
     let storage = AzureBlobStorage::new(options).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let data = pattern(20 * MIB + 7, 5);
-    let path = scratch.path().join("rootfs.cpio.gz");
-    std::fs::write(&path, &data).unwrap();
-    storage
-        .upload_single(UploadFile::from_path(&path, "rootfs.cpio.gz"), "t")
-        .await
-        .unwrap();
-    let stats = storage.stats();
-    assert_eq!(
-        (stats.multipart_uploads, stats.parts, stats.single_puts),
-        (1, 5, 0)
-    );
-    assert!(storage.read("t/rootfs.cpio.gz").await.unwrap().unwrap() == data);
-
+    assert_multipart_upload(&storage, 20 * MIB + 7, "t", "rootfs.cpio.gz", 5).await;
     // A failing source after two blocks: aborted, nothing visible.
-    let err = storage
-        .upload_single(
-            UploadFile::from_reader(FailingReader::new(11 * MIB), "cut.bin"),
-            "t",
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("cut.bin"), "{err}");
-    assert_eq!(storage.stats().aborted, 1);
-    assert!(!storage.exists("t", "cut.bin").await.unwrap());
+    assert_interrupted_upload_leaves_nothing(&storage, 11 * MIB, "t").await;
 }
 
 #[tokio::test]
@@ -197,18 +147,7 @@ async fn a_missing_container_is_a_clear_not_found_error() {
     };
     let storage =
         AzureBlobStorage::new(peer.options("no-such-container-kci", "http://x/")).unwrap();
-    let err = storage
-        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), "")
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    let text = err.to_string();
-    assert!(text.contains("\"no-such-container-kci\""), "{text}");
-    assert!(text.contains("does not exist"), "{text}");
-    assert_eq!(
-        storage.exists("", "x.txt").await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    assert_missing_space_is_not_found(&storage, "no-such-container-kci").await;
 }
 
 #[tokio::test]
@@ -225,14 +164,7 @@ async fn bad_credentials_are_a_clear_auth_error() {
         "bm90LXRoZS1rZXktbm90LXRoZS1rZXktbm90LXRoZS1rZXk=".into(),
     ));
     let storage = AzureBlobStorage::new(options).unwrap();
-    let err = storage
-        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), "d")
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    let text = err.to_string();
-    assert!(text.contains(&format!("\"{container}\"")), "{text}");
-    assert!(text.contains("refused the credentials"), "{text}");
+    assert_refused_credentials(&storage, &container).await;
 
     // A key that is not even base64 is a config error at construction.
     let mut options = peer.options(&container, "http://x/");
@@ -282,15 +214,7 @@ async fn server_errors_are_retried_with_backoff() {
     let mut options = peer.options(&container, "http://x/");
     options.endpoint = Some(format!("http://127.0.0.1:{}/devstoreaccount1", proxy.port));
     let storage = AzureBlobStorage::new(options).unwrap();
-    storage
-        .upload_single(UploadFile::from_bytes(b"retried".to_vec(), "r.txt"), "")
-        .await
-        .unwrap();
-    assert_eq!(proxy.injected(), 2, "{:?}", proxy.requests());
-    assert_eq!(
-        storage.read("r.txt").await.unwrap().as_deref(),
-        Some(&b"retried"[..])
-    );
+    assert_retried_upload(&storage, &proxy, 2).await;
 }
 
 #[tokio::test]

@@ -3,29 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::sync::Arc;
-
 use kernelci::ErrorKind;
+use kernelci::storage::cloud::CloudStorage;
 use kernelci::storage::s3::{S3Credentials, S3Storage};
 use kernelci::storage::{self, Storage, StorageConfig, UploadFile};
-use kernelci::testsuite::cloud::{FaultProxy, fresh_name};
+use kernelci::testsuite::cloud::{
+    FaultProxy, assert_interrupted_upload_leaves_nothing, assert_missing_space_is_not_found,
+    assert_multipart_upload, assert_refused_credentials, assert_retried_upload, fresh_name,
+    run_suite, run_suite_below_prefix,
+};
 use kernelci::testsuite::s3::{MotoPeer, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
-use kernelci::testsuite::storage::{FailingReader, pattern, storage_suite};
 use object_store::ObjectStoreExt;
 
 const MIB: usize = 1024 * 1024;
 
 fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-async fn run_suite(storage: Arc<S3Storage>) {
-    let reader = storage.clone();
-    storage_suite(&*storage, move |path| {
-        let reader = reader.clone();
-        async move { reader.read(&path).await.expect("read back") }
-    })
-    .await;
 }
 
 /// The multipart uploads moto still holds open for `bucket` (an unsigned list request).
@@ -46,7 +39,7 @@ async fn s3_passes_the_suite() {
         return;
     };
     let storage = peer.fresh_storage("http://files.example/kci/").await;
-    run_suite(Arc::new(storage)).await;
+    run_suite(&storage).await;
 }
 
 #[tokio::test]
@@ -69,26 +62,10 @@ async fn s3_from_config_with_a_prefix_passes_the_suite() {
     .unwrap();
     let cred = format!("{TEST_ACCESS_KEY_ID}:{TEST_SECRET_ACCESS_KEY}");
     let dynamic = storage::from_config(&config, Some(&cred)).unwrap();
-    let concrete = Arc::new(S3Storage::from_config(&config, Some(&cred)).unwrap());
-    let reader = concrete.clone();
-    storage_suite(&dynamic, move |path| {
-        let reader = reader.clone();
-        async move { reader.read(&path).await.expect("read back") }
-    })
-    .await;
-
-    // Everything landed below the prefix, and the URL is served by the bucket itself.
-    let keys: Vec<String> = {
-        use futures::StreamExt;
-        concrete
-            .object_store()
-            .list(None)
-            .map(|m| m.unwrap().location.to_string())
-            .collect()
-            .await
-    };
-    assert!(!keys.is_empty());
-    assert!(keys.iter().all(|k| k.starts_with("staging/")), "{keys:?}");
+    let concrete = S3Storage::from_config(&config, Some(&cred)).unwrap();
+    // Everything lands below the prefix.
+    run_suite_below_prefix(&*dynamic, &concrete, "staging").await;
+    // The URL is served by the bucket itself.
     let url = dynamic
         .upload_single(UploadFile::from_bytes(b"public".to_vec(), "p.txt"), "pub")
         .await
@@ -113,20 +90,7 @@ async fn files_of_20_mib_and_more_go_through_multipart() {
     };
     let storage = peer.fresh_storage("http://files.example/").await;
     assert_eq!(storage.transfer().part_size, 8 * MIB);
-    let scratch = tempfile::tempdir().unwrap();
-    let data = pattern(20 * MIB + 4321, 11);
-    let path = scratch.path().join("vmlinux");
-    std::fs::write(&path, &data).unwrap();
-
-    storage
-        .upload_single(UploadFile::from_path(&path, "vmlinux"), "kbuild-1")
-        .await
-        .unwrap();
-    let stats = storage.stats();
-    assert_eq!(stats.multipart_uploads, 1, "{stats:?}");
-    assert_eq!(stats.parts, 3, "{stats:?}");
-    assert_eq!(stats.single_puts, 0, "{stats:?}");
-    assert!(storage.read("kbuild-1/vmlinux").await.unwrap().unwrap() == data);
+    let data = assert_multipart_upload(&storage, 20 * MIB + 4321, "kbuild-1", "vmlinux", 3).await;
     // The server saw a multipart upload: S3 ETags of those end in -<parts>.
     let meta = storage
         .object_store()
@@ -176,16 +140,7 @@ async fn an_interrupted_multipart_upload_is_aborted_and_leaves_nothing() {
     };
     let storage = peer.fresh_storage("http://files.example/").await;
     // The first part (8 MiB) is sent, then the source fails.
-    let err = storage
-        .upload_single(
-            UploadFile::from_reader(FailingReader::new(12 * MIB), "cut.bin"),
-            "d",
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("cut.bin"), "{err}");
-    assert_eq!(storage.stats().aborted, 1);
-    assert!(!storage.exists("d", "cut.bin").await.unwrap());
+    assert_interrupted_upload_leaves_nothing(&storage, 12 * MIB, "d").await;
     assert_eq!(open_multipart_uploads(&peer, storage.bucket()).await, 0);
 }
 
@@ -196,16 +151,7 @@ async fn a_missing_bucket_is_a_clear_not_found_error() {
         return;
     };
     let storage = S3Storage::new(peer.options("no-such-bucket-kci", "http://x/")).unwrap();
-    let err = storage
-        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), "")
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    let text = err.to_string();
-    assert!(text.contains("\"no-such-bucket-kci\""), "{text}");
-    assert!(text.contains("does not exist"), "{text}");
-    let err = storage.exists("", "x.txt").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_missing_space_is_not_found(&storage, "no-such-bucket-kci").await;
     // Once the bucket exists the same storage works (a failed check is not cached).
     peer.create_bucket("no-such-bucket-kci").await;
     storage
@@ -224,14 +170,7 @@ async fn bad_credentials_are_a_clear_auth_error() {
     let mut options = peer.options("kci-auth", "http://x/");
     options.credentials = Some(S3Credentials::new("AKIAWRONGKEY", "wrong-secret"));
     let storage = S3Storage::new(options).unwrap();
-    let err = storage
-        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), "d")
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    let text = err.to_string();
-    assert!(text.contains("\"kci-auth\""), "{text}");
-    assert!(text.contains("refused the credentials"), "{text}");
+    assert_refused_credentials(&storage, "kci-auth").await;
 }
 
 #[tokio::test]
@@ -303,15 +242,7 @@ async fn server_errors_are_retried_with_backoff() {
     let mut options = peer.options(&bucket, "http://x/");
     options.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
     let storage = S3Storage::new(options).unwrap();
-    storage
-        .upload_single(UploadFile::from_bytes(b"retried".to_vec(), "r.txt"), "")
-        .await
-        .unwrap();
-    assert_eq!(proxy.injected(), 3, "{:?}", proxy.requests());
-    assert_eq!(
-        storage.read("r.txt").await.unwrap().as_deref(),
-        Some(&b"retried"[..])
-    );
+    assert_retried_upload(&storage, &proxy, 3).await;
     let puts = proxy
         .requests()
         .iter()

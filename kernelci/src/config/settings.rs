@@ -39,7 +39,8 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The credentials of one runtime (`[runtime.<name>]`).
+/// The credentials of one runtime (`[runtime.<name>]`), given to the runtime factories of
+/// [`crate::runtime::registry`] (which re-exports this type). `Debug` hides the tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeCredentials {
     /// `user` (LAVA user name).
@@ -48,6 +49,27 @@ pub struct RuntimeCredentials {
     pub runtime_token: Option<Secret>,
     /// `callback_token` (the secret LAVA sends back with callbacks).
     pub callback_token: Option<Secret>,
+}
+
+impl RuntimeCredentials {
+    /// Reads `user`, `runtime_token` and `callback_token` of `[runtime.<name>]` through a
+    /// settings lookup `(section, key) -> value` (e.g. `|s, k| settings.get_str(s, k)`).
+    pub fn from_settings(
+        name: &str,
+        lookup: impl Fn(&str, &str) -> Option<String>,
+    ) -> RuntimeCredentials {
+        let section = format!("runtime.{name}");
+        RuntimeCredentials {
+            user: lookup(&section, "user"),
+            runtime_token: lookup(&section, "runtime_token").map(Secret),
+            callback_token: lookup(&section, "callback_token").map(Secret),
+        }
+    }
+
+    /// The runtime token's value, if set. Do not log it.
+    pub fn token(&self) -> Option<&str> {
+        self.runtime_token.as_ref().map(Secret::expose)
+    }
 }
 
 /// The parsed `kernelci.toml`, with environment overrides.
@@ -340,13 +362,9 @@ impl Settings {
 
     /// The credentials of a runtime: `[runtime.<name>] user, runtime_token, callback_token`.
     pub fn runtime_credentials(&self, runtime: &str) -> RuntimeCredentials {
-        let section = format!("runtime.{runtime}");
-        let get = |key: &str| self.get_in(&section, key).and_then(value_string);
-        RuntimeCredentials {
-            user: get("user"),
-            runtime_token: get("runtime_token").map(Secret),
-            callback_token: get("callback_token").map(Secret),
-        }
+        RuntimeCredentials::from_settings(runtime, |section, key| {
+            self.get_in(section, key).and_then(value_string)
+        })
     }
 
     /// A `kci` default: `[kci.<group>.<command>] key`, then `[kci.<group>]`, then `[kci]`.

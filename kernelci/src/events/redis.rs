@@ -336,7 +336,10 @@ async fn pubsub_task(
                     }
                 }
                 _ = keepalive.tick() => {
-                    if bounded(config.op_timeout, "PING", sink.ping::<String>()).await.is_err() {
+                    // Subscribed, Redis answers PING with `["pong", ""]`, not `PONG`: any
+                    // answer will do (reading it as a string failed and dropped the
+                    // connection every 5 s).
+                    if bounded(config.op_timeout, "PING", sink.ping::<redis::Value>()).await.is_err() {
                         break;
                     }
                 }

@@ -117,7 +117,8 @@ fn parse_iso(s: &str) -> Option<Timestamp> {
         let off = &off[1..];
         let parts: Vec<&str> = off.split(':').collect();
         let (h, m, sec) = match parts.as_slice() {
-            [hm] if hm.len() == 4 => (digits(&hm[..2])?, digits(&hm[2..])?, 0),
+            // `get`: a multi-byte character across the middle is no offset (not a panic).
+            [hm] if hm.len() == 4 => (digits(hm.get(..2)?)?, digits(hm.get(2..)?)?, 0),
             [h] if h.len() == 2 => (digits(h)?, 0, 0),
             [h, m] => (digits(h)?, digits(m)?, 0),
             [h, m, sec] => (digits(h)?, digits(m)?, digits(sec.split('.').next()?)?),
@@ -211,6 +212,13 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_offset_is_an_error_not_a_panic() {
+        assert!(Timestamp::parse("2024-01-01T00:00:00+1\u{e9}1").is_err());
+        assert!(Timestamp::parse("2024-01-01T00:00:00-\u{e9}\u{e9}").is_err());
+        assert!(Timestamp::parse("2024-01-01T00:00:00+0130").is_ok());
+    }
 
     #[test]
     fn writes_like_python_isoformat() {

@@ -230,7 +230,7 @@ pub fn factory(
     let mut runtime = LavaRuntime::new(
         &entry.name,
         config,
-        credentials.token.clone(),
+        credentials.token().map(str::to_owned),
         context.templates.clone(),
     )?;
     if let Some(storage) = &context.storage {

@@ -26,6 +26,9 @@ use serde_json::{Map, Value};
 
 use super::template::TemplateEngine;
 use super::{Runtime, RuntimeError, RuntimeErrorKind};
+/// The secrets of one runtime (`[runtime.<name>]`): one type shared with the settings
+/// ([`crate::config::Settings::runtime_credentials`]).
+pub use crate::config::RuntimeCredentials;
 use crate::storage::Storage;
 
 /// The built-in lab types, plus any other name (a custom runtime).
@@ -149,46 +152,6 @@ impl RuntimeEntry {
                 format!("runtime {} (lab_type {}): {e}", self.name, self.lab_type),
             )
         })
-    }
-}
-
-/// Secrets of one runtime, from `[runtime.<name>]` in the TOML settings.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct RuntimeCredentials {
-    /// `user`.
-    pub user: Option<String>,
-    /// `runtime_token` (the LAVA token, ...).
-    pub token: Option<String>,
-    /// `callback_token`, when set.
-    pub callback_token: Option<String>,
-}
-
-impl fmt::Debug for RuntimeCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RuntimeCredentials")
-            .field("user", &self.user)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field(
-                "callback_token",
-                &self.callback_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-impl RuntimeCredentials {
-    /// Reads `user`, `runtime_token` and `callback_token` of `[runtime.<name>]` through a
-    /// settings lookup `(section, key) -> value`.
-    pub fn from_settings(
-        name: &str,
-        lookup: impl Fn(&str, &str) -> Option<String>,
-    ) -> RuntimeCredentials {
-        let section = format!("runtime.{name}");
-        RuntimeCredentials {
-            user: lookup(&section, "user"),
-            token: lookup(&section, "runtime_token"),
-            callback_token: lookup(&section, "callback_token"),
-        }
     }
 }
 
@@ -438,7 +401,7 @@ mod tests {
         let creds = RuntimeCredentials::from_settings("lava-x", |section, key| {
             (section == "runtime.lava-x" && key == "runtime_token").then(|| "t0k".to_owned())
         });
-        assert_eq!(creds.token.as_deref(), Some("t0k"));
+        assert_eq!(creds.token(), Some("t0k"));
         assert!(!format!("{creds:?}").contains("t0k"));
     }
 }

@@ -129,15 +129,15 @@ impl TransferOptions {
             t.concurrency = c;
         }
         if let Some(r) = config.retries {
-            t.retries = r as usize;
+            t.retries = usize::try_from(r).unwrap_or(usize::MAX);
         }
         if let Some(d) = config.retry_delay {
-            if !d.is_finite() || d < 0.0 {
-                return Err(StorageError::Config(format!(
+            // `try_from`: NaN, negative and too large values are errors, not panics.
+            t.retry_delay = Duration::try_from_secs_f64(d).map_err(|_| {
+                StorageError::Config(format!(
                     "retry_delay must be a non-negative number of seconds, got {d}"
-                )));
-            }
-            t.retry_delay = Duration::from_secs_f64(d);
+                ))
+            })?;
         }
         if let Some(s) = config.timeout {
             t.timeout = Duration::from_secs(s);
@@ -214,6 +214,115 @@ pub fn content_type(name: &str) -> &'static str {
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub(crate) use engine::{ObjectStorage, client_options, retry_config};
 
+/// What the cloud backends (`S3Storage`, `AzureBlobStorage`) offer beyond [`Storage`]: their
+/// transfer counters and settings, the underlying `object_store` client, and reads.
+///
+/// [`Storage`]: super::Storage
+#[cfg(any(feature = "s3", feature = "azure"))]
+#[async_trait::async_trait]
+pub trait CloudStorage: super::Storage {
+    /// What this storage sent so far (single PUTs, multipart uploads and their parts).
+    fn stats(&self) -> UploadStats;
+
+    /// The transfer settings in use.
+    fn transfer(&self) -> &TransferOptions;
+
+    /// The underlying `object_store` client (for reads, listings, metadata).
+    fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore>;
+
+    /// The object key of a path relative to the storage root (the prefix prepended).
+    fn key(&self, path: &str) -> Result<object_store::path::Path, StorageError>;
+
+    /// The bytes stored at `path` (relative to the storage root), `None` when absent.
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Checks that the bucket/container exists (done once, before the first upload or
+    /// lookup; a failed check is not remembered).
+    async fn check(&self) -> Result<(), StorageError>;
+}
+
+/// Implements [`CloudStorage`] and [`Storage`](super::Storage) for a cloud backend whose
+/// field `inner` is the shared [`ObjectStorage`] engine.
+#[cfg(any(feature = "s3", feature = "azure"))]
+macro_rules! cloud_storage_impls {
+    ($backend:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::cloud::CloudStorage for $backend {
+            fn stats(&self) -> $crate::storage::cloud::UploadStats {
+                self.inner.stats()
+            }
+
+            fn transfer(&self) -> &$crate::storage::cloud::TransferOptions {
+                self.inner.transfer()
+            }
+
+            fn object_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+                self.inner.store().clone()
+            }
+
+            fn key(
+                &self,
+                path: &str,
+            ) -> Result<object_store::path::Path, $crate::storage::StorageError> {
+                Ok(self.inner.key(&$crate::storage::RelPath::parse(path)?))
+            }
+
+            async fn read(
+                &self,
+                path: &str,
+            ) -> Result<Option<Vec<u8>>, $crate::storage::StorageError> {
+                self.inner.read(path).await
+            }
+
+            async fn check(&self) -> Result<(), $crate::storage::StorageError> {
+                self.inner.ensure_ready().await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::storage::Storage for $backend {
+            fn base_url(&self) -> &str {
+                self.inner.base_url()
+            }
+
+            async fn upload(
+                &self,
+                files: Vec<$crate::storage::UploadFile>,
+                dest_path: &str,
+            ) -> Result<Option<$crate::storage::UrlMap>, $crate::storage::StorageError> {
+                self.inner.upload(files, dest_path).await.map(Some)
+            }
+
+            async fn exists(
+                &self,
+                dest_path: &str,
+                remote: &str,
+            ) -> Result<bool, $crate::storage::StorageError> {
+                self.inner.exists(dest_path, remote).await
+            }
+
+            /// Object stores cannot unpack: the caller uploads the files one by one.
+            async fn unpack_archive(
+                &self,
+                _archive: &std::path::Path,
+                _dest_path: &str,
+            ) -> Result<bool, $crate::storage::StorageError> {
+                Ok(false)
+            }
+
+            fn url_for(
+                &self,
+                dest_path: &str,
+                remote: &str,
+            ) -> Result<String, $crate::storage::StorageError> {
+                self.inner.url_for(dest_path, remote)
+            }
+        }
+    };
+}
+#[cfg(any(feature = "s3", feature = "azure"))]
+pub(crate) use cloud_storage_impls;
+
 #[cfg(any(feature = "s3", feature = "azure"))]
 mod engine {
     use std::sync::Arc;
@@ -243,7 +352,12 @@ mod engine {
                 base: 2.0,
             },
             max_retries: t.retries,
-            retry_timeout: t.timeout * (t.retries as u32 + 1),
+            // Saturating: huge `timeout`/`retries` values must not overflow (a panic).
+            retry_timeout: t.timeout.saturating_mul(
+                u32::try_from(t.retries)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1),
+            ),
         }
     }
 
@@ -613,6 +727,21 @@ mod tests {
         cfg.cloud.concurrency = Some(4);
         cfg.retry_delay = Some(-1.0);
         assert!(TransferOptions::from_config(&cfg).is_err());
+        cfg.retry_delay = Some(1e300);
+        assert!(TransferOptions::from_config(&cfg).is_err());
+        cfg.retry_delay = Some(f64::NAN);
+        assert!(TransferOptions::from_config(&cfg).is_err());
+    }
+
+    #[cfg(any(feature = "s3", feature = "azure"))]
+    #[test]
+    fn huge_timeouts_and_retries_saturate() {
+        let t = TransferOptions {
+            timeout: Duration::from_secs(u64::MAX),
+            retries: usize::MAX,
+            ..TransferOptions::default()
+        };
+        assert_eq!(retry_config(&t).retry_timeout, Duration::MAX);
     }
 
     #[test]

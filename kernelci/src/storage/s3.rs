@@ -25,14 +25,12 @@
 //! (`rustls::crypto::ring::default_provider().install_default()`).
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use object_store::aws::AmazonS3Builder;
 
-use super::cloud::{ObjectStorage, TransferOptions, UploadStats, client_options, retry_config};
-use super::{Storage, StorageConfig, StorageError, UploadFile, UrlMap};
+use super::cloud::{ObjectStorage, TransferOptions, client_options, retry_config};
+use super::{StorageConfig, StorageError};
 
 /// Static S3 credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -212,68 +210,9 @@ impl S3Storage {
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
-
-    /// What this storage sent so far (single PUTs, multipart uploads and their parts).
-    pub fn stats(&self) -> UploadStats {
-        self.inner.stats()
-    }
-
-    /// The transfer settings in use.
-    pub fn transfer(&self) -> &TransferOptions {
-        self.inner.transfer()
-    }
-
-    /// The underlying `object_store` client (for reads, listings, metadata).
-    pub fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.inner.store().clone()
-    }
-
-    /// The object key of a path relative to the storage root (the prefix prepended).
-    pub fn key(&self, path: &str) -> Result<object_store::path::Path, StorageError> {
-        Ok(self.inner.key(&super::RelPath::parse(path)?))
-    }
-
-    /// The bytes stored at `path` (relative to the storage root), `None` when absent.
-    pub async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.read(path).await
-    }
-
-    /// Checks that the bucket exists (done once, before the first upload or lookup).
-    pub async fn check(&self) -> Result<(), StorageError> {
-        self.inner.ensure_ready().await
-    }
 }
 
-#[async_trait]
-impl Storage for S3Storage {
-    fn base_url(&self) -> &str {
-        self.inner.base_url()
-    }
-
-    async fn upload(
-        &self,
-        files: Vec<UploadFile>,
-        dest_path: &str,
-    ) -> Result<Option<UrlMap>, StorageError> {
-        self.inner.upload(files, dest_path).await.map(Some)
-    }
-
-    async fn exists(&self, dest_path: &str, remote: &str) -> Result<bool, StorageError> {
-        self.inner.exists(dest_path, remote).await
-    }
-
-    async fn unpack_archive(
-        &self,
-        _archive: &Path,
-        _dest_path: &str,
-    ) -> Result<bool, StorageError> {
-        Ok(false)
-    }
-
-    fn url_for(&self, dest_path: &str, remote: &str) -> Result<String, StorageError> {
-        self.inner.url_for(dest_path, remote)
-    }
-}
+super::cloud::cloud_storage_impls!(S3Storage);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! What the cloud storage test peers share (features `testsuite` and `s3` or `azure`): the
-//! peer cache, installing from npm / PyPI, and [`FaultProxy`], a loopback HTTP proxy that
-//! answers chosen requests with an error status (to test retries against a real server).
+//! peer cache, installing from npm / PyPI, [`FaultProxy`], a loopback HTTP proxy that
+//! answers chosen requests with an error status (to test retries against a real server), and
+//! the checks the S3 and Azure Blob tests both run on a [`CloudStorage`] ([`run_suite`],
+//! [`assert_multipart_upload`], [`assert_retried_upload`], ...).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,6 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::storage::{FailingReader, pattern, storage_suite};
+use crate::ErrorKind;
+use crate::storage::cloud::CloudStorage;
+use crate::storage::{Storage, UploadFile};
 
 /// The directory test peers are installed in: `$KCI_PEERS_DIR`, else
 /// `/var/cache/kernelci-rs/peers`.
@@ -224,4 +231,154 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+// --- Checks both cloud backends' tests run (S3 on moto, Azure Blob on Azurite) --------------
+
+/// Runs the storage conformance suite ([`storage_suite`]) over `storage`, reading the stored
+/// bytes back through it.
+pub async fn run_suite<S: CloudStorage + ?Sized>(storage: &S) {
+    storage_suite(storage, |path| async move {
+        storage.read(&path).await.expect("read back")
+    })
+    .await;
+}
+
+/// Runs the conformance suite through `dynamic` (a storage built by
+/// [`crate::storage::from_config`]), reading back through `concrete` (the same entry built
+/// as its backend type), then checks that every stored key starts with `prefix` + `/`.
+pub async fn run_suite_below_prefix<S: CloudStorage + ?Sized>(
+    dynamic: &dyn Storage,
+    concrete: &S,
+    prefix: &str,
+) {
+    storage_suite(dynamic, |path| async move {
+        concrete.read(&path).await.expect("read back")
+    })
+    .await;
+    let keys = stored_keys(concrete).await;
+    assert!(!keys.is_empty(), "nothing stored");
+    let below = format!("{prefix}/");
+    assert!(keys.iter().all(|k| k.starts_with(&below)), "{keys:?}");
+}
+
+/// Every key of the bucket/container (the prefix included).
+pub async fn stored_keys<S: CloudStorage + ?Sized>(storage: &S) -> Vec<String> {
+    use futures::StreamExt;
+    storage
+        .object_store()
+        .list(None)
+        .map(|m| m.expect("listing").location.to_string())
+        .collect()
+        .await
+}
+
+/// Uploads a file of `len` bytes from disk as `<dest>/<name>` and checks that it went as one
+/// multipart upload of `parts` parts (no single PUT) and reads back unchanged. Returns the
+/// data.
+pub async fn assert_multipart_upload<S: CloudStorage + ?Sized>(
+    storage: &S,
+    len: usize,
+    dest: &str,
+    name: &str,
+    parts: u64,
+) -> Vec<u8> {
+    let before = storage.stats();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = pattern(len, len as u64);
+    let path = scratch.path().join(name);
+    std::fs::write(&path, &data).expect("writing the source");
+    storage
+        .upload_single(UploadFile::from_path(&path, name), dest)
+        .await
+        .expect("multipart upload");
+    let after = storage.stats();
+    assert_eq!(
+        (
+            after.multipart_uploads - before.multipart_uploads,
+            after.parts - before.parts,
+            after.single_puts - before.single_puts
+        ),
+        (1, parts, 0),
+        "{after:?}"
+    );
+    let stored = storage
+        .read(&format!("{dest}/{name}"))
+        .await
+        .expect("read back")
+        .expect("stored");
+    assert!(stored == data, "{dest}/{name} differs after the upload");
+    data
+}
+
+/// Uploads `<dest>/cut.bin` from a source that fails after `ok_bytes` (more than one part):
+/// the error names the file, the multipart upload is aborted and nothing is visible.
+pub async fn assert_interrupted_upload_leaves_nothing<S: CloudStorage + ?Sized>(
+    storage: &S,
+    ok_bytes: usize,
+    dest: &str,
+) {
+    let before = storage.stats().aborted;
+    let err = storage
+        .upload_single(
+            UploadFile::from_reader(FailingReader::new(ok_bytes), "cut.bin"),
+            dest,
+        )
+        .await
+        .expect_err("the source fails");
+    assert!(err.to_string().contains("cut.bin"), "{err}");
+    assert_eq!(storage.stats().aborted, before + 1);
+    assert!(!storage.exists(dest, "cut.bin").await.expect("exists"));
+}
+
+/// Uploads `<dest>/x.txt` and checks that it fails with `kind`, in a message naming the
+/// bucket/container `name` and saying `phrase`.
+async fn assert_upload_fails<S: CloudStorage + ?Sized>(
+    storage: &S,
+    dest: &str,
+    kind: ErrorKind,
+    name: &str,
+    phrase: &str,
+) {
+    let err = storage
+        .upload_single(UploadFile::from_bytes(b"x".to_vec(), "x.txt"), dest)
+        .await
+        .expect_err(phrase);
+    assert_eq!(err.kind(), kind, "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("\"{name}\"")), "{text}");
+    assert!(text.contains(phrase), "{text}");
+}
+
+/// Checks that an upload to a storage whose bucket/container `name` does not exist fails
+/// with a `NotFound` error naming it, and so does a lookup.
+pub async fn assert_missing_space_is_not_found<S: CloudStorage + ?Sized>(storage: &S, name: &str) {
+    assert_upload_fails(storage, "", ErrorKind::NotFound, name, "does not exist").await;
+    let err = storage.exists("", "x.txt").await.expect_err("lookup");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+/// Checks that an upload with credentials the server refuses fails with an `Unauthorized`
+/// error naming the bucket/container `name`.
+pub async fn assert_refused_credentials<S: CloudStorage + ?Sized>(storage: &S, name: &str) {
+    let phrase = "refused the credentials";
+    assert_upload_fails(storage, "d", ErrorKind::Unauthorized, name, phrase).await;
+}
+
+/// Uploads `r.txt` through `storage`, whose endpoint is `proxy` answering its first PUTs with
+/// an error: the upload succeeds after `injected` retried errors and reads back.
+pub async fn assert_retried_upload<S: CloudStorage + ?Sized>(
+    storage: &S,
+    proxy: &FaultProxy,
+    injected: usize,
+) {
+    storage
+        .upload_single(UploadFile::from_bytes(b"retried".to_vec(), "r.txt"), "")
+        .await
+        .expect("upload after retries");
+    assert_eq!(proxy.injected(), injected, "{:?}", proxy.requests());
+    assert_eq!(
+        storage.read("r.txt").await.expect("read back").as_deref(),
+        Some(&b"retried"[..])
+    );
 }

@@ -27,6 +27,17 @@
 //!   `updated` value, but a crash between a node write and its event can lose the event, and
 //!   concurrent writers may make an event with a higher sequence visible before a lower one.
 //!   Use a replica set (a single-node one is enough) in production.
+//! - **Group commit**: the writes of one process run on one writer task, one after another;
+//!   with transactions, the writes waiting when one starts are committed together (at most
+//!   32; a group in which a write fails is rolled back and its writes run again one by one,
+//!   except when the database is unavailable: then every write of the group gets that error).
+//!   A write whose caller went away (a dropped request) still completes.
+//! - **Monitoring**: the driver polls the server every heartbeat (10 s) instead of streaming
+//!   (`serverMonitoringMode=stream` in the URI restores streaming); jongodb answers an
+//!   awaitable `hello` at once, which made streaming a busy loop.
+//! - **jongodb** (the test peer) copies its whole in-memory store for each transaction, so
+//!   there a write costs time in proportion to everything stored; group commit keeps the
+//!   crash test (2000 writes) to minutes. Genuine MongoDB has no such cost.
 //! - **Time budget**: reads carry `maxTimeMS` ([`MongoConfig::query_timeout`]) and a client-side
 //!   deadline; either gives [`StoreError::Timeout`]. A server that cannot be reached gives
 //!   [`StoreError::Unavailable`] after [`MongoConfig::server_selection_timeout`]; the driver
@@ -99,6 +110,8 @@ impl MongoConfig {
 #[derive(Clone)]
 pub struct MongoStore {
     inner: Arc<Inner>,
+    /// The queue of the writer task (see [`MongoStore::write`]).
+    writes: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
 }
 
 struct Inner {
@@ -113,9 +126,6 @@ struct Inner {
     counters: Collection<Document>,
     transactions: bool,
     query_timeout: Duration,
-    /// Writes of this process run one at a time: they all meet on the event counter document,
-    /// so running them together only buys write conflicts and retries.
-    write_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -472,13 +482,21 @@ impl Tx {
                 .as_ref()
                 .and_then(|d| d.get("seq")),
         );
-        let first = last + 1 - events.len() as u64;
+        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        // A counter document someone else changed (a missing or non-numeric `seq`) must not
+        // wrap the arithmetic.
+        let first = last.checked_add(1).and_then(|n| n.checked_sub(count));
+        let first = first.filter(|f| *f > 0).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "the event counter {SEQ_ID:?} reads {last} after adding {count}: corrupt"
+            ))
+        })?;
         let now = convert::millis(Timestamp::now());
         let stored: Vec<StoredEvent> = events
             .into_iter()
             .enumerate()
             .map(|(i, e)| StoredEvent {
-                sequence_id: first + i as u64,
+                sequence_id: first + u64::try_from(i).unwrap_or(u64::MAX),
                 id: ObjectId::new(),
                 timestamp: now,
                 channel: e.channel,
@@ -498,7 +516,185 @@ impl Tx {
     }
 }
 
+/// Whether the server runs a transaction (some wire-compatible servers announce a replica
+/// set without supporting them).
+async fn probe_transactions(inner: &Inner) -> bool {
+    let Ok(mut s) = inner.client.start_session().await else {
+        return false;
+    };
+    if s.start_transaction().await.is_err() {
+        return false;
+    }
+    let read = inner
+        .counters
+        .find_one(doc! { "_id": SEQ_ID })
+        .session(&mut s)
+        .await;
+    read.is_ok() && s.commit_transaction().await.is_ok()
+}
+
 type TxFn<'f, T> = Box<dyn for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, StoreResult<T>> + Send + 'f>;
+
+/// A write's result, before the writer task hands it back.
+type AnyValue = Box<dyn std::any::Any + Send>;
+
+/// The most writes committed together in one transaction.
+const MAX_GROUP: usize = 32;
+
+/// A write waiting for the writer task.
+struct PendingWrite {
+    op: TxFn<'static, AnyValue>,
+    done: tokio::sync::oneshot::Sender<StoreResult<AnyValue>>,
+}
+
+/// The writer task: runs the queued writes one after another (they all meet on the event
+/// counter document, so running them together only buys write conflicts and retries). With
+/// transactions, the writes waiting when a transaction starts are committed together in it
+/// (group commit, at most [`MAX_GROUP`]): one commit instead of one per write. A group in
+/// which a write fails is rolled back and its writes run again one by one, so each write
+/// gets its own result. Runs until every clone of the store is dropped; a write whose caller
+/// went away still completes.
+async fn writer_task(
+    inner: Arc<Inner>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingWrite>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while inner.transactions && group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        if group.len() > 1 {
+            let mut ops: Vec<_> = group.iter_mut().map(|p| &mut p.op).collect();
+            match run_transaction(&inner, &mut ops).await {
+                Ok(values) => {
+                    for (p, v) in group.into_iter().zip(values) {
+                        let _ = p.done.send(Ok(v));
+                    }
+                    continue;
+                }
+                // The database is away: every write of the group fails alike (running them
+                // one by one would wait out the server selection timeout once per write).
+                Err(StoreError::Unavailable { message, .. }) => {
+                    for p in group {
+                        let _ = p.done.send(Err(StoreError::Unavailable {
+                            message: message.clone(),
+                            source: None,
+                        }));
+                    }
+                    continue;
+                }
+                Err(StoreError::Timeout(t)) => {
+                    for p in group {
+                        let _ = p.done.send(Err(StoreError::Timeout(t)));
+                    }
+                    continue;
+                }
+                // A write of the group failed: run them one by one, each to its own result.
+                Err(_) => {}
+            }
+        }
+        for mut p in group {
+            let r = run_transaction(&inner, &mut [&mut p.op])
+                .await
+                .and_then(|mut v| {
+                    v.pop()
+                        .ok_or_else(|| StoreError::Internal("write without a result".into()))
+                });
+            let _ = p.done.send(r);
+        }
+    }
+}
+
+/// Runs `ops` in order in one transaction (retried as a whole on transient errors), or
+/// directly without transactions; their results in the same order.
+async fn run_transaction(
+    inner: &Arc<Inner>,
+    ops: &mut [&mut TxFn<'static, AnyValue>],
+) -> StoreResult<Vec<AnyValue>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let session = if inner.transactions {
+            let mut s = inner
+                .client
+                .start_session()
+                .await
+                .map_err(|e| mongo_err("start session", e))?;
+            s.start_transaction()
+                .await
+                .map_err(|e| mongo_err("start transaction", e))?;
+            Some(s)
+        } else {
+            None
+        };
+        let mut tx = Tx {
+            inner: inner.clone(),
+            session,
+            transient: false,
+            inserted: Vec::new(),
+        };
+        let mut out = Ok(Vec::with_capacity(ops.len()));
+        for op in ops.iter_mut() {
+            match op(&mut tx).await {
+                Ok(v) => {
+                    if let Ok(values) = &mut out {
+                        values.push(v);
+                    }
+                }
+                Err(e) => {
+                    out = Err(e);
+                    break;
+                }
+            }
+        }
+        match out {
+            Ok(values) => {
+                let Some(mut s) = tx.session.take() else {
+                    return Ok(values);
+                };
+                let mut commit_attempts = 0;
+                loop {
+                    match s.commit_transaction().await {
+                        Ok(()) => return Ok(values),
+                        Err(e)
+                            if e.contains_label("UnknownTransactionCommitResult")
+                                && commit_attempts < 3 =>
+                        {
+                            commit_attempts += 1;
+                        }
+                        Err(e) if is_transient(&e) && attempt < TX_ATTEMPTS => {
+                            break;
+                        }
+                        Err(e) => return Err(mongo_err("commit", e)),
+                    }
+                }
+            }
+            Err(err) => {
+                if let Some(mut s) = tx.session.take() {
+                    let _ = s.abort_transaction().await;
+                } else if !tx.inserted.is_empty() {
+                    // Undo a partial write without transactions.
+                    let _ = inner
+                        .nodes
+                        .delete_many(doc! { "_id": { "$in": tx.inserted.clone() } })
+                        .await;
+                }
+                let retry = (tx.transient
+                    || (!inner.transactions
+                        && matches!(&err, StoreError::Conflict(m) if m.ends_with("; retry"))))
+                    && attempt < TX_ATTEMPTS;
+                if !retry {
+                    return Err(err);
+                }
+            }
+        }
+        let backoff = 2u64.saturating_pow(u32::try_from(attempt.min(6)).unwrap_or(6));
+        tokio::time::sleep(Duration::from_millis(backoff + fastrand_ms())).await;
+    }
+}
 
 impl MongoStore {
     /// Connects to `uri`, database `database`, with the default budgets.
@@ -516,6 +712,14 @@ impl MongoStore {
             }
         })?;
         options.server_selection_timeout = Some(config.server_selection_timeout);
+        // Poll the server (a `hello` every heartbeat, 10 s by default) rather than stream:
+        // wire-compatible servers that answer an awaitable `hello` at once (jongodb) turn the
+        // streaming protocol into a busy loop of thousands of `hello`s a second, which took a
+        // core from the server and the database alike. `serverMonitoringMode=stream` in the
+        // URI still chooses streaming.
+        options
+            .server_monitoring_mode
+            .get_or_insert(mongodb::options::ServerMonitoringMode::Poll);
         options.connect_timeout = Some(config.server_selection_timeout);
         options.app_name.get_or_insert_with(|| "kernelci-rs".into());
         let client = Client::with_options(options).map_err(|e| mongo_err("create client", e))?;
@@ -525,25 +729,22 @@ impl MongoStore {
             .await
             .map_err(|e| mongo_err("hello", e))?;
         let replicated = hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid");
-        let mut store = MongoStore {
-            inner: Arc::new(Inner {
-                nodes: db.collection("node"),
-                users: db.collection("user"),
-                groups: db.collection("usergroup"),
-                events: db.collection("eventhistory"),
-                subscribers: db.collection("subscriber_state"),
-                kv: db.collection("kv"),
-                counters: db.collection("counters"),
-                transactions: false,
-                query_timeout: config.query_timeout,
-                write_lock: tokio::sync::Mutex::new(()),
-                client,
-                db,
-            }),
-        };
-        let transactions = config.transactions && replicated && store.probe_transactions().await;
+        let mut inner = Arc::new(Inner {
+            nodes: db.collection("node"),
+            users: db.collection("user"),
+            groups: db.collection("usergroup"),
+            events: db.collection("eventhistory"),
+            subscribers: db.collection("subscriber_state"),
+            kv: db.collection("kv"),
+            counters: db.collection("counters"),
+            transactions: false,
+            query_timeout: config.query_timeout,
+            client,
+            db,
+        });
+        let transactions = config.transactions && replicated && probe_transactions(&inner).await;
         if transactions {
-            if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            if let Some(inner) = Arc::get_mut(&mut inner) {
                 inner.transactions = true;
             }
         } else {
@@ -552,26 +753,13 @@ impl MongoStore {
                 "MongoDB without transactions: node writes and their events are written one after another"
             );
         }
+        let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(writer_task(inner.clone(), queue));
+        let store = MongoStore { inner, writes };
         store.raise_counter().await?;
         let ttl = i64::try_from(config.event_ttl.as_secs()).unwrap_or(i64::MAX);
         store.reconcile_indexes(ttl).await?;
         Ok(store)
-    }
-
-    async fn probe_transactions(&self) -> bool {
-        let Ok(mut s) = self.inner.client.start_session().await else {
-            return false;
-        };
-        if s.start_transaction().await.is_err() {
-            return false;
-        }
-        let read = self
-            .inner
-            .counters
-            .find_one(doc! { "_id": SEQ_ID })
-            .session(&mut s)
-            .await;
-        read.is_ok() && s.commit_transaction().await.is_ok()
     }
 
     /// Upstream kept the sequence in Redis: make sure ours starts above every stored event.
@@ -611,78 +799,25 @@ impl MongoStore {
         &self.inner.db
     }
 
-    /// Runs `f` in a transaction (retried on transient errors), or directly without one.
-    async fn write<T: Send>(&self, mut f: TxFn<'_, T>) -> StoreResult<T> {
-        let _serial = self.inner.write_lock.lock().await;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let session = if self.inner.transactions {
-                let mut s = self
-                    .inner
-                    .client
-                    .start_session()
-                    .await
-                    .map_err(|e| mongo_err("start session", e))?;
-                s.start_transaction()
-                    .await
-                    .map_err(|e| mongo_err("start transaction", e))?;
-                Some(s)
-            } else {
-                None
-            };
-            let mut tx = Tx {
-                inner: self.inner.clone(),
-                session,
-                transient: false,
-                inserted: Vec::new(),
-            };
-            let out = f(&mut tx).await;
-            match out {
-                Ok(v) => {
-                    let Some(mut s) = tx.session.take() else {
-                        return Ok(v);
-                    };
-                    let mut commit_attempts = 0;
-                    loop {
-                        match s.commit_transaction().await {
-                            Ok(()) => return Ok(v),
-                            Err(e)
-                                if e.contains_label("UnknownTransactionCommitResult")
-                                    && commit_attempts < 3 =>
-                            {
-                                commit_attempts += 1;
-                            }
-                            Err(e) if is_transient(&e) && attempt < TX_ATTEMPTS => {
-                                break;
-                            }
-                            Err(e) => return Err(mongo_err("commit", e)),
-                        }
-                    }
-                }
-                Err(err) => {
-                    if let Some(mut s) = tx.session.take() {
-                        let _ = s.abort_transaction().await;
-                    } else if !tx.inserted.is_empty() {
-                        // Undo a partial write without transactions.
-                        let _ = self
-                            .inner
-                            .nodes
-                            .delete_many(doc! { "_id": { "$in": tx.inserted.clone() } })
-                            .await;
-                    }
-                    let retry = (tx.transient
-                        || (!self.inner.transactions
-                            && matches!(&err, StoreError::Conflict(m) if m.ends_with("; retry"))))
-                        && attempt < TX_ATTEMPTS;
-                    if !retry {
-                        return Err(err);
-                    }
-                }
-            }
-            let backoff = 2u64.saturating_pow(attempt.min(6) as u32);
-            tokio::time::sleep(Duration::from_millis(backoff + fastrand_ms())).await;
-        }
+    /// Runs `f` in a transaction (retried on transient errors), or directly without one, on
+    /// the writer task (see [`writer_task`]): writes of this process are serialised there and,
+    /// with transactions, committed in groups.
+    async fn write<T: Send + 'static>(&self, mut f: TxFn<'static, T>) -> StoreResult<T> {
+        let op: TxFn<'static, AnyValue> = Box::new(move |tx| {
+            let fut = f(tx);
+            Box::pin(async move { fut.await.map(|v| Box::new(v) as AnyValue) })
+        });
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.writes
+            .send(PendingWrite { op, done })
+            .map_err(|_| StoreError::Internal("the MongoDB writer task stopped".into()))?;
+        let value = result
+            .await
+            .map_err(|_| StoreError::Internal("the MongoDB writer task stopped".into()))??;
+        value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Internal("unexpected write result type".into()))
     }
 
     /// Runs a read with the client-side deadline.
