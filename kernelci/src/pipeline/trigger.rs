@@ -226,7 +226,10 @@ impl Trigger {
         {
             match crate::config::parse_frequency(freq) {
                 Ok(period) if period >= Duration::from_secs(60) => {
-                    let since = Timestamp::now().plus_secs(-(period.as_secs() as i64));
+                    // Capped at 100 years: a longer period means "once", and the cast must
+                    // not wrap into a future instant.
+                    let secs = period.as_secs().min(100 * 365 * 86_400);
+                    let since = Timestamp::now().plus_secs(-i64::try_from(secs).unwrap_or(0));
                     let since = since.to_string();
                     let n = api
                         .count_nodes(&[

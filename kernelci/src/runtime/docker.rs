@@ -117,6 +117,17 @@ impl DockerConfig {
     /// Parses the settings of a runtime entry.
     pub fn from_entry(entry: &RuntimeEntry) -> Result<DockerConfig, RuntimeError> {
         let s: DockerSettings = entry.parse_settings()?;
+        if let Some(c) = s.cpus
+            && !(c.is_finite() && c > 0.0 && c <= 1e6)
+        {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Config,
+                format!(
+                    "runtime '{}': cpus must be a positive number of CPUs, not {c}",
+                    entry.name
+                ),
+            ));
+        }
         Ok(DockerConfig {
             env_file: s.env_file,
             volumes: s.volumes,
@@ -749,5 +760,16 @@ mod tests {
         let err = DockerConfig::from_entry(&entry).unwrap_err();
         assert_eq!(err.kind, RuntimeErrorKind::Config);
         assert!(err.message.contains("volume"), "{}", err.message);
+        for bad in [json!(-1), json!(0), json!(1e300)] {
+            let entry =
+                RuntimeEntry::from_value("d", &json!({"lab_type": "docker", "cpus": bad})).unwrap();
+            let err = DockerConfig::from_entry(&entry).unwrap_err();
+            assert_eq!(err.kind, RuntimeErrorKind::Config);
+            assert!(
+                err.message.contains("runtime 'd': cpus must be"),
+                "{}",
+                err.message
+            );
+        }
     }
 }
