@@ -346,26 +346,10 @@ fn uptime() -> String {
 /// The server's memory when it runs in another process (`--server-pid`), else this process's:
 /// `VmRSS` and, in brackets, `RssAnon` (RSS counts the SQLite file pages mapped by the readers'
 /// `mmap`; the anonymous part is the heap).
-fn server_rss_mib(pid: Option<u64>) -> String {
-    let path = match pid {
-        None => "/proc/self/status".to_owned(),
-        Some(pid) => format!("/proc/{pid}/status"),
-    };
-    let status = std::fs::read_to_string(path).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
-            .unwrap_or(0.0)
-    };
-    format!(
-        "{:.0} MiB (anon {:.0} MiB)",
-        field("VmRSS:"),
-        field("RssAnon:")
-    )
+fn server_rss_mib(pid: Option<u32>) -> String {
+    let mib =
+        |name| kernelci::testsuite::peers::proc_status(pid, name).unwrap_or(0) as f64 / 1024.0;
+    format!("{:.0} MiB (anon {:.0} MiB)", mib("VmRSS"), mib("RssAnon"))
 }
 
 #[tokio::main]

@@ -25,23 +25,15 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn status_kib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
+    kernelci::testsuite::peers::proc_status(Some(pid), field).unwrap_or(0) as f64
 }
 
 fn memory(pid: u32) -> String {
     format!(
         "VmRSS {:.1} MiB, VmHWM {:.1} MiB, threads {}",
-        status_kib(pid, "VmRSS:") / 1024.0,
-        status_kib(pid, "VmHWM:") / 1024.0,
-        status_kib(pid, "Threads:")
+        status_kib(pid, "VmRSS") / 1024.0,
+        status_kib(pid, "VmHWM") / 1024.0,
+        status_kib(pid, "Threads")
     )
 }
 

@@ -37,10 +37,7 @@ fn num(name: &str, default: u64) -> u64 {
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    kernelci::testsuite::peers::proc_status(Some(pid), "VmRSS").map(|kib| kib as f64 / 1024.0)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

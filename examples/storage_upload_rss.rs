@@ -15,15 +15,7 @@ use kernelci::storage::ssh::HostKeyPolicy;
 use kernelci::storage::{HttpStorage, LocalStorage, SshStorage, Storage, UploadFile};
 
 fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    kernelci::testsuite::peers::proc_status(None, "VmHWM").unwrap_or(0)
 }
 
 #[tokio::main]

@@ -132,3 +132,35 @@ impl Drop for PeerProcess {
         self.stop();
     }
 }
+
+/// A numeric field of `/proc/<pid>/status` (`None`: this process), e.g. `VmRSS`, `VmHWM`,
+/// `RssAnon` (in kB) or `Threads`; `None` when the file or the field cannot be read. Used by
+/// the memory measurements of the examples and benchmarks.
+pub fn proc_status(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod proc_status_tests {
+    use super::proc_status;
+
+    #[test]
+    fn reads_whole_field_names_only() {
+        assert!(proc_status(None, "VmRSS").is_some_and(|kib| kib > 0));
+        assert!(proc_status(None, "Threads").is_some_and(|n| n >= 1));
+        assert_eq!(proc_status(None, "Vm"), None, "a prefix is not a field");
+        assert_eq!(proc_status(None, "NoSuchField"), None);
+        assert_eq!(proc_status(Some(u32::MAX), "VmRSS"), None);
+    }
+}
