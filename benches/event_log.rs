@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kernelci::store::{EventFilter, NewEvent, NodeStore, SqliteStore};
+use kernelci::store::{EventFilter, EventLog, NewEvent, SqliteStore};
 use serde_json::json;
 
 const EVENTS: u64 = 100_000;

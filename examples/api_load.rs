@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use kernelci::events::{EventBus, LocalBus};
 use kernelci::query::Filter;
-use kernelci::store::{EventMode, NodeStore, SqliteStore, TelemetryStore};
+use kernelci::store::{EventMode, NodeStore, SharedStore, SqliteStore, TelemetryStore};
 use kernelci_server::App;
 use kernelci_server::config::ServerConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -278,7 +278,7 @@ async fn fill(store: &dyn NodeStore, nodes: u64) {
 }
 
 type Backend = (
-    Arc<dyn NodeStore>,
+    SharedStore,
     Arc<dyn TelemetryStore>,
     Arc<dyn EventBus>,
     Box<dyn std::any::Any>,

@@ -220,7 +220,7 @@ async fn redis_outage_delays_events_never_loses_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mongodb_outage_503_then_recovers_without_restart() {
     use kernelci::models::{ObjectId, User};
-    use kernelci::store::{MongoConfig, MongoStore, NodeStore};
+    use kernelci::store::{MongoConfig, MongoStore, UserStore};
     use kernelci::testsuite::mongo::MongoPeer;
 
     let Some(mut mongo) = MongoPeer::start() else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kernelci::events::{EventBus, LocalBus};
 use kernelci::models::{ObjectId, User, UserGroup};
-use kernelci::store::{NodeStore, SqliteStore, TelemetryStore};
+use kernelci::store::{SharedStore, SqliteStore, TelemetryStore};
 
 use crate::auth::{self, Auth};
 use crate::config::ServerConfig;
@@ -18,7 +18,7 @@ pub struct App {
     /// Settings.
     pub config: ServerConfig,
     /// Nodes, users, groups, key/values, the event log.
-    pub store: Arc<dyn NodeStore>,
+    pub store: SharedStore,
     /// Telemetry.
     pub telemetry: Arc<dyn TelemetryStore>,
     /// Wake-ups and lists.
@@ -59,7 +59,7 @@ impl App {
     /// Builds the application over an already opened store and bus.
     pub fn new(
         config: ServerConfig,
-        store: Arc<dyn NodeStore>,
+        store: SharedStore,
         telemetry: Arc<dyn TelemetryStore>,
         bus: Arc<dyn EventBus>,
     ) -> Arc<App> {
@@ -114,7 +114,7 @@ impl App {
     /// default), bootstraps the first admin and the legacy groups.
     pub async fn open(config: ServerConfig) -> Result<Arc<App>, StartError> {
         let url = config.database_url();
-        let (store, telemetry): (Arc<dyn NodeStore>, Arc<dyn TelemetryStore>) =
+        let (store, telemetry): (SharedStore, Arc<dyn TelemetryStore>) =
             if let Some(path) = url.strip_prefix("sqlite://") {
                 let s = SqliteStore::open(path)?;
                 s.set_query_timeout(Duration::from_secs(config.query_timeout));
@@ -217,7 +217,7 @@ impl App {
 async fn open_mongo(
     config: &ServerConfig,
     url: &str,
-) -> Result<(Arc<dyn NodeStore>, Arc<dyn TelemetryStore>), StartError> {
+) -> Result<(SharedStore, Arc<dyn TelemetryStore>), StartError> {
     // Upstream's database name is fixed (`kernelci`); `KCI_MONGO_DATABASE` overrides it.
     let database = std::env::var("KCI_MONGO_DATABASE").unwrap_or_else(|_| "kernelci".into());
     let mut mc = kernelci::store::MongoConfig::new(url, database);
@@ -231,7 +231,7 @@ async fn open_mongo(
 async fn open_mongo(
     _config: &ServerConfig,
     url: &str,
-) -> Result<(Arc<dyn NodeStore>, Arc<dyn TelemetryStore>), StartError> {
+) -> Result<(SharedStore, Arc<dyn TelemetryStore>), StartError> {
     Err(StartError::Config(format!(
         "'{url}': this build has no MongoDB support; rebuild with the `mongodb` feature"
     )))

@@ -14,7 +14,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use kernelci::models::{ObjectId, Timestamp, User};
-use kernelci::store::NodeStore;
+use kernelci::store::SharedStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ pub struct Auth {
     pub access_ttl: u64,
     /// Lifetime of invite tokens, seconds.
     pub invite_ttl: u64,
-    store: Arc<dyn NodeStore>,
+    store: SharedStore,
     /// Recently verified login tokens → their claims (see [`AUTH_CACHE_TTL`]).
     cache: Arc<std::sync::Mutex<HashMap<String, Cached>>>,
 }
@@ -175,7 +175,7 @@ impl Auth {
         unified: Option<&str>,
         access_ttl: u64,
         invite_ttl: u64,
-        store: Arc<dyn NodeStore>,
+        store: SharedStore,
     ) -> Auth {
         Auth {
             secret: Arc::new(secret.as_bytes().to_vec()),

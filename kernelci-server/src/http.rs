@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use kernelci::ErrorKind;
 use kernelci::models::ModelError;
 use kernelci::query::QueryError;
-use kernelci::store::StoreError;
+use kernelci::store::{Conflict, Entity, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -197,19 +196,44 @@ impl ApiError {
     }
 }
 
+/// Upstream's name of a stored entity in "... not found with id" texts.
+fn entity_text(what: Entity) -> &'static str {
+    match what {
+        Entity::Node => "Node",
+        Entity::User => "User",
+        Entity::UserGroup => "User group",
+        Entity::Subscriber => "Subscriber",
+    }
+}
+
+/// Upstream's text for a write that clashed with a unique key.
+fn conflict_text(conflict: &Conflict) -> String {
+    match conflict {
+        Conflict::NodeId(Some(id)) => format!("Object cannot be created with id: {id}"),
+        Conflict::NodeId(None) => "Object cannot be created: an id is already taken".into(),
+        Conflict::Username(name) => format!("Username already exists: {name}"),
+        Conflict::Email(_) => "REGISTER_USER_ALREADY_EXISTS".into(),
+        Conflict::GroupName(name) => format!("User group already exists with name: {name}"),
+        Conflict::ConcurrentWrite(_) | Conflict::Other(_) => conflict.to_string(),
+    }
+}
+
+/// Store errors in upstream's words: the store's errors are typed, the texts live here.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e.kind() {
-            ErrorKind::NotFound => ApiError::not_found(e.to_string()),
-            ErrorKind::Invalid | ErrorKind::Conflict => match e {
-                StoreError::Model(m) => ApiError::from_model(m),
-                StoreError::EventsPurged { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
-                other => ApiError::bad_request(other.to_string()),
-            },
-            ErrorKind::Unauthorized => ApiError::unauthorized(),
-            ErrorKind::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
-            ErrorKind::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            ErrorKind::Internal => ApiError::internal(e),
+        match e {
+            StoreError::NotFound { what, id } => {
+                ApiError::not_found(format!("{} not found with id: {id}", entity_text(what)))
+            }
+            StoreError::Conflict(c) => ApiError::bad_request(conflict_text(&c)),
+            StoreError::Model(m) => ApiError::from_model(m),
+            StoreError::EventsPurged { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
+            StoreError::Query(_) | StoreError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            StoreError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+            StoreError::Unavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            StoreError::Internal(_) => ApiError::internal(e),
         }
     }
 }

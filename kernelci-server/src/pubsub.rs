@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup};
 use kernelci::models::Timestamp;
-use kernelci::store::{EventFilter, NodeStore, StoreError, StoredEvent, SubscriberState};
+use kernelci::store::{EventFilter, SharedStore, StoreError, StoredEvent, SubscriberState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use warp::http::StatusCode;
@@ -66,7 +66,7 @@ type Handle = Arc<tokio::sync::Mutex<SubState>>;
 
 /// The subscription manager.
 pub struct PubSub {
-    store: Arc<dyn NodeStore>,
+    store: SharedStore,
     bus: Arc<dyn EventBus>,
     keep_alive: Option<Duration>,
     source: String,
@@ -80,7 +80,7 @@ fn store_err(e: StoreError) -> ApiError {
 impl PubSub {
     /// A manager over `store`'s log, woken by `bus`.
     pub fn new(
-        store: Arc<dyn NodeStore>,
+        store: SharedStore,
         bus: Arc<dyn EventBus>,
         keep_alive: Option<Duration>,
         source: String,

@@ -738,7 +738,26 @@ async fn telemetry_insert_list_stats_anomalies() {
     let s = s.as_array().unwrap();
     assert_eq!(s.len(), 2);
     assert_eq!(s[0]["runtime"], "lava-a");
-    assert_eq!(s[0]["lab"], "lava-a");
+    // Rows carry exactly the keys asked for (upstream): no `lab` when grouped by `runtime`.
+    let keys: Vec<&str> = s[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "runtime",
+            "total",
+            "pass",
+            "fail",
+            "incomplete",
+            "skip",
+            "infra_error"
+        ],
+        "{s:?}"
+    );
     assert_eq!(
         (
             s[0]["total"].as_u64(),
@@ -760,6 +779,16 @@ async fn telemetry_insert_list_stats_anomalies() {
         .await
         .json();
     assert_eq!(s.as_array().unwrap().len(), 2);
+    // Grouped by `lab`: the rows say `lab` (read from `runtime`), not `runtime`.
+    let s = t
+        .get("/telemetry/stats?group_by=lab&kind=job_result")
+        .await
+        .json();
+    let s = s.as_array().unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0]["lab"], "lava-a");
+    assert_eq!(s[0]["total"], 4);
+    assert!(s[0].get("runtime").is_none(), "{s:?}");
 
     // Anomalies.
     t.get("/telemetry/anomalies?window=2h")

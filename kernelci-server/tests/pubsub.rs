@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{TestApp, app, app_in, app_with, config, node};
 use kernelci::models::Timestamp;
-use kernelci::store::NodeStore;
+use kernelci::store::EventLog;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use common::{ADMIN_PASSWORD, app, app_with};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use kernelci::models::{ObjectId, User};
-use kernelci::store::NodeStore;
+use kernelci::store::UserStore;
 use serde_json::{Value, json};
 
 fn now() -> i64 {

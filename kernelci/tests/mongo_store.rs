@@ -1,17 +1,20 @@
-//! The `NodeStore` conformance suite on `MongoStore` against a MongoDB-wire server, plus
-//! MongoDB-specific checks (connection loss, upstream documents, index reconciliation).
+//! The store conformance suites (every store trait) on `MongoStore` against a MongoDB-wire
+//! server, plus MongoDB-specific checks (connection loss, upstream documents, index
+//! reconciliation).
 #![cfg(all(feature = "mongodb", feature = "testsuite"))]
 
 use kernelci::testsuite::mongo::fresh_store;
 
-kernelci::node_store_suite!(option fresh_store());
+kernelci::store_suite!(option fresh_store());
 
 use std::time::{Duration, Instant};
 
 use kernelci::ErrorKind;
 use kernelci::models::{NodeKind, ObjectId};
 use kernelci::query::Query;
-use kernelci::store::{EventFilter, EventMode, MongoStore, NodeStore, StoreError};
+use kernelci::store::{
+    EventFilter, EventLog, EventMode, MongoStore, NodeStore, StoreError, UserStore,
+};
 use kernelci::testsuite::mongo::MongoPeer;
 use kernelci::testsuite::store as suite;
 use mongodb::bson::{DateTime, doc, oid};
@@ -30,7 +33,7 @@ mod standalone {
         Some((store, peer))
     }
 
-    kernelci::node_store_suite!(option store());
+    kernelci::store_suite!(option store());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

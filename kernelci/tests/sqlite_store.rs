@@ -1,4 +1,4 @@
-//! The `NodeStore` conformance suite on `SqliteStore`, plus SQLite-specific checks.
+//! The store conformance suites (every store trait) on `SqliteStore`.
 #![cfg(all(feature = "sqlite", feature = "testsuite"))]
 
 use kernelci::store::SqliteStore;
@@ -9,4 +9,4 @@ async fn fresh() -> (SqliteStore, tempfile::TempDir) {
     (store, dir)
 }
 
-kernelci::node_store_suite!(fresh());
+kernelci::store_suite!(fresh());

@@ -201,6 +201,7 @@ pub async fn create(app: &App, req: &Request) -> Result<Response, ApiError> {
         .insert_nodes(vec![node], EventMode::Publish)
         .await?;
     let node = stored
+        .nodes
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("insert returned nothing"))?;
@@ -475,5 +476,7 @@ pub async fn hierarchy(app: &App, req: &Request, id: &str) -> Result<Response, A
         .write_hierarchy(flat.nodes, EventMode::Publish)
         .await?;
     notify_latest(app).await;
-    ok(Value::Array(written.iter().map(Node::to_value).collect()))
+    ok(Value::Array(
+        written.nodes.iter().map(Node::to_value).collect(),
+    ))
 }

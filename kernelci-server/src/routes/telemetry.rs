@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use kernelci::models::Timestamp;
 use kernelci::query::{Filter, Op, Operand, Scalar};
+use kernelci::store::{TelemetryGroup, TelemetryStatsQuery};
 use serde_json::{Map, Value, json};
 use warp::reply::Response;
 
@@ -194,14 +195,10 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
     ok(json!({"items": items, "total": total, "limit": limit, "offset": offset}))
 }
 
+/// A group of the anomaly report: its counts and its latest document's time and error.
 #[derive(Default)]
 struct Counts {
-    total: u64,
-    pass: u64,
-    fail: u64,
-    incomplete: u64,
-    skip: u64,
-    infra_error: u64,
+    counts: TelemetryGroup,
     last_seen: Option<String>,
     latest_error_type: Value,
     latest_error_msg: Value,
@@ -209,17 +206,7 @@ struct Counts {
 
 impl Counts {
     fn add(&mut self, doc: &Value) {
-        self.total += 1;
-        match doc.get("result").and_then(Value::as_str) {
-            Some("pass") => self.pass += 1,
-            Some("fail") => self.fail += 1,
-            Some("incomplete") => self.incomplete += 1,
-            Some("skip") => self.skip += 1,
-            _ => {}
-        }
-        if doc.get("is_infra_error").and_then(Value::as_bool) == Some(true) {
-            self.infra_error += 1;
-        }
+        self.counts.add(doc);
         if let Some(ts) = doc.get("ts").and_then(Value::as_str)
             && self.last_seen.as_deref().is_none_or(|l| l < ts)
         {
@@ -232,12 +219,27 @@ impl Counts {
     }
 }
 
+/// Writes a group's counts (`total`, `pass`, `fail`, `incomplete`, `skip`, `infra_error`).
+fn put_counts(o: &mut Map<String, Value>, c: &TelemetryGroup) {
+    for (k, v) in [
+        ("total", c.total),
+        ("pass", c.pass),
+        ("fail", c.fail),
+        ("incomplete", c.incomplete),
+        ("skip", c.skip),
+        ("infra_error", c.infra_error),
+    ] {
+        o.insert(k.into(), json!(v));
+    }
+}
+
 fn field_of(doc: &Value, key: &str) -> Value {
     let k = if key == "lab" { "runtime" } else { key };
     doc.get(k).cloned().unwrap_or(Value::Null)
 }
 
-/// `GET /telemetry/stats`.
+/// `GET /telemetry/stats`: counted in the database ([`TelemetryStore::telemetry_stats`]);
+/// each row holds exactly the `group_by` keys asked for (`lab` reads `runtime`).
 pub async fn stats(app: &App, req: &Request) -> Result<Response, ApiError> {
     let group_by = req
         .query_param("group_by")
@@ -287,48 +289,34 @@ pub async fn stats(app: &App, req: &Request) -> Result<Response, ApiError> {
     if let Some(r) = runtime.or(lab) {
         f = eq(f, "runtime", r);
     }
-    let (docs, _) = app
-        .telemetry
-        .find_telemetry(
-            &f,
-            time_param(req, "since")?,
-            time_param(req, "until")?,
-            0,
-            None,
+    let query = TelemetryStatsQuery {
+        filter: f,
+        since: time_param(req, "since")?,
+        until: time_param(req, "until")?,
+        group_by: keys
+            .iter()
+            .map(|k| if *k == "lab" { "runtime" } else { k }.to_owned())
+            .collect(),
+    };
+    let mut groups = app.telemetry.telemetry_stats(&query).await?;
+    // Largest first; equal totals in the order of their keys.
+    groups.sort_by_cached_key(|g| {
+        (
+            std::cmp::Reverse(g.total),
+            serde_json::to_string(&g.keys).unwrap_or_default(),
         )
-        .await?;
-    let mut groups: BTreeMap<String, (Vec<Value>, Counts)> = BTreeMap::new();
-    for d in &docs {
-        let key_vals: Vec<Value> = keys.iter().map(|k| field_of(d, k)).collect();
-        let entry = groups
-            .entry(serde_json::to_string(&key_vals).unwrap_or_default())
-            .or_insert_with(|| (key_vals, Counts::default()));
-        entry.1.add(d);
-    }
-    let mut out: Vec<Value> = groups
-        .into_values()
-        .map(|(vals, c)| {
+    });
+    let out: Vec<Value> = groups
+        .into_iter()
+        .map(|g| {
             let mut o = Map::new();
-            for (k, v) in keys.iter().zip(vals) {
-                o.insert((*k).into(), v);
+            for (k, v) in keys.iter().zip(g.keys.iter()) {
+                o.insert((*k).into(), v.clone());
             }
-            if keys.contains(&"runtime") && !o.contains_key("lab") {
-                o.insert("lab".into(), o["runtime"].clone());
-            }
-            for (k, v) in [
-                ("total", c.total),
-                ("pass", c.pass),
-                ("fail", c.fail),
-                ("incomplete", c.incomplete),
-                ("skip", c.skip),
-                ("infra_error", c.infra_error),
-            ] {
-                o.insert(k.into(), json!(v));
-            }
+            put_counts(&mut o, &g);
             Value::Object(o)
         })
         .collect();
-    out.sort_by_key(|v| std::cmp::Reverse(v["total"].as_u64().unwrap_or(0)));
     ok(Value::Array(out))
 }
 
@@ -433,7 +421,8 @@ pub async fn anomalies(app: &App, req: &Request) -> Result<Response, ApiError> {
         }
     }
     let mut result_anomalies: Vec<Value> = Vec::new();
-    for (key, c) in results.into_values() {
+    for (key, group) in results.into_values() {
+        let c = &group.counts;
         if c.total < min_total {
             continue;
         }
@@ -449,16 +438,7 @@ pub async fn anomalies(app: &App, req: &Request) -> Result<Response, ApiError> {
         if scope == "device" {
             o.insert("device_id".into(), key[2].clone());
         }
-        for (k, v) in [
-            ("total", c.total),
-            ("pass", c.pass),
-            ("fail", c.fail),
-            ("incomplete", c.incomplete),
-            ("skip", c.skip),
-            ("infra_error", c.infra_error),
-        ] {
-            o.insert(k.into(), json!(v));
-        }
+        put_counts(&mut o, c);
         o.insert("infra_rate".into(), json!(round3(infra_rate)));
         o.insert("fail_rate".into(), json!(round3(fail_rate)));
         o.insert(
@@ -469,9 +449,9 @@ pub async fn anomalies(app: &App, req: &Request) -> Result<Response, ApiError> {
             "constant_infra_failure".into(),
             json!(c.infra_error == c.total),
         );
-        o.insert("last_seen".into(), json!(c.last_seen));
-        o.insert("latest_error_type".into(), c.latest_error_type.clone());
-        o.insert("latest_error_msg".into(), c.latest_error_msg.clone());
+        o.insert("last_seen".into(), json!(group.last_seen));
+        o.insert("latest_error_type".into(), group.latest_error_type);
+        o.insert("latest_error_msg".into(), group.latest_error_msg);
         result_anomalies.push(Value::Object(o));
     }
     result_anomalies.sort_by(|a, b| {

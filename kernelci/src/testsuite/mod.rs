@@ -8,7 +8,8 @@
 //! - [`s3`] (feature `s3`): moto, an S3-compatible server; [`azure`] (feature `azure`):
 //!   Azurite, the Azure Blob emulator; [`cloud`]: their installer and a fault-injecting proxy.
 //! - The conformance suites, one per trait, that every implementation runs:
-//!   [`store`] (`NodeStore`), [`bus`] (`EventBus`), [`storage`] (`Storage`).
+//!   [`store`] (`NodeStore`, `UserStore`, `KvStore`, `EventLog`, `TelemetryStore`),
+//!   [`bus`] (`EventBus`), [`storage`] (`Storage`).
 //!
 //! Third-party implementations of the traits can run the same suites from their own tests.
 

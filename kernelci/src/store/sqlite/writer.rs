@@ -33,19 +33,6 @@ pub(super) type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// back) and how to answer once the batch's fate is known.
 pub(super) type Job = Box<dyn FnOnce(Option<&Tx<'_>>) -> (bool, Completion) + Send>;
 
-/// A copy of a batch-wide error for each job of the batch.
-pub(super) fn batch_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable { message, .. } => StoreError::Unavailable {
-            message: message.clone(),
-            source: None,
-        },
-        StoreError::Timeout(d) => StoreError::Timeout(*d),
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        other => StoreError::Internal(other.to_string()),
-    }
-}
-
 /// What a job sees: the connection (inside a transaction) and the change log of the batch.
 pub(super) struct Tx<'a> {
     conn: &'a Connection,

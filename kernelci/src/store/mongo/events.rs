@@ -1,0 +1,332 @@
+//! [`EventLog`] on MongoDB: collection `eventhistory` (upstream's shape), the sequence and the
+//! retention point in `counters`, durable subscriber positions in `subscriber_state`.
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::ReturnDocument;
+use serde_json::Value;
+
+use super::convert::{self, EVENT, SUBSCRIBER};
+use super::{
+    MongoStore, PURGED_ID, SEQ_ID, Tx, as_u64, corrupt, decode_json, encode, mongo_err, raise_to,
+    tx_fn,
+};
+use crate::models::Timestamp;
+use crate::query::Filter;
+use crate::store::{
+    Entity, EventFilter, EventLog, NewEvent, StoreError, StoreResult, StoredEvent, SubscriberState,
+};
+
+fn event_doc(e: &StoredEvent) -> Document {
+    let mut d = doc! {
+        "_id": convert::oid(e.id),
+        "timestamp": convert::datetime(e.timestamp),
+        "sequence_id": i64::try_from(e.sequence_id).unwrap_or(i64::MAX),
+        "channel": e.channel.clone(),
+        "owner": e.owner.clone().map(Bson::String).unwrap_or(Bson::Null),
+        "data": convert::json_to_bson(&e.data),
+    };
+    if !e.attributes.is_empty() {
+        d.insert(
+            "attributes",
+            convert::json_to_bson(&Value::Object(e.attributes.clone())),
+        );
+    }
+    d
+}
+
+fn decode_event(d: &Document) -> StoreResult<StoredEvent> {
+    let id = match d.get("_id") {
+        Some(Bson::ObjectId(o)) => convert::from_oid(o),
+        _ => None,
+    }
+    .ok_or_else(|| corrupt("event", "bad _id"))?;
+    let timestamp = match d.get("timestamp") {
+        Some(Bson::DateTime(t)) => convert::from_datetime(*t),
+        Some(Bson::String(s)) => Timestamp::parse(s).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| corrupt("event", "bad timestamp"))?;
+    let sequence_id = match d.get("sequence_id") {
+        Some(Bson::Int32(i)) => u64::try_from(*i).ok(),
+        Some(Bson::Int64(i)) => u64::try_from(*i).ok(),
+        Some(Bson::Double(f)) if *f >= 0.0 => Some(*f as u64),
+        _ => None,
+    }
+    .ok_or_else(|| corrupt("event", "bad sequence_id"))?;
+    let attributes = match d.get("attributes") {
+        Some(Bson::Document(a)) => match convert::bson_to_json(&Bson::Document(a.clone())) {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        },
+        _ => serde_json::Map::new(),
+    };
+    Ok(StoredEvent {
+        sequence_id,
+        id,
+        timestamp,
+        channel: d.get_str("channel").unwrap_or_default().to_owned(),
+        owner: d.get_str("owner").ok().map(str::to_owned),
+        data: d
+            .get("data")
+            .map(convert::bson_to_json)
+            .unwrap_or(Value::Null),
+        attributes,
+    })
+}
+
+impl Tx {
+    /// Appends events with the next sequence numbers, inside this write's transaction (a node
+    /// write's or [`EventLog::append_events`]'s).
+    pub(super) async fn append(&mut self, events: Vec<NewEvent>) -> StoreResult<Vec<StoredEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let counters = self.inner.counters.clone();
+        let action = counters
+            .find_one_and_update(doc! { "_id": SEQ_ID }, doc! { "$inc": { "seq": n } })
+            .upsert(true)
+            .return_document(ReturnDocument::After);
+        let r = match self.session.as_mut() {
+            Some(s) => action.session(s).await,
+            None => action.await,
+        };
+        let last = as_u64(
+            r.map_err(|e| self.fail("next event sequence", e))?
+                .as_ref()
+                .and_then(|d| d.get("seq")),
+        );
+        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        // A counter document someone else changed (a missing or non-numeric `seq`) must not
+        // wrap the arithmetic.
+        let first = last.checked_add(1).and_then(|n| n.checked_sub(count));
+        let first = first.filter(|f| *f > 0).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "the event counter {SEQ_ID:?} reads {last} after adding {count}: corrupt"
+            ))
+        })?;
+        let now = convert::millis(Timestamp::now());
+        let stored: Vec<StoredEvent> = events
+            .into_iter()
+            .zip(first..)
+            .map(|(e, sequence_id)| e.stored(sequence_id, now))
+            .collect();
+        let docs: Vec<Document> = stored.iter().map(event_doc).collect();
+        let evs = self.inner.events.clone();
+        let r = match self.session.as_mut() {
+            Some(s) => evs.insert_many(docs).session(s).await,
+            None => evs.insert_many(docs).await,
+        };
+        r.map_err(|e| self.fail("append events", e))?;
+        Ok(stored)
+    }
+}
+
+#[async_trait]
+impl EventLog for MongoStore {
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<StoredEvent>> {
+        self.write(tx_fn(move |tx| {
+            let events = events.clone();
+            Box::pin(async move { tx.append(events).await })
+        }))
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.read(async {
+            let purged = self.counter(PURGED_ID).await?;
+            // Retention by the TTL index leaves no mark: the oldest event kept tells.
+            let oldest = self
+                .inner
+                .events
+                .find_one(doc! {})
+                .sort(doc! { "sequence_id": 1 })
+                .await
+                .map_err(|e| mongo_err("read events", e))?
+                .map(|d| as_u64(d.get("sequence_id")));
+            let below_oldest = match oldest {
+                Some(o) => o.saturating_sub(1),
+                None => self.counter(SEQ_ID).await?,
+            };
+            let boundary = purged.max(below_oldest);
+            if after < boundary {
+                return Err(StoreError::EventsPurged {
+                    requested: after,
+                    oldest: boundary + 1,
+                });
+            }
+            let mut f = doc! { "sequence_id": { "$gt": i64::try_from(after).unwrap_or(i64::MAX) } };
+            if let Some(ch) = &filter.channel {
+                f.insert("channel", ch.clone());
+            }
+            if let Some(owner) = &filter.owner {
+                f.insert("owner", doc! { "$in": [owner.clone(), Bson::Null] });
+            }
+            let cursor = self
+                .inner
+                .events
+                .find(f)
+                .sort(doc! { "sequence_id": 1 })
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .max_time(self.inner.query_timeout)
+                .await
+                .map_err(|e| mongo_err("read events", e))?;
+            let docs: Vec<Document> = cursor
+                .try_collect()
+                .await
+                .map_err(|e| mongo_err("read events", e))?;
+            docs.iter().map(decode_event).collect()
+        })
+        .await
+    }
+
+    async fn find_events(
+        &self,
+        filter: &Filter,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let t = convert::translate(&EVENT, filter);
+        self.read(async {
+            let mut action = self
+                .inner
+                .events
+                .find(t.doc.clone())
+                .sort(doc! { "sequence_id": 1 })
+                .max_time(self.inner.query_timeout);
+            if t.residual.is_empty() {
+                action = action.skip(offset);
+                if let Some(l) = limit {
+                    action = action.limit(i64::try_from(l).unwrap_or(i64::MAX));
+                }
+            }
+            let mut cursor = action.await.map_err(|e| mongo_err("find events", e))?;
+            let mut out = Vec::new();
+            let mut skipped = 0;
+            while let Some(d) = cursor
+                .try_next()
+                .await
+                .map_err(|e| mongo_err("find events", e))?
+            {
+                let ev = decode_event(&d)?;
+                if !t.residual.is_empty() {
+                    if limit.is_some_and(|l| out.len() as u64 >= l) {
+                        break;
+                    }
+                    let doc = ev.to_document();
+                    if !t.residual.iter().all(|c| c.matches(&doc)) {
+                        continue;
+                    }
+                    if skipped < offset {
+                        skipped += 1;
+                        continue;
+                    }
+                }
+                out.push(ev);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        self.read(self.counter(SEQ_ID)).await
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
+        let before = convert::datetime(before);
+        let top = self
+            .inner
+            .events
+            .find_one(doc! { "timestamp": { "$lt": before } })
+            .sort(doc! { "sequence_id": -1 })
+            .await
+            .map_err(|e| mongo_err("purge events", e))?;
+        let Some(top) = top else { return Ok(0) };
+        let top = i64::try_from(as_u64(top.get("sequence_id"))).unwrap_or(i64::MAX);
+        // Record the retention point first: a reader never sees a silent gap.
+        raise_to(&self.inner.counters, PURGED_ID, top).await?;
+        let r = self
+            .inner
+            .events
+            .delete_many(doc! { "sequence_id": { "$lte": top } })
+            .await
+            .map_err(|e| mongo_err("purge events", e))?;
+        Ok(r.deleted_count)
+    }
+
+    async fn increment_counter(&self, name: &str) -> StoreResult<u64> {
+        let id = format!("counter:{name}");
+        let r = self
+            .inner
+            .counters
+            .find_one_and_update(doc! { "_id": &id }, doc! { "$inc": { "seq": 1i64 } })
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| mongo_err("increment a counter", e))?;
+        Ok(as_u64(r.as_ref().and_then(|d| d.get("seq"))))
+    }
+
+    async fn get_subscriber(&self, subscriber_id: &str) -> StoreResult<Option<SubscriberState>> {
+        let d = self
+            .read(async {
+                self.inner
+                    .subscribers
+                    .find_one(doc! { "subscriber_id": subscriber_id })
+                    .await
+                    .map_err(|e| mongo_err("get subscriber", e))
+            })
+            .await?;
+        d.map(|mut d| {
+            d.remove("_id");
+            decode_json(&d, "subscriber")
+        })
+        .transpose()
+    }
+
+    async fn put_subscriber(&self, state: SubscriberState) -> StoreResult<()> {
+        let d = encode(&SUBSCRIBER, &state)?;
+        self.inner
+            .subscribers
+            .replace_one(doc! { "subscriber_id": state.subscriber_id.clone() }, d)
+            .upsert(true)
+            .await
+            .map_err(|e| mongo_err("put subscriber", e))?;
+        Ok(())
+    }
+
+    async fn ack_subscriber(&self, subscriber_id: &str, sequence_id: u64) -> StoreResult<()> {
+        let seq = i64::try_from(sequence_id).unwrap_or(i64::MAX);
+        let now = convert::datetime(Timestamp::now());
+        // Forward only: a guarded `$set` (atomic per document), then stamp `last_poll`.
+        self.inner
+            .subscribers
+            .update_one(
+                doc! { "subscriber_id": subscriber_id, "last_event_id": { "$lt": seq } },
+                doc! { "$set": { "last_event_id": seq, "last_poll": now } },
+            )
+            .await
+            .map_err(|e| mongo_err("ack subscriber", e))?;
+        let r = self
+            .inner
+            .subscribers
+            .update_one(
+                doc! { "subscriber_id": subscriber_id },
+                doc! { "$set": { "last_poll": now } },
+            )
+            .await
+            .map_err(|e| mongo_err("ack subscriber", e))?;
+        if r.matched_count == 0 {
+            return Err(StoreError::not_found(Entity::Subscriber, subscriber_id));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! [`EventLog`] on SQLite: table `event` (`seq` is the sequence, AUTOINCREMENT so a number is
+//! never reused, even after a purge), the retention mark `meta.purged_through`, counters in
+//! `counter`, durable subscriber positions in `subscriber`.
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value;
+
+use super::{SqliteStore, corrupt, db_err, one_doc, sql};
+use crate::models::{ObjectId, Timestamp};
+use crate::query::Filter;
+use crate::store::{
+    Entity, EventFilter, EventLog, NewEvent, StoreError, StoreResult, StoredEvent, SubscriberState,
+};
+
+/// Appends `ev` with the next sequence number, inside the caller's transaction (a node write's
+/// or [`EventLog::append_events`]'s).
+pub(super) fn append_event(tx: &Connection, ev: NewEvent) -> StoreResult<StoredEvent> {
+    let mut stored = ev.stored(0, Timestamp::now());
+    let attrs = if stored.attributes.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&stored.attributes)
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        )
+    };
+    // The document is written with sequence 0 and fixed up after the insert assigns `seq`.
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO event (id, ts, channel, owner, attrs, doc) VALUES (?1, ?2, ?3, ?4, ?5, '{}')")
+        .map_err(db_err)?;
+    stmt.execute(params![
+        stored.id.to_hex(),
+        stored.timestamp.to_string(),
+        stored.channel,
+        stored.owner,
+        attrs
+    ])
+    .map_err(db_err)?;
+    let seq = tx.last_insert_rowid();
+    stored.sequence_id =
+        u64::try_from(seq).map_err(|_| StoreError::Internal("negative sequence".into()))?;
+    let doc = serde_json::to_string(&stored.to_document())
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    tx.prepare_cached("UPDATE event SET doc = ?2 WHERE seq = ?1")
+        .map_err(db_err)?
+        .execute(params![seq, doc])
+        .map_err(db_err)?;
+    Ok(stored)
+}
+
+fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, Option<String>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn decode_event(seq: i64, doc: &str, attrs: Option<String>) -> StoreResult<StoredEvent> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        id: ObjectId,
+        timestamp: Timestamp,
+        channel: String,
+        owner: Option<String>,
+        data: Value,
+    }
+    let d: Doc = serde_json::from_str(doc).map_err(|e| corrupt("event", e))?;
+    let attributes = match attrs {
+        Some(a) => serde_json::from_str(&a).map_err(|e| corrupt("event attributes", e))?,
+        None => serde_json::Map::new(),
+    };
+    Ok(StoredEvent {
+        sequence_id: u64::try_from(seq).map_err(|_| corrupt("event", "negative sequence"))?,
+        id: d.id,
+        timestamp: d.timestamp,
+        channel: d.channel,
+        owner: d.owner,
+        data: d.data,
+        attributes,
+    })
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<StoredEvent>> {
+        self.write(move |tx| events.into_iter().map(|e| append_event(tx, e)).collect())
+            .await
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let purged: i64 = c
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'purged_through'",
+                    [],
+                    |r| r.get::<_, String>(0).map(|s| s.parse().unwrap_or(0)),
+                )
+                .optional()
+                .map_err(db_err)?
+                .unwrap_or(0);
+            let after_i = i64::try_from(after).unwrap_or(i64::MAX);
+            if after_i < purged {
+                return Err(StoreError::EventsPurged {
+                    requested: after,
+                    oldest: purged as u64 + 1,
+                });
+            }
+            let mut sql_text = String::from("SELECT seq, doc, attrs FROM event WHERE seq > ?1");
+            let mut params: Vec<SqlValue> = vec![SqlValue::Integer(after_i)];
+            if let Some(ch) = &filter.channel {
+                params.push(SqlValue::Text(ch.clone()));
+                sql_text.push_str(&format!(" AND channel = ?{}", params.len()));
+            }
+            if let Some(owner) = &filter.owner {
+                params.push(SqlValue::Text(owner.clone()));
+                sql_text.push_str(&format!(
+                    " AND (owner IS NULL OR owner = ?{})",
+                    params.len()
+                ));
+            }
+            sql_text.push_str(&format!(
+                " ORDER BY seq LIMIT {}",
+                limit.min(i64::MAX as usize)
+            ));
+            let mut stmt = c.prepare_cached(&sql_text).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(params.iter()), row_event)
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, doc, attrs) = row.map_err(db_err)?;
+                out.push(decode_event(seq, &doc, attrs)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find_events(
+        &self,
+        filter: &Filter,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let w = sql::where_clause(filter, "doc", &|_| None).map_err(StoreError::Invalid)?;
+        self.read(move |c| {
+            let limit = limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
+            let sql_text = format!(
+                "SELECT seq, doc, attrs FROM event WHERE {} ORDER BY seq LIMIT {limit} OFFSET {}",
+                w.sql,
+                offset.min(i64::MAX as u64)
+            );
+            let mut stmt = c.prepare_cached(&sql_text).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(w.params.iter()), row_event)
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, doc, attrs) = row.map_err(db_err)?;
+                out.push(decode_event(seq, &doc, attrs)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            // sqlite_sequence keeps the highest seq ever assigned, even after a purge.
+            let seq: Option<i64> = c
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'event'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            Ok(seq.unwrap_or(0).max(0) as u64)
+        })
+        .await
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let ts = before.to_string();
+            let max_seq: Option<i64> =
+                tx.query_row("SELECT max(seq) FROM event WHERE ts < ?1", [&ts], |r| r.get(0)).map_err(db_err)?;
+            let Some(max_seq) = max_seq else { return Ok(0) };
+            let n = tx.execute("DELETE FROM event WHERE seq <= ?1", [max_seq]).map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('purged_through', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                [max_seq.to_string()],
+            )
+            .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn increment_counter(&self, name: &str) -> StoreResult<u64> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let v: i64 = tx
+                .query_row(
+                    "INSERT INTO counter (name, value) VALUES (?1, 1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            Ok(v.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn get_subscriber(&self, subscriber_id: &str) -> StoreResult<Option<SubscriberState>> {
+        let id = subscriber_id.to_owned();
+        self.read(move |c| {
+            one_doc(
+                c,
+                "SELECT doc FROM subscriber WHERE subscriber_id = ?1",
+                &id,
+                "subscriber",
+            )
+        })
+        .await
+    }
+
+    async fn put_subscriber(&self, state: SubscriberState) -> StoreResult<()> {
+        self.write(move |tx| {
+            let doc =
+                serde_json::to_string(&state).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO subscriber (subscriber_id, doc) VALUES (?1, ?2)
+                 ON CONFLICT (subscriber_id) DO UPDATE SET doc = excluded.doc",
+                params![state.subscriber_id, doc],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ack_subscriber(&self, subscriber_id: &str, sequence_id: u64) -> StoreResult<()> {
+        let id = subscriber_id.to_owned();
+        self.write(move |tx| {
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM subscriber WHERE subscriber_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some(doc) = doc else {
+                return Err(StoreError::not_found(Entity::Subscriber, id));
+            };
+            let mut state: SubscriberState =
+                serde_json::from_str(&doc).map_err(|e| corrupt("subscriber", e))?;
+            state.last_event_id = state.last_event_id.max(sequence_id);
+            state.last_poll = Some(Timestamp::now());
+            let doc =
+                serde_json::to_string(&state).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "UPDATE subscriber SET doc = ?2 WHERE subscriber_id = ?1",
+                params![id, doc],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
