@@ -9,8 +9,10 @@
 //! - [`models`]: the node, user and group models, with exactly the upstream JSON shapes;
 //! - [`query`]: the `field__op=value` query language, parsed once into a typed [`query::Filter`]
 //!   and evaluated the same way by every store;
-//! - [`store`]: the [`store::NodeStore`] trait and its implementations
-//!   ([`store::SqliteStore`] behind the default `sqlite` feature);
+//! - [`store`]: one trait per concern ([`store::NodeStore`], [`store::UserStore`],
+//!   [`store::KvStore`], [`store::EventLog`], [`store::TelemetryStore`]; all five as
+//!   [`store::Store`]) and their implementations ([`store::SqliteStore`] behind the default
+//!   `sqlite` feature, `MongoStore` behind `mongodb`; `mockall` mocks behind `mock`);
 //! - [`events`]: the CloudEvent envelope, node event payloads and the [`events::EventBus`]
 //!   that wakes listeners ([`events::LocalBus`]; `RedisBus` behind the `redis` feature);
 //! - [`storage`]: the [`storage::Storage`] trait for artifacts (tarballs, logs) and its

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kernelci::models::Timestamp;
 use kernelci::query::{Filter, Op, Operand, Scalar};
-use kernelci::store::{TelemetryGroup, TelemetryStatsQuery};
+use kernelci::store::{TelemetryGroup, TelemetryQuery};
 use serde_json::{Map, Value, json};
 use warp::reply::Response;
 
@@ -129,6 +129,15 @@ fn time_param(req: &Request, name: &str) -> Result<Option<Timestamp>, ApiError> 
         .transpose()
 }
 
+/// The documents `filter` matches with `ts` in the request's `[since, until]`.
+fn selected(req: &Request, filter: Filter) -> Result<TelemetryQuery, ApiError> {
+    Ok(TelemetryQuery {
+        filter,
+        since: time_param(req, "since")?,
+        until: time_param(req, "until")?,
+    })
+}
+
 fn eq(f: Filter, field: &str, v: &str) -> Filter {
     let s = match v.to_ascii_lowercase().as_str() {
         "true" => Scalar::Bool(true),
@@ -184,13 +193,7 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
     }
     let (items, total) = app
         .telemetry
-        .find_telemetry(
-            &f,
-            time_param(req, "since")?,
-            time_param(req, "until")?,
-            offset,
-            Some(limit),
-        )
+        .find_telemetry(&selected(req, f)?, offset, Some(limit))
         .await?;
     ok(json!({"items": items, "total": total, "limit": limit, "offset": offset}))
 }
@@ -273,15 +276,11 @@ pub async fn stats(app: &App, req: &Request) -> Result<Response, ApiError> {
         ));
     }
     let mut f = Filter::all();
-    for k in [
-        "kind",
-        "device_type",
-        "device_id",
-        "job_name",
-        "tree",
-        "branch",
-        "arch",
-    ] {
+    // Exact filters: every group field but `runtime`/`lab` (below) and `error_type`.
+    for k in GROUP_FIELDS
+        .into_iter()
+        .filter(|k| !matches!(*k, "runtime" | "lab" | "error_type"))
+    {
         if let Some(v) = req.query_param(k) {
             f = eq(f, k, v);
         }
@@ -289,16 +288,12 @@ pub async fn stats(app: &App, req: &Request) -> Result<Response, ApiError> {
     if let Some(r) = runtime.or(lab) {
         f = eq(f, "runtime", r);
     }
-    let query = TelemetryStatsQuery {
-        filter: f,
-        since: time_param(req, "since")?,
-        until: time_param(req, "until")?,
-        group_by: keys
-            .iter()
-            .map(|k| if *k == "lab" { "runtime" } else { k }.to_owned())
-            .collect(),
-    };
-    let mut groups = app.telemetry.telemetry_stats(&query).await?;
+    let query = selected(req, f)?;
+    let fields: Vec<String> = keys
+        .iter()
+        .map(|k| if *k == "lab" { "runtime" } else { k }.to_owned())
+        .collect();
+    let mut groups = app.telemetry.telemetry_stats(&query, &fields).await?;
     // Largest first; equal totals in the order of their keys.
     groups.sort_by_cached_key(|g| {
         (
@@ -381,7 +376,14 @@ pub async fn anomalies(app: &App, req: &Request) -> Result<Response, ApiError> {
     let since = Timestamp::now().plus_secs(-hours * 3600);
     let (docs, _) = app
         .telemetry
-        .find_telemetry(&Filter::all(), Some(since), None, 0, None)
+        .find_telemetry(
+            &TelemetryQuery {
+                since: Some(since),
+                ..TelemetryQuery::default()
+            },
+            0,
+            None,
+        )
         .await?;
     let mut results: BTreeMap<String, (Vec<Value>, Counts)> = BTreeMap::new();
     let mut errors: BTreeMap<(String, String), u64> = BTreeMap::new();

@@ -6,9 +6,7 @@
 
 use serde_json::Value;
 
-use super::{
-    Conflict, NewEvent, StoreError, StoreResult, TelemetryGroup, TelemetryStatsQuery, UpdateRule,
-};
+use super::{Conflict, NewEvent, StoreError, StoreResult, TelemetryGroup, UpdateRule};
 use crate::events::{NODE_CHANNEL, NodeEvent};
 use crate::models::{Node, Timestamp, User, UserGroup};
 use crate::query::Filter;
@@ -121,11 +119,11 @@ pub(crate) fn user_conflict(user: &User, detail: &str) -> StoreError {
 
 /// Refuses `group_by` fields that are not plain top-level names (they are spelled into SQL
 /// and aggregation pipelines).
-pub(crate) fn check_group_by(query: &TelemetryStatsQuery) -> StoreResult<()> {
-    if query.group_by.is_empty() {
+pub(crate) fn check_group_by(group_by: &[String]) -> StoreResult<()> {
+    if group_by.is_empty() {
         return Err(StoreError::Invalid("no field to group telemetry by".into()));
     }
-    for f in &query.group_by {
+    for f in group_by {
         if f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(StoreError::Invalid(format!(
                 "cannot group telemetry by '{f}'"

@@ -48,7 +48,7 @@ pub use common::{TelemetryGrouper, apply_update_rule, node_created_event, node_u
 pub use error::{Conflict, Entity, StoreError, StoreResult};
 pub use types::{
     Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeUpdate, NodeWrite, Sort,
-    StoredEvent, SubscriberState, TelemetryGroup, TelemetryStatsQuery, UpdateRule, node_json,
+    StoredEvent, SubscriberState, TelemetryGroup, TelemetryQuery, UpdateRule, node_json,
 };
 
 use async_trait::async_trait;
@@ -257,23 +257,23 @@ pub trait TelemetryStore: Send + Sync + 'static {
     /// Inserts telemetry documents (JSON objects with at least `ts`); returns how many.
     async fn insert_telemetry(&self, events: Vec<Value>) -> StoreResult<u64>;
 
-    /// Telemetry documents matching `filter` with `ts` in `[since, until]`, oldest first,
-    /// with offset and limit; and the total count.
+    /// The documents `query` selects, oldest first, with offset and limit; and how many it
+    /// selects in all.
     async fn find_telemetry(
         &self,
-        filter: &Filter,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
+        query: &TelemetryQuery,
         offset: u64,
         limit: Option<u64>,
     ) -> StoreResult<(Vec<Value>, u64)>;
 
-    /// The documents `query` selects, grouped by its `group_by` fields and counted (total and
-    /// by result, see [`TelemetryGroup::add`]), computed in the database: memory grows with
-    /// the number of groups, not of documents. Groups in any order.
+    /// The documents `query` selects, grouped by the top-level fields `group_by` (in order;
+    /// a name of letters, digits and `_`, else `Invalid`) and counted (total and by result,
+    /// see [`TelemetryGroup::add`]) in the database: memory grows with the number of groups,
+    /// not of documents. Groups in any order.
     async fn telemetry_stats(
         &self,
-        query: &TelemetryStatsQuery,
+        query: &TelemetryQuery,
+        group_by: &[String],
     ) -> StoreResult<Vec<TelemetryGroup>>;
 }
 

@@ -204,19 +204,16 @@ pub struct SubscriberState {
     pub last_poll: Option<Timestamp>,
 }
 
-/// What [`TelemetryStore::telemetry_stats`](super::TelemetryStore::telemetry_stats) counts:
-/// the documents that `filter` and the `ts` range select, grouped by `group_by`.
+/// Which telemetry documents a read selects: those `filter` matches (evaluated on the stored
+/// document) with `ts` in `[since, until]`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TelemetryStatsQuery {
-    /// Which documents (evaluated on the stored document, as for `find_telemetry`).
+pub struct TelemetryQuery {
+    /// The conditions on the document.
     pub filter: Filter,
     /// Only documents with `ts` at or after this.
     pub since: Option<Timestamp>,
     /// Only documents with `ts` at or before this.
     pub until: Option<Timestamp>,
-    /// The top-level fields to group by, in order (`runtime`, `device_type`, ...). A field
-    /// name is letters, digits and `_`; anything else is `Invalid`.
-    pub group_by: Vec<String>,
 }
 
 /// One group of a telemetry aggregate: the group's values and its counts.

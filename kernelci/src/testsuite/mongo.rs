@@ -210,7 +210,7 @@ impl MongoPeer {
     }
 }
 
-/// A fresh store on its own wire server, for `node_store_suite!(option ...)`: `None` when no
+/// A fresh store on its own wire server, for `store_suite!(option ...)`: `None` when no
 /// wire server can be installed here.
 pub async fn fresh_store() -> Option<(MongoStore, MongoPeer)> {
     let peer = MongoPeer::start()?;

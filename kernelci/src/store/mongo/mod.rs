@@ -12,6 +12,7 @@
 //! | `node` | the node JSON with `_id` and `parent` as ObjectIds and `created`, `updated`, `timeout`, `holdoff` as BSON datetimes |
 //! | `user`, `usergroup` | upstream's shapes (`_id` ObjectId; a Beanie `revision_id` is ignored) |
 //! | `eventhistory` | `{_id, timestamp, sequence_id, channel, owner, data}` (+ `attributes` when given) |
+//! | `telemetry` | upstream's telemetry events (`ts` a BSON datetime) |
 //! | `subscriber_state` | `{subscriber_id, channel, user, promiscuous, last_event_id, created_at, last_poll}` |
 //! | `kv` | `{namespace, key, value}` (upstream keeps these in Redis) |
 //! | `counters` | `{_id: "event_seq", seq}` the event sequence, `{_id: "event_purged_through", seq}` the retention point (upstream keeps the sequence in Redis; at start-up the counter is raised to the highest `sequence_id` already stored) |
@@ -47,9 +48,12 @@
 //!   deadline; either gives [`StoreError::Timeout`]. A server that cannot be reached gives
 //!   [`StoreError::Unavailable`] after [`MongoConfig::server_selection_timeout`]; the driver
 //!   reconnects by itself once the server is back.
-//! - **Queries** are translated to MongoDB filters with exactly [`Filter::matches`]'s
-//!   semantics ([`convert`]); the rare conditions MongoDB would answer differently are
-//!   evaluated in memory on the candidates.
+//! - **Queries** are translated to MongoDB filters with exactly the semantics of
+//!   [`Filter::matches`](crate::query::Filter::matches) ([`convert`]); the rare conditions
+//!   MongoDB would answer differently are evaluated in memory on the candidates, reading only
+//!   the fields they need when counting.
+//! - **Telemetry statistics** are counted by the server with stages jongodb understands too
+//!   (see [`telemetry`]).
 
 mod convert;
 mod events;
@@ -334,18 +338,9 @@ async fn writer_task(
                 }
                 // The database is away: every write of the group fails alike (running them
                 // one by one would wait out the server selection timeout once per write).
-                Err(StoreError::Unavailable { message, .. }) => {
+                Err(e @ (StoreError::Unavailable { .. } | StoreError::Timeout(_))) => {
                     for p in group {
-                        let _ = p.done.send(Err(StoreError::Unavailable {
-                            message: message.clone(),
-                            source: None,
-                        }));
-                    }
-                    continue;
-                }
-                Err(StoreError::Timeout(t)) => {
-                    for p in group {
-                        let _ = p.done.send(Err(StoreError::Timeout(t)));
+                        let _ = p.done.send(Err(e.copied()));
                     }
                     continue;
                 }

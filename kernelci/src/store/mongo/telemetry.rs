@@ -13,9 +13,8 @@ use serde_json::Value;
 use super::convert::{self, TELEMETRY};
 use super::{MongoStore, mongo_err};
 use crate::models::Timestamp;
-use crate::query::Filter;
 use crate::store::common::{TelemetryGrouper, check_group_by};
-use crate::store::{StoreResult, TelemetryGroup, TelemetryStatsQuery, TelemetryStore};
+use crate::store::{StoreResult, TelemetryGroup, TelemetryQuery, TelemetryStore};
 
 /// The counts of [`TelemetryGroup`], each the documents of a `$match` (none: all).
 const COUNTS: [&str; 6] = ["total", "pass", "fail", "incomplete", "skip", "infra_error"];
@@ -63,18 +62,14 @@ impl MongoStore {
         self.inner.db.collection::<Document>("telemetry")
     }
 
-    /// The MongoDB filter of `filter` with `ts` in `[since, until]`, and the residual.
-    fn telemetry_query(
-        filter: &Filter,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
-    ) -> convert::Translated {
-        let mut t = convert::translate(&TELEMETRY, filter);
+    /// The MongoDB filter of `query`, and the residual.
+    fn telemetry_query(query: &TelemetryQuery) -> convert::Translated {
+        let mut t = convert::translate(&TELEMETRY, &query.filter);
         let mut range = Document::new();
-        if let Some(s) = since {
+        if let Some(s) = query.since {
             range.insert("$gte", convert::datetime(s));
         }
-        if let Some(u) = until {
+        if let Some(u) = query.until {
             range.insert("$lte", convert::datetime(u));
         }
         if !range.is_empty() {
@@ -304,13 +299,11 @@ impl TelemetryStore for MongoStore {
 
     async fn find_telemetry(
         &self,
-        filter: &Filter,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
+        query: &TelemetryQuery,
         offset: u64,
         limit: Option<u64>,
     ) -> StoreResult<(Vec<Value>, u64)> {
-        let t = MongoStore::telemetry_query(filter, since, until);
+        let t = MongoStore::telemetry_query(query);
         self.read(async {
             let total = self.count_telemetry(&t).await?;
             let coll = self.telemetry();
@@ -354,16 +347,16 @@ impl TelemetryStore for MongoStore {
 
     async fn telemetry_stats(
         &self,
-        query: &TelemetryStatsQuery,
+        query: &TelemetryQuery,
+        group_by: &[String],
     ) -> StoreResult<Vec<TelemetryGroup>> {
-        check_group_by(query)?;
-        let t = MongoStore::telemetry_query(&query.filter, query.since, query.until);
+        check_group_by(group_by)?;
+        let t = MongoStore::telemetry_query(query);
         if !t.residual.is_empty() {
             return self
-                .read(self.group_telemetry_streaming(&t, &query.group_by))
+                .read(self.group_telemetry_streaming(&t, group_by))
                 .await;
         }
-        self.read(self.group_telemetry(&t.doc, &query.group_by))
-            .await
+        self.read(self.group_telemetry(&t.doc, group_by)).await
     }
 }

@@ -50,8 +50,24 @@ pub(super) fn append_event(tx: &Connection, ev: NewEvent) -> StoreResult<StoredE
     Ok(stored)
 }
 
-fn row_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, Option<String>)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+/// The events `sql_text` (selecting `seq, doc, attrs`) finds with `params`, in its order.
+fn select_events(
+    c: &Connection,
+    sql_text: &str,
+    params: &[SqlValue],
+) -> StoreResult<Vec<StoredEvent>> {
+    let mut stmt = c.prepare_cached(sql_text).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, doc, attrs): (i64, String, Option<String>) = row.map_err(db_err)?;
+        out.push(decode_event(seq, &doc, attrs)?);
+    }
+    Ok(out)
 }
 
 fn decode_event(seq: i64, doc: &str, attrs: Option<String>) -> StoreResult<StoredEvent> {
@@ -127,16 +143,7 @@ impl EventLog for SqliteStore {
                 " ORDER BY seq LIMIT {}",
                 limit.min(i64::MAX as usize)
             ));
-            let mut stmt = c.prepare_cached(&sql_text).map_err(db_err)?;
-            let rows = stmt
-                .query_map(params_from_iter(params.iter()), row_event)
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, doc, attrs) = row.map_err(db_err)?;
-                out.push(decode_event(seq, &doc, attrs)?);
-            }
-            Ok(out)
+            select_events(c, &sql_text, &params)
         })
         .await
     }
@@ -155,16 +162,7 @@ impl EventLog for SqliteStore {
                 w.sql,
                 offset.min(i64::MAX as u64)
             );
-            let mut stmt = c.prepare_cached(&sql_text).map_err(db_err)?;
-            let rows = stmt
-                .query_map(params_from_iter(w.params.iter()), row_event)
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, doc, attrs) = row.map_err(db_err)?;
-                out.push(decode_event(seq, &doc, attrs)?);
-            }
-            Ok(out)
+            select_events(c, &sql_text, &w.params)
         })
         .await
     }

@@ -8,7 +8,8 @@
 //! `name`, `created`, `owner`, `group`, `data.kernel_revision.{commit,tree,branch}`, ...) are
 //! generated columns with indexes. Filters are translated to SQL ([`sql`]) with an in-database
 //! call of the shared evaluator for the rare non-text values, so the answers are exactly those
-//! of [`Filter::matches`]. `__re` uses a `regexp()` function backed by the `regex` crate.
+//! of [`Filter::matches`](crate::query::Filter::matches). `__re` uses a `regexp()` function
+//! backed by the `regex` crate.
 
 mod counts;
 mod events;

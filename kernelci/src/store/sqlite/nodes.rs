@@ -92,7 +92,6 @@ fn node_row_sql(insert: bool) -> &'static str {
     }
 }
 
-/// The row values of a node: id, document, then the hot columns.
 /// The row values of a node (id, document, then the hot columns), and the bits of the hot
 /// columns that got the sentinel.
 fn node_row(node: &Node) -> StoreResult<(Vec<SqlValue>, u32, Value)> {

@@ -9,9 +9,8 @@ use serde_json::Value;
 
 use super::{SqliteStore, corrupt, db_err, sql};
 use crate::models::{ObjectId, Timestamp};
-use crate::query::Filter;
 use crate::store::common::check_group_by;
-use crate::store::{StoreError, StoreResult, TelemetryGroup, TelemetryStatsQuery, TelemetryStore};
+use crate::store::{StoreError, StoreResult, TelemetryGroup, TelemetryQuery, TelemetryStore};
 
 #[async_trait]
 impl TelemetryStore for SqliteStore {
@@ -44,13 +43,11 @@ impl TelemetryStore for SqliteStore {
 
     async fn find_telemetry(
         &self,
-        filter: &Filter,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
+        query: &TelemetryQuery,
         offset: u64,
         limit: Option<u64>,
     ) -> StoreResult<(Vec<Value>, u64)> {
-        let w = telemetry_where(filter, since, until)?;
+        let w = telemetry_where(query)?;
         self.read(move |c| {
             let total: i64 = c
                 .prepare_cached(&format!("SELECT count(*) FROM telemetry WHERE {}", w.sql))
@@ -82,14 +79,14 @@ impl TelemetryStore for SqliteStore {
 
     async fn telemetry_stats(
         &self,
-        query: &TelemetryStatsQuery,
+        query: &TelemetryQuery,
+        group_by: &[String],
     ) -> StoreResult<Vec<TelemetryGroup>> {
-        check_group_by(query)?;
-        let w = telemetry_where(&query.filter, query.since, query.until)?;
+        check_group_by(group_by)?;
+        let w = telemetry_where(query)?;
         // Each key is the field's JSON text (`->`), so values group as the JSON values do
         // (the string "1" apart from the number 1); a missing field groups with null.
-        let keys: Vec<String> = query
-            .group_by
+        let keys: Vec<String> = group_by
             .iter()
             .map(|f| format!("coalesce(doc -> '{}', 'null')", sql::json_path(f)))
             .collect();
@@ -141,18 +138,14 @@ impl TelemetryStore for SqliteStore {
     }
 }
 
-/// The WHERE clause of `filter` on telemetry documents with `ts` in `[since, until]`.
-fn telemetry_where(
-    filter: &Filter,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-) -> StoreResult<sql::Where> {
-    let mut w = sql::where_clause(filter, "doc", &|_| None).map_err(StoreError::Invalid)?;
-    if let Some(s) = since {
+/// The WHERE clause of the telemetry documents `query` selects.
+fn telemetry_where(query: &TelemetryQuery) -> StoreResult<sql::Where> {
+    let mut w = sql::where_clause(&query.filter, "doc", &|_| None).map_err(StoreError::Invalid)?;
+    if let Some(s) = query.since {
         let p = w.param(SqlValue::Text(s.to_string()));
         w.sql.push_str(&format!(" AND ts >= {p}"));
     }
-    if let Some(u) = until {
+    if let Some(u) = query.until {
         let p = w.param(SqlValue::Text(u.to_string()));
         w.sql.push_str(&format!(" AND ts <= {p}"));
     }

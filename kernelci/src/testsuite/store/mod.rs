@@ -314,6 +314,27 @@ pub const SAMPLE_QUERIES: &[&[(&str, &str)]] = &[
     &[("missing.field__ne", "x")],
 ];
 
+/// Inserts `nodes` in one write (the test fails if it does not succeed).
+pub(crate) async fn insert<S: crate::store::NodeStore>(
+    store: &S,
+    nodes: Vec<Node>,
+    mode: crate::store::EventMode,
+) -> crate::store::NodeWrite {
+    must("insert", store.insert_nodes(nodes, mode).await).await
+}
+
+/// Asserts that `events` is the one `created` event of the checkout node `id` (made by
+/// [`checkout`], owned by `admin`).
+pub(crate) fn assert_created_event(events: &[crate::store::StoredEvent], id: ObjectId) {
+    assert_eq!(events.len(), 1, "one event per node published");
+    assert!(events[0].sequence_id > 0, "events are numbered from 1");
+    assert_eq!(events[0].channel, "node");
+    assert_eq!(events[0].owner.as_deref(), Some("admin"));
+    assert_eq!(events[0].data["op"], "created");
+    assert_eq!(events[0].data["id"], id.to_hex());
+    assert_eq!(events[0].data.as_object().map(|m| m.len()), Some(11));
+}
+
 /// The filter of a query string (test input: a bad one panics).
 pub(crate) fn filter<const N: usize>(pairs: [(&str, &str); N]) -> Filter {
     match Query::parse(pairs) {

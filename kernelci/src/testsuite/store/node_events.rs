@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use super::{checkout, must, sample_nodes};
+use super::{assert_created_event, checkout, insert, must, sample_nodes};
 use crate::models::{Node, NodeKind, NodePatch, ObjectId, State};
 use crate::query::Filter;
 use crate::store::{EventFilter, EventLog, EventMode, NodeStore, StoreError, UpdateRule};
@@ -14,14 +14,10 @@ use crate::store::{EventFilter, EventLog, EventMode, NodeStore, StoreError, Upda
 /// Every published node write (insert, update, patch, hierarchy) returns events that the log
 /// then serves unchanged, in order; silent writes append nothing.
 pub async fn node_writes_are_in_the_log<S: NodeStore + EventLog>(store: &S) {
-    let written = must(
-        "insert",
-        store
-            .insert_nodes(
-                vec![checkout("mainline", "master", "abc")],
-                EventMode::Publish,
-            )
-            .await,
+    let written = insert(
+        store,
+        vec![checkout("mainline", "master", "abc")],
+        EventMode::Publish,
     )
     .await;
     let node = written.nodes[0].clone();
@@ -31,11 +27,7 @@ pub async fn node_writes_are_in_the_log<S: NodeStore + EventLog>(store: &S) {
     )
     .await;
     assert_eq!(events, written.events, "the log holds the returned event");
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].channel, "node");
-    assert_eq!(events[0].owner.as_deref(), Some("admin"));
-    assert_eq!(events[0].data["op"], "created");
-    assert_eq!(events[0].data.as_object().map(|m| m.len()), Some(11));
+    assert_created_event(&events, node.id.expect("id"));
     let mut all = events;
 
     let mut done = node.clone();
@@ -89,13 +81,10 @@ pub async fn node_writes_are_in_the_log<S: NodeStore + EventLog>(store: &S) {
 /// Failed node writes (a duplicate id in a batch, a refused transition, an invalid or missing
 /// patch target) append no event; `set_field` and `delete_nodes` never do.
 pub async fn failed_writes_append_nothing<S: NodeStore + EventLog>(store: &S) {
-    let n = must(
-        "insert",
-        store
-            .insert_node(checkout("a", "b", "c"), EventMode::Silent)
-            .await,
-    )
-    .await;
+    let n = insert(store, vec![checkout("a", "b", "c")], EventMode::Silent)
+        .await
+        .nodes
+        .remove(0);
     assert_eq!(must("seq", store.last_event_sequence().await).await, 0);
     store
         .insert_nodes(vec![checkout("a", "b", "d"), n.clone()], EventMode::Publish)
@@ -139,14 +128,9 @@ pub async fn failed_writes_append_nothing<S: NodeStore + EventLog>(store: &S) {
         seq,
         "failed updates and patches append nothing"
     );
-    let nodes = must(
-        "insert",
-        store
-            .insert_nodes(sample_nodes(10), EventMode::Silent)
-            .await,
-    )
-    .await
-    .nodes;
+    let nodes = insert(store, sample_nodes(10), EventMode::Silent)
+        .await
+        .nodes;
     let ids: Vec<ObjectId> = nodes.iter().filter_map(|n| n.id).collect();
     must(
         "set",

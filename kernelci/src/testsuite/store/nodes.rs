@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::{SAMPLE_QUERIES, checkout, filter, must, sample_nodes};
+use super::{SAMPLE_QUERIES, assert_created_event, checkout, filter, insert, must, sample_nodes};
 use crate::ErrorKind;
 use crate::models::{Node, NodeKind, NodePatch, ObjectId, ResultValue, State, Timestamp};
 use crate::query::{Filter, Query};
@@ -22,13 +22,7 @@ pub async fn node_round_trip<S: NodeStore>(store: &S) {
     node.created = node.created.truncate_to_millis();
     node.updated = node.updated.truncate_to_millis();
     node.timeout = node.timeout.truncate_to_millis();
-    let written = must(
-        "insert",
-        store
-            .insert_nodes(vec![node.clone()], EventMode::Publish)
-            .await,
-    )
-    .await;
+    let written = insert(store, vec![node.clone()], EventMode::Publish).await;
     assert_eq!(written.nodes.len(), 1);
     let id = written.nodes[0].id.expect("id assigned");
     let got = must("get", store.get_node(id).await)
@@ -59,22 +53,11 @@ pub async fn node_round_trip<S: NodeStore>(store: &S) {
             .await
             .is_none()
     );
-    let events = written.events;
-    assert_eq!(events.len(), 1, "one event per node published");
-    assert!(events[0].sequence_id > 0, "events are numbered from 1");
-    assert_eq!(events[0].channel, "node");
-    assert_eq!(events[0].owner.as_deref(), Some("admin"));
-    assert_eq!(events[0].data["op"], "created");
-    assert_eq!(events[0].data["id"], id.to_hex());
-    assert_eq!(events[0].data.as_object().map(|m| m.len()), Some(11));
-    let silent = must(
-        "insert silently",
-        store
-            .insert_nodes(
-                vec![checkout("mainline", "master", "def")],
-                EventMode::Silent,
-            )
-            .await,
+    assert_created_event(&written.events, id);
+    let silent = insert(
+        store,
+        vec![checkout("mainline", "master", "def")],
+        EventMode::Silent,
     )
     .await;
     assert!(silent.events.is_empty(), "a silent write returns no event");
@@ -82,13 +65,10 @@ pub async fn node_round_trip<S: NodeStore>(store: &S) {
 
 /// Inserting an id twice is a conflict, and the batch is not half-written.
 pub async fn duplicate_id_conflicts<S: NodeStore>(store: &S) {
-    let n = must(
-        "insert",
-        store
-            .insert_node(checkout("a", "b", "c"), EventMode::Silent)
-            .await,
-    )
-    .await;
+    let n = insert(store, vec![checkout("a", "b", "c")], EventMode::Silent)
+        .await
+        .nodes
+        .remove(0);
     let fresh = checkout("a", "b", "d");
     let err = store
         .insert_nodes(vec![fresh, n.clone()], EventMode::Publish)
@@ -160,11 +140,7 @@ async fn compare_with_reference<S: NodeStore>(
 /// and `count_nodes` agrees.
 pub async fn queries_match_reference<S: NodeStore>(store: &S) {
     let nodes = sample_nodes(240);
-    must(
-        "insert",
-        store.insert_nodes(nodes.clone(), EventMode::Silent).await,
-    )
-    .await;
+    insert(store, nodes.clone(), EventMode::Silent).await;
     let parent = ObjectId::from_parts(1_700_000_000, 0).to_hex();
     let parent_in = format!("{parent},null");
     let some_id = nodes[42].id.map(|i| i.to_hex()).unwrap_or_default();
@@ -195,22 +171,14 @@ pub async fn plain_queries_match_reference<S: NodeStore>(store: &S) {
         .into_iter()
         .filter(|n| n.kind != "process")
         .collect();
-    must(
-        "insert",
-        store.insert_nodes(nodes.clone(), EventMode::Silent).await,
-    )
-    .await;
+    insert(store, nodes.clone(), EventMode::Silent).await;
     compare_with_reference(store, &nodes, SAMPLE_QUERIES).await;
 }
 
 /// Limit/offset and keyset cursors page through sorted results without gaps or repeats.
 pub async fn pagination_and_cursors<S: NodeStore>(store: &S) {
     let nodes = sample_nodes(100);
-    must(
-        "insert",
-        store.insert_nodes(nodes.clone(), EventMode::Silent).await,
-    )
-    .await;
+    insert(store, nodes.clone(), EventMode::Silent).await;
     let all = must(
         "find",
         store
@@ -307,13 +275,10 @@ pub async fn pagination_and_cursors<S: NodeStore>(store: &S) {
 
 /// PUT rules: transitions checked, identity kept, `updated` event with previous values.
 pub async fn update_rules_and_events<S: NodeStore>(store: &S) {
-    let mut n = must(
-        "insert",
-        store
-            .insert_node(checkout("t", "b", "c"), EventMode::Silent)
-            .await,
-    )
-    .await;
+    let mut n = insert(store, vec![checkout("t", "b", "c")], EventMode::Silent)
+        .await
+        .nodes
+        .remove(0);
     let before = n.updated;
     n.state = State::Done;
     n.result = Some(ResultValue::Pass);
@@ -370,13 +335,10 @@ pub async fn update_rules_and_events<S: NodeStore>(store: &S) {
 
 /// PATCH applies only the fields sent, checks the transition, validates, appends an event.
 pub async fn patch_rules<S: NodeStore>(store: &S) {
-    let n = must(
-        "insert",
-        store
-            .insert_node(checkout("t", "b", "c"), EventMode::Silent)
-            .await,
-    )
-    .await;
+    let n = insert(store, vec![checkout("t", "b", "c")], EventMode::Silent)
+        .await
+        .nodes
+        .remove(0);
     let id = n.id.expect("id");
     let patch: NodePatch = serde_json::from_value(
         json!({"state": "available", "artifacts": {"tarball": "https://x.org/a.tar.gz"}}),
@@ -415,13 +377,14 @@ pub async fn patch_rules<S: NodeStore>(store: &S) {
 
 /// A hierarchy is written in one go with exactly one root event.
 pub async fn hierarchy_writes_one_event<S: NodeStore>(store: &S) {
-    let root = must(
-        "insert",
-        store
-            .insert_node(Node::new(NodeKind::Job, "baseline"), EventMode::Silent)
-            .await,
+    let root = insert(
+        store,
+        vec![Node::new(NodeKind::Job, "baseline")],
+        EventMode::Silent,
     )
-    .await;
+    .await
+    .nodes
+    .remove(0);
     let mut new_root = root.clone();
     new_root.state = State::Done;
     new_root.result = Some(ResultValue::Fail);
@@ -450,14 +413,9 @@ pub async fn hierarchy_writes_one_event<S: NodeStore>(store: &S) {
 
 /// `set_field` updates without events; `delete_nodes` removes what matches.
 pub async fn set_field_and_delete<S: NodeStore>(store: &S) {
-    let nodes = must(
-        "insert",
-        store
-            .insert_nodes(sample_nodes(30), EventMode::Silent)
-            .await,
-    )
-    .await
-    .nodes;
+    let nodes = insert(store, sample_nodes(30), EventMode::Silent)
+        .await
+        .nodes;
     let ids: Vec<ObjectId> = nodes.iter().take(5).filter_map(|n| n.id).collect();
     let n = must(
         "set",

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{filter, must};
 use crate::models::Timestamp;
 use crate::query::Filter;
-use crate::store::{TelemetryGroup, TelemetryGrouper, TelemetryStatsQuery, TelemetryStore};
+use crate::store::{TelemetryGroup, TelemetryGrouper, TelemetryQuery, TelemetryStore};
 
 /// `count` telemetry documents over a few runtimes, device types, kinds and results, one
 /// minute apart from 2024-01-01T00:00:00, some with odd values (a number where text is usual,
@@ -61,7 +61,7 @@ pub async fn telemetry_pages_and_filters<S: TelemetryStore>(store: &S) {
     let (all, total) = must(
         "all",
         store
-            .find_telemetry(&Filter::all(), None, None, 0, None)
+            .find_telemetry(&TelemetryQuery::default(), 0, None)
             .await,
     )
     .await;
@@ -96,7 +96,15 @@ pub async fn telemetry_pages_and_filters<S: TelemetryStore>(store: &S) {
         let (page, total) = must(
             "page",
             store
-                .find_telemetry(&f, Some(since), Some(until), 2, Some(3))
+                .find_telemetry(
+                    &TelemetryQuery {
+                        filter: f.clone(),
+                        since: Some(since),
+                        until: Some(until),
+                    },
+                    2,
+                    Some(3),
+                )
                 .await,
         )
         .await;
@@ -111,7 +119,14 @@ pub async fn telemetry_pages_and_filters<S: TelemetryStore>(store: &S) {
     let (beyond, total) = must(
         "beyond",
         store
-            .find_telemetry(&filter([("runtime", "k8s")]), None, None, 1000, Some(5))
+            .find_telemetry(
+                &TelemetryQuery {
+                    filter: filter([("runtime", "k8s")]),
+                    ..TelemetryQuery::default()
+                },
+                1000,
+                Some(5),
+            )
             .await,
     )
     .await;
@@ -126,7 +141,7 @@ pub async fn telemetry_stats_match_reference<S: TelemetryStore>(store: &S) {
     let (all, _) = must(
         "all",
         store
-            .find_telemetry(&Filter::all(), None, None, 0, None)
+            .find_telemetry(&TelemetryQuery::default(), 0, None)
             .await,
     )
     .await;
@@ -152,12 +167,12 @@ pub async fn telemetry_stats_match_reference<S: TelemetryStore>(store: &S) {
         (vec!["runtime"], filter([("runtime", "nowhere")]), None),
     ];
     for (group_by, f, since) in cases {
-        let query = TelemetryStatsQuery {
+        let query = TelemetryQuery {
             filter: f.clone(),
             since,
             until: None,
-            group_by: group_by.iter().map(|s| (*s).to_owned()).collect(),
         };
+        let group_by: Vec<String> = group_by.iter().map(|s| (*s).to_owned()).collect();
         let mut reference = TelemetryGrouper::default();
         for d in all.iter().filter(|d| f.matches(d)).filter(|d| {
             since.is_none_or(|s| {
@@ -167,21 +182,17 @@ pub async fn telemetry_stats_match_reference<S: TelemetryStore>(store: &S) {
                     .is_some_and(|t| t >= s)
             })
         }) {
-            reference.add(d, &query.group_by);
+            reference.add(d, &group_by);
         }
         let mut want = reference.finish();
-        let mut got = must("stats", store.telemetry_stats(&query).await).await;
+        let mut got = must("stats", store.telemetry_stats(&query, &group_by).await).await;
         let key = |g: &TelemetryGroup| serde_json::to_string(&g.keys).unwrap_or_default();
         want.sort_by_key(key);
         got.sort_by_key(key);
         assert_eq!(got, want, "groups by {group_by:?}");
     }
-    let bad = TelemetryStatsQuery {
-        group_by: vec!["runtime; DROP".into()],
-        ..TelemetryStatsQuery::default()
-    };
     let err = store
-        .telemetry_stats(&bad)
+        .telemetry_stats(&TelemetryQuery::default(), &["runtime; DROP".into()])
         .await
         .expect_err("a field name that is not a plain name is refused");
     assert_eq!(err.kind(), crate::ErrorKind::Invalid);
