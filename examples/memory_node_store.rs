@@ -37,9 +37,34 @@ struct State {
 }
 
 impl State {
+    /// Numbers an event.
     fn event(&mut self, event: NewEvent) -> StoredEvent {
         self.last_event += 1;
         event.stored(self.last_event, Timestamp::now())
+    }
+
+    /// Replaces the stored node `id` by what `change` makes of it; with
+    /// [`EventMode::Publish`], numbers its `updated` event.
+    fn update(
+        &mut self,
+        id: ObjectId,
+        mode: EventMode,
+        change: impl FnOnce(&Node) -> StoreResult<Node>,
+    ) -> StoreResult<NodeUpdate> {
+        let previous = self
+            .nodes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| StoreError::not_found(Entity::Node, id))?;
+        let node = change(&previous)?;
+        self.nodes.insert(id, node.clone());
+        let event = (mode == EventMode::Publish)
+            .then(|| self.event(node_updated_event(&node, &previous, false)));
+        Ok(NodeUpdate {
+            node,
+            previous,
+            event,
+        })
     }
 }
 
@@ -120,20 +145,9 @@ impl NodeStore for MemoryNodeStore {
         let id = node
             .id
             .ok_or_else(|| StoreError::Invalid("node has no id".into()))?;
-        let mut state = self.lock();
-        let previous = state
-            .nodes
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| StoreError::not_found(Entity::Node, id))?;
-        apply_update_rule(&mut node, &previous, rule)?;
-        state.nodes.insert(id, node.clone());
-        let event = (rule.event == EventMode::Publish)
-            .then(|| state.event(node_updated_event(&node, &previous, false)));
-        Ok(NodeUpdate {
-            node,
-            previous,
-            event,
+        self.lock().update(id, rule.event, |previous| {
+            apply_update_rule(&mut node, previous, rule)?;
+            Ok(node)
         })
     }
 
@@ -143,21 +157,10 @@ impl NodeStore for MemoryNodeStore {
         patch: &NodePatch,
         event: EventMode,
     ) -> StoreResult<NodeUpdate> {
-        let mut state = self.lock();
-        let previous = state
-            .nodes
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| StoreError::not_found(Entity::Node, id))?;
-        let mut node = previous.clone();
-        patch.apply(&mut node)?;
-        state.nodes.insert(id, node.clone());
-        let event = (event == EventMode::Publish)
-            .then(|| state.event(node_updated_event(&node, &previous, false)));
-        Ok(NodeUpdate {
-            node,
-            previous,
-            event,
+        self.lock().update(id, event, |previous| {
+            let mut node = previous.clone();
+            patch.apply(&mut node)?;
+            Ok(node)
         })
     }
 
