@@ -19,8 +19,7 @@ use crate::storage::azure::{
     AzureBlobOptions, AzureBlobStorage, EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY,
 };
 
-/// The npm package `scripts/test` installs.
-pub const AZURITE_PACKAGE: &str = "azurite@3.37.0";
+pub use super::peers::AZURITE_PACKAGE;
 
 /// `<peers_dir>/azurite/node_modules/.bin/azurite-blob`, when installed.
 pub fn locate() -> Option<std::path::PathBuf> {

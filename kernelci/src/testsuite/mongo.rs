@@ -22,10 +22,7 @@ use super::peers::{JONGODB, NX_27017, PeerProcess, free_port, installed_peer};
 use super::relay::TcpRelay;
 use crate::store::{MongoConfig, MongoStore};
 
-/// The jongodb npm package and version `scripts/test` installs.
-pub const JONGODB_PACKAGE: &str = "@jongodb/memory-server-bin-linux-x64-gnu@0.1.6";
-/// The nx-27017 PyPI requirement `scripts/test` installs.
-pub const NX_PACKAGE: &str = "nx-27017==0.8.1";
+pub use super::peers::{JONGODB_PACKAGE, NX_PACKAGE};
 /// The environment variable naming an existing server to test against.
 pub const MONGO_URI_VAR: &str = "KCI_MONGO_URI";
 

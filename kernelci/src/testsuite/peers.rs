@@ -51,6 +51,47 @@ pub fn installed_peer(relative: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// How a peer is installed (by `scripts/test`, or by hand with the command it renders).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Debian packages.
+    Apt(&'static str),
+    /// An npm package into `<peers_dir>/<dir>`.
+    Npm {
+        /// The directory under [`peers_dir`].
+        dir: &'static str,
+        /// The package and version.
+        package: &'static str,
+    },
+    /// A PyPI requirement into a venv at `<peers_dir>/<venv>`.
+    Pip {
+        /// The venv directory under [`peers_dir`].
+        venv: &'static str,
+        /// The requirement.
+        requirement: &'static str,
+    },
+    /// A command of this repository (run from its root).
+    Command(&'static str),
+}
+
+impl Install {
+    /// The shell command that installs it.
+    pub fn command(&self) -> String {
+        let peers = peers_dir().display().to_string();
+        // The failure message names the command; only scripts/test runs it.
+        match self {
+            Install::Apt(packages) => format!("apt-get install -y {packages}"),
+            Install::Npm { dir, package } => {
+                format!("mkdir -p {peers}/{dir} && cd {peers}/{dir} && npm install {package}")
+            }
+            Install::Pip { venv, requirement } => format!(
+                "python3 -m venv {peers}/{venv} && {peers}/{venv}/bin/pip install '{requirement}'"
+            ),
+            Install::Command(command) => (*command).to_owned(),
+        }
+    }
+}
+
 /// One kind of test peer: what is missing, how to install it, and the name that allows it to
 /// be missing (`KCI_ALLOW_MISSING=<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,110 +100,130 @@ pub struct Peer {
     pub name: &'static str,
     /// What is missing, as the failure says it (`redis-server`).
     pub program: &'static str,
-    /// The command that installs it; `{peers}` stands for [`peers_dir`].
-    pub install: &'static str,
+    /// How it is installed.
+    pub install: Install,
     /// Whether `scripts/test` installs it (every peer but a LAVA lab, which `scripts/lava-up`
     /// brings up).
     pub installed_by_scripts_test: bool,
 }
 
+/// The jongodb npm package and version `scripts/test` installs.
+pub const JONGODB_PACKAGE: &str = "@jongodb/memory-server-bin-linux-x64-gnu@0.1.6";
+/// The nx-27017 PyPI requirement `scripts/test` installs.
+pub const NX_PACKAGE: &str = "nx-27017==0.8.1";
+/// The moto PyPI requirement `scripts/test` installs.
+pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
+/// The Azurite npm package `scripts/test` installs.
+pub const AZURITE_PACKAGE: &str = "azurite@3.37.0";
+
 /// `redis-server` (the Redis event bus tests).
 pub const REDIS: Peer = Peer {
     name: "redis",
     program: "redis-server",
-    install: "apt-get install -y redis-server",
+    install: Install::Apt("redis-server"),
     installed_by_scripts_test: true,
 };
 /// OpenSSH's `sshd` and `ssh-keygen` (SSH storage, the SSH custom runtime).
 pub const SSHD: Peer = Peer {
     name: "sshd",
     program: "/usr/sbin/sshd (with ssh-keygen)",
-    install: "apt-get install -y openssh-server",
+    install: Install::Apt("openssh-server"),
     installed_by_scripts_test: true,
 };
 /// `dockerd`, `docker` and a static `busybox` for the images (the Docker runtime).
 pub const DOCKER: Peer = Peer {
     name: "docker",
     program: "dockerd (with docker and busybox)",
-    install: "apt-get install -y --no-install-recommends docker.io busybox-static",
+    install: Install::Apt("docker.io busybox-static"),
     installed_by_scripts_test: true,
 };
 /// jongodb, the default MongoDB-wire server (the MongoDB store).
 pub const JONGODB: Peer = Peer {
     name: "mongo",
     program: "jongodb (MongoDB-wire server)",
-    install: "mkdir -p {peers}/jongodb && cd {peers}/jongodb && npm install \
-              @jongodb/memory-server-bin-linux-x64-gnu@0.1.6",
+    install: Install::Npm {
+        dir: "jongodb",
+        package: JONGODB_PACKAGE,
+    },
     installed_by_scripts_test: true,
 };
 /// nx-27017, the other MongoDB-wire server (`KCI_MONGO_WIRE=nx-27017`).
 pub const NX_27017: Peer = Peer {
     name: "mongo",
     program: "nx-27017 (MongoDB-wire server)",
-    install: "python3 -m venv {peers}/nx-27017 && {peers}/nx-27017/bin/pip install nx-27017==0.8.1",
+    install: Install::Pip {
+        venv: "nx-27017",
+        requirement: NX_PACKAGE,
+    },
     installed_by_scripts_test: true,
 };
 /// moto's standalone server (S3 storage).
 pub const MOTO: Peer = Peer {
     name: "moto",
     program: "moto_server (S3-compatible server)",
-    install: "python3 -m venv {peers}/moto && {peers}/moto/bin/pip install 'moto[server]==5.2.5'",
+    install: Install::Pip {
+        venv: "moto",
+        requirement: MOTO_REQUIREMENT,
+    },
     installed_by_scripts_test: true,
 };
 /// Azurite's blob service (Azure Blob storage).
 pub const AZURITE: Peer = Peer {
     name: "azurite",
     program: "azurite-blob (Azure Storage emulator)",
-    install: "mkdir -p {peers}/azurite && cd {peers}/azurite && npm install azurite@3.37.0",
+    install: Install::Npm {
+        dir: "azurite",
+        package: AZURITE_PACKAGE,
+    },
     installed_by_scripts_test: true,
 };
 /// Debian's Python with aiosmtpd (the SMTP server of the mail tests).
 pub const SMTP: Peer = Peer {
     name: "smtp",
     program: "aiosmtpd (python3 -m aiosmtpd, in /usr/bin/python3)",
-    install: "apt-get install -y python3-aiosmtpd",
+    install: Install::Apt("python3-aiosmtpd"),
     installed_by_scripts_test: true,
 };
 /// Headless Chromium (the viewer test).
 pub const CHROMIUM: Peer = Peer {
     name: "chromium",
     program: "chromium",
-    install: "apt-get install -y chromium",
+    install: Install::Apt("chromium"),
     installed_by_scripts_test: true,
 };
 /// `python3` (upstream's client protocol script).
 pub const PYTHON3: Peer = Peer {
     name: "python3",
     program: "python3",
-    install: "apt-get install -y python3",
+    install: Install::Apt("python3"),
     installed_by_scripts_test: true,
 };
 /// The `git` command (kernel trees made by the tests).
 pub const GIT: Peer = Peer {
     name: "git",
     program: "git",
-    install: "apt-get install -y git",
+    install: Install::Apt("git"),
     installed_by_scripts_test: true,
 };
 /// GNU `make` (the demo tree's Makefile).
 pub const MAKE: Peer = Peer {
     name: "make",
     program: "make",
-    install: "apt-get install -y make",
+    install: Install::Apt("make"),
     installed_by_scripts_test: true,
 };
 /// The `kci` binary, built next to the test binaries (the job runner tests).
 pub const KCI: Peer = Peer {
     name: "kci",
     program: "the kci binary (target/<profile>/kci, or $KCI_BIN)",
-    install: "cargo build -p kernelci-bins --bin kci",
+    install: Install::Command("cargo build -p kernelci-bins --bin kci"),
     installed_by_scripts_test: true,
 };
 /// A real LAVA lab (the opt-in real-LAVA tests, run by `scripts/reliability --lava`).
 pub const LAVA: Peer = Peer {
     name: "lava",
     program: "a LAVA server at $LAVA_URL (default http://127.0.0.1:8000)",
-    install: "./scripts/lava-up",
+    install: Install::Command("./scripts/lava-up"),
     installed_by_scripts_test: false,
 };
 
@@ -233,8 +294,7 @@ fn current_test() -> String {
 impl Peer {
     /// The install command, with the peer directory filled in.
     pub fn install_command(&self) -> String {
-        self.install
-            .replace("{peers}", &peers_dir().display().to_string())
+        self.install.command()
     }
 
     /// The one line a missing peer fails with: the program and the command that installs it.
@@ -442,5 +502,44 @@ mod proc_status_tests {
         assert_eq!(proc_status(None, "Vm"), None, "a prefix is not a field");
         assert_eq!(proc_status(None, "NoSuchField"), None);
         assert_eq!(proc_status(Some(u32::MAX), "VmRSS"), None);
+    }
+}
+
+#[cfg(test)]
+mod peer_table_tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_short_and_every_install_is_named() {
+        for peer in PEERS {
+            assert!(
+                !peer.name.is_empty()
+                    && peer
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+                "{peer:?}"
+            );
+            assert!(!peer.install_command().is_empty(), "{peer:?}");
+        }
+    }
+
+    #[test]
+    fn the_failure_names_the_program_and_its_install_command() {
+        let line = REDIS.missing_message();
+        assert!(
+            line.starts_with(
+                "redis-server not found: apt-get install -y redis-server (or run ./scripts/test"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("KCI_ALLOW_MISSING=redis"), "{line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+        assert!(
+            LAVA.missing_message()
+                .contains("./scripts/lava-up (scripts/test does not install it"),
+            "{}",
+            LAVA.missing_message()
+        );
     }
 }

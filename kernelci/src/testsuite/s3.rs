@@ -16,8 +16,7 @@ use super::peers::peers_dir;
 use super::peers::{MOTO, PeerProcess, free_port, installed_peer};
 use crate::storage::s3::{S3Credentials, S3Options, S3Storage};
 
-/// The PyPI requirement `scripts/test` installs.
-pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
+pub use super::peers::MOTO_REQUIREMENT;
 /// The access key id tests use against a moto without authentication.
 pub const TEST_ACCESS_KEY_ID: &str = "kci-test-key";
 /// The secret tests use against a moto without authentication.
