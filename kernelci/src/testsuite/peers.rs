@@ -299,21 +299,21 @@ impl Peer {
 
     /// The one line a missing peer fails with: the program and the command that installs it.
     pub fn missing_message(&self) -> String {
-        format!(
-            "{}; {ALLOW_MISSING_VAR}={} lets the test pass without running)",
-            self.not_found(),
+        self.not_found(&format!(
+            "{ALLOW_MISSING_VAR}={} lets the test pass without running",
             self.name
-        )
+        ))
     }
 
-    fn not_found(&self) -> String {
+    /// `<program> not found: <install> (<where else>; <note>)`.
+    fn not_found(&self, note: &str) -> String {
         let also = if self.installed_by_scripts_test {
             "or run ./scripts/test, which installs every test peer"
         } else {
             "scripts/test does not install it"
         };
         format!(
-            "{} not found: {} ({also}",
+            "{} not found: {} ({also}; {note})",
             self.program,
             self.install_command()
         )
@@ -335,14 +335,14 @@ impl Peer {
             panic!("{}", self.missing_message());
         }
         let line = format!(
-            "{}: did not run, {} missing ({ALLOW_MISSING_VAR}={}; install: {})",
+            "{}: did not run, {} missing ({ALLOW_MISSING_VAR}={}; install: {})\n",
             current_test(),
             self.program,
             self.name,
             self.install_command()
         );
         // Straight to the stderr handle: `eprintln!` would be captured by libtest.
-        let _ = writeln!(std::io::stderr(), "SKIPPED {line}");
+        let _ = write!(std::io::stderr(), "SKIPPED {line}");
         let log = skip_log();
         if let Some(dir) = log.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -351,7 +351,8 @@ impl Peer {
             .create(true)
             .append(true)
             .open(&log)
-            .and_then(|mut f| writeln!(f, "{line}"));
+            // One write per line, so parallel tests' lines do not interleave.
+            .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = appended {
             let _ = writeln!(
                 std::io::stderr(),
@@ -379,7 +380,7 @@ impl Peer {
     /// [`Peer::missing_message`] when it is missing, whatever `KCI_ALLOW_MISSING` says.
     pub fn expect_program(&self, name: &str) -> PathBuf {
         find_program(name)
-            .unwrap_or_else(|| panic!("{}; needed by a helper that cannot skip)", self.not_found()))
+            .unwrap_or_else(|| panic!("{}", self.not_found("needed by a helper that cannot skip")))
     }
 }
 
