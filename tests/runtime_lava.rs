@@ -3,9 +3,9 @@
 //! - Against a scripted LAVA REST server (warp, in this file) that answers the routes the
 //!   runtime uses as LAVA 2023.01 does (`recipes/lava/REST-NOTES.md`): submit, status, wait,
 //!   cancel, queue depth, online devices, errors.
-//! - Opt-in (`#[ignore]`d; `./scripts/reliability --lava` runs them with `--ignored`): against a
-//!   real LAVA started by `./scripts/lava-up` (`LAVA_URL`, default `http://127.0.0.1:8000`,
-//!   token `LAVA_TOKEN`): a job rendered from
+//! - Opt-in (`#[ignore]`d; `./scripts/reliability --lava-only` runs them with `--ignored`):
+//!   against a real LAVA started by `./scripts/lava-up` (`LAVA_URL`, default
+//!   `http://127.0.0.1:8000`, token `LAVA_TOKEN`): a job rendered from
 //!   `tests/lava-inline.jinja2` boots a kernel in QEMU, runs inline test cases and calls the
 //!   callback receiver back, which writes the results to a real API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -490,7 +490,7 @@ async fn lava_is_up() -> bool {
 /// A real job on a real LAVA: submit, wait for it, receive its callback, check the results in
 /// the API. Start LAVA first: `./scripts/lava-up` (see the README).
 #[tokio::test]
-#[ignore = "needs a real LAVA: ./scripts/lava-up, then ./scripts/reliability --lava"]
+#[ignore = "needs a real LAVA: ./scripts/reliability --lava-only (scripts/lava-up)"]
 async fn real_lava_1_runs_a_job_and_calls_back() {
     if !lava_is_up().await {
         return;
@@ -645,7 +645,7 @@ async fn real_lava_1_runs_a_job_and_calls_back() {
 /// Cancel right after submit (runs after the first test: a canceled job must not leave the
 /// device unhealthy, so it uses the real images).
 #[tokio::test]
-#[ignore = "needs a real LAVA: ./scripts/lava-up, then ./scripts/reliability --lava"]
+#[ignore = "needs a real LAVA: ./scripts/reliability --lava-only (scripts/lava-up)"]
 async fn real_lava_2_cancels_a_job() {
     if !lava_is_up().await {
         return;

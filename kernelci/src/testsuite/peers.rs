@@ -219,7 +219,7 @@ pub const KCI: Peer = Peer {
     install: Install::Command("cargo build -p kernelci-bins --bin kci"),
     installed_by_scripts_test: true,
 };
-/// A real LAVA lab (the opt-in real-LAVA tests, run by `scripts/reliability --lava`).
+/// A real LAVA lab (the opt-in real-LAVA tests, run by `scripts/reliability`).
 pub const LAVA: Peer = Peer {
     name: "lava",
     program: "a LAVA server at $LAVA_URL (default http://127.0.0.1:8000)",
