@@ -335,7 +335,7 @@ impl Peer {
             panic!("{}", self.missing_message());
         }
         let line = format!(
-            "{}: did not run, {} missing ({ALLOW_MISSING_VAR}={}; install: {})\n",
+            "{}: did not run, {} missing (peer {} allowed by {ALLOW_MISSING_VAR}; install: {})\n",
             current_test(),
             self.program,
             self.name,
