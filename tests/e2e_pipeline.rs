@@ -17,7 +17,7 @@ use kernelci::client::ApiClient;
 use kernelci::models::{Node, ResultValue, State};
 use kernelci::pipeline::service::Shutdown;
 use kernelci::report::SmtpConfig;
-use kernelci::testsuite::peers::{free_port, missing_peer};
+use kernelci::testsuite::peers::{KCI, free_port};
 use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
 use kernelci_bins::up::{UpOptions, run};
 
@@ -123,9 +123,8 @@ async fn a_new_commit_goes_through_every_service_to_a_mailed_report_and_a_regres
     };
     // Jobs run `kci job run`: the binary cargo built next to this test (`cargo test
     // --workspace` builds it), or $KCI_BIN.
-    let Some(kci_bin) = kci_binary() else {
-        return missing_peer("the kci binary", "cargo build -p kernelci-bins --bin kci")
-            .unwrap_or(());
+    let Some(kci_bin) = kci_binary().or_else(|| KCI.missing()) else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -301,9 +300,8 @@ async fn a_new_commit_builds_and_tests_in_docker_containers() {
     use kernelci::testsuite::docker::{DockerEngine, add_binary_with_libs, busybox_rootfs};
 
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(kci_bin) = kci_binary() else {
-        return missing_peer("the kci binary", "cargo build -p kernelci-bins --bin kci")
-            .unwrap_or(());
+    let Some(kci_bin) = kci_binary().or_else(|| KCI.missing()) else {
+        return;
     };
     let Some(engine) = DockerEngine::start() else {
         return;

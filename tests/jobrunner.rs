@@ -20,7 +20,7 @@ use kernelci::runtime::{
     TemplateEngine,
 };
 use kernelci::storage::{LocalStorage, Storage, UploadFile};
-use kernelci::testsuite::peers::missing_peer;
+use kernelci::testsuite::peers::KCI;
 use serde_json::{Map, Value, json};
 use support::{ADMIN_PASSWORD, TestServer};
 
@@ -456,11 +456,7 @@ fn spec(env: &Env, node: &Node, name: &str, template: &str, p: Value) -> JobSpec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_runtime_runs_kci_job_run_end_to_end() {
-    let Some(kci) = kci_bin() else {
-        missing_peer::<()>(
-            "the kci binary",
-            "cargo build -p kernelci-bins --bin kci (or set KCI_BIN)",
-        );
+    let Some(kci) = kci_bin().or_else(|| KCI.missing()) else {
         return;
     };
     let env = env().await;
@@ -528,11 +524,7 @@ async fn shell_runtime_runs_kci_job_run_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kci_job_generate_renders_the_shipped_templates() {
-    let Some(kci) = kci_bin() else {
-        missing_peer::<()>(
-            "the kci binary",
-            "cargo build -p kernelci-bins --bin kci (or set KCI_BIN)",
-        );
+    let Some(kci) = kci_bin().or_else(|| KCI.missing()) else {
         return;
     };
     let env = env().await;

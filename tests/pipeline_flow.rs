@@ -38,7 +38,7 @@ use support::{ADMIN_PASSWORD, TestServer};
 use tokio::task::JoinHandle;
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let out = Command::new(kernelci::testsuite::peers::GIT.expect_program("git"))
         .args(args)
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "Test")

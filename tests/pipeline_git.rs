@@ -15,7 +15,7 @@ use kernelci::ErrorKind;
 use kernelci::git::{KernelRepo, UpdateOptions, ls_remote, tarball_name};
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let out = Command::new(kernelci::testsuite::peers::GIT.expect_program("git"))
         .args(args)
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "Test")
@@ -301,7 +301,7 @@ fn tarball_matches_git_archive() {
         .unwrap();
     let ours = tar_entries(&raw);
 
-    let theirs_raw = Command::new("git")
+    let theirs_raw = Command::new(kernelci::testsuite::peers::GIT.expect_program("git"))
         .args([
             "archive",
             "--format=tar",

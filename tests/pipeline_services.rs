@@ -44,7 +44,7 @@ async fn server() -> (tempfile::TempDir, TestServer, ApiClient) {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let out = Command::new(kernelci::testsuite::peers::GIT.expect_program("git"))
         .args(args)
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "Test")

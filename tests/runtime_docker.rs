@@ -251,13 +251,9 @@ async fn kci_job_run_inside_a_container_submits_test_results() {
     use kernelci::client::ApiClient;
     use kernelci::models::{ResultValue, State};
     use kernelci::testsuite::docker::add_binary_with_libs;
-    use kernelci::testsuite::peers::missing_peer;
+    use kernelci::testsuite::peers::KCI;
 
-    let Some(kci) = kci_bin() else {
-        missing_peer::<()>(
-            "the kci binary",
-            "cargo build -p kernelci-bins --bin kci (or set KCI_BIN)",
-        );
+    let Some(kci) = kci_bin().or_else(|| KCI.missing()) else {
         return;
     };
     let Some(engine) = DockerEngine::start() else {

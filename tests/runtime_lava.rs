@@ -3,8 +3,9 @@
 //! - Against a scripted LAVA REST server (warp, in this file) that answers the routes the
 //!   runtime uses as LAVA 2023.01 does (`recipes/lava/REST-NOTES.md`): submit, status, wait,
 //!   cancel, queue depth, online devices, errors.
-//! - Opt-in (`KCI_TEST_LAVA=1`): against a real LAVA started by `recipes/lava/lava-up.sh`
-//!   (`LAVA_URL`, default `http://127.0.0.1:8000`, token `LAVA_TOKEN`): a job rendered from
+//! - Opt-in (`#[ignore]`d; `./scripts/reliability --lava-only` runs them with `--ignored`):
+//!   against a real LAVA started by `./scripts/lava-up` (`LAVA_URL`, default
+//!   `http://127.0.0.1:8000`, token `LAVA_TOKEN`): a job rendered from
 //!   `tests/lava-inline.jinja2` boots a kernel in QEMU, runs inline test cases and calls the
 //!   callback receiver back, which writes the results to a real API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -472,16 +473,26 @@ async fn without_url_the_definition_is_uploaded_for_a_pull_lab() {
 
 // ----- opt-in: a real LAVA -----
 
-fn lava_enabled() -> bool {
-    std::env::var("KCI_TEST_LAVA").is_ok_and(|v| v == "1")
+/// Whether the LAVA at `LAVA_URL` answers; a LAVA that does not fails the test (the peer
+/// `lava`: `./scripts/lava-up` brings one up), unless `KCI_ALLOW_MISSING` names it.
+async fn lava_is_up() -> bool {
+    support::init_tls();
+    let url = std::env::var("LAVA_URL").unwrap_or_else(|_| "http://127.0.0.1:8000".into());
+    let answers = reqwest::Client::new()
+        .get(format!("{url}/api/v0.2/system/version/"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    kernelci::testsuite::peers::LAVA.require(answers).is_some()
 }
 
 /// A real job on a real LAVA: submit, wait for it, receive its callback, check the results in
-/// the API. Start LAVA first: `bash recipes/lava/lava-up.sh` (see the README).
+/// the API. Start LAVA first: `./scripts/lava-up` (see the README).
 #[tokio::test]
+#[ignore = "needs a real LAVA: ./scripts/reliability --lava-only (scripts/lava-up)"]
 async fn real_lava_1_runs_a_job_and_calls_back() {
-    if !lava_enabled() {
-        eprintln!("skipped: set KCI_TEST_LAVA=1 with a LAVA from recipes/lava/lava-up.sh");
+    if !lava_is_up().await {
         return;
     }
     use kernelci::client::ApiClient;
@@ -634,8 +645,9 @@ async fn real_lava_1_runs_a_job_and_calls_back() {
 /// Cancel right after submit (runs after the first test: a canceled job must not leave the
 /// device unhealthy, so it uses the real images).
 #[tokio::test]
+#[ignore = "needs a real LAVA: ./scripts/reliability --lava-only (scripts/lava-up)"]
 async fn real_lava_2_cancels_a_job() {
-    if !lava_enabled() {
+    if !lava_is_up().await {
         return;
     }
     let lava_url = std::env::var("LAVA_URL").unwrap_or_else(|_| "http://127.0.0.1:8000".into());

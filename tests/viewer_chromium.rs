@@ -13,7 +13,7 @@ use std::process::Command;
 
 use kernelci::client::{ApiClient, Hierarchy};
 use kernelci::models::{Node, NodeKind, ResultValue, State};
-use kernelci::testsuite::peers::{find_program, missing_peer};
+use kernelci::testsuite::peers::{CHROMIUM, find_program};
 use serde_json::json;
 use support::{ADMIN_PASSWORD, TestServer};
 
@@ -91,8 +91,8 @@ fn decode_png(bytes: Vec<u8>) -> (u32, u32, Vec<[u8; 3]>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_renders_nodes_children_artifacts_and_events_in_chromium() {
-    let Some(chromium) = chromium() else {
-        return missing_peer("chromium", "apt-get install -y chromium").unwrap_or(());
+    let Some(chromium) = chromium().or_else(|| CHROMIUM.missing()) else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(

@@ -1,6 +1,6 @@
 //! An Azure Blob test peer (features `testsuite` and `azure`): **Azurite**, the Azure Storage
-//! emulator (npm `azurite`), blob service only, installed on first use under the peer cache
-//! ([`peers_dir`]) and started on a free loopback port with in-memory persistence (nothing written to disk).
+//! emulator (npm `azurite`), blob service only, which `scripts/test` installs under the peer
+//! directory ([`peers_dir`]), started on a free loopback port with in-memory persistence (nothing written to disk).
 //!
 //! Azurite checks shared-key signatures with its well-known account (`devstoreaccount1`), so
 //! a wrong key is refused with 403 as Azure does. Containers are created with
@@ -11,18 +11,19 @@ use std::process::Command;
 
 use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential};
 
-use super::cloud::{fresh_name, npm_install, peers_dir};
-use super::peers::{PeerProcess, free_port, missing_peer};
+use super::cloud::fresh_name;
+#[cfg(doc)]
+use super::peers::peers_dir;
+use super::peers::{AZURITE, PeerProcess, free_port, installed_peer};
 use crate::storage::azure::{
     AzureBlobOptions, AzureBlobStorage, EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY,
 };
 
-/// The npm package the harness installs.
-pub const AZURITE_PACKAGE: &str = "azurite@3.37.0";
+pub use super::peers::AZURITE_PACKAGE;
 
-/// `azurite-blob`, installed into `<peers_dir>/azurite` when missing.
-pub fn locate_or_install() -> Option<std::path::PathBuf> {
-    npm_install("azurite", AZURITE_PACKAGE, "node_modules/.bin/azurite-blob")
+/// `<peers_dir>/azurite/node_modules/.bin/azurite-blob`, when installed.
+pub fn locate() -> Option<std::path::PathBuf> {
+    installed_peer("azurite/node_modules/.bin/azurite-blob")
 }
 
 /// A running Azurite blob service.
@@ -33,17 +34,11 @@ pub struct AzuritePeer {
 }
 
 impl AzuritePeer {
-    /// Starts Azurite's blob service (installing it when missing). `None` after a loud notice
-    /// (or a panic under CI) when it cannot be installed.
+    /// Starts Azurite's blob service. `None` when it is missing and `KCI_ALLOW_MISSING` names
+    /// `azurite` (see [`Peer::missing`](super::peers::Peer::missing)); a failure otherwise.
     pub fn start() -> Option<AzuritePeer> {
-        let Some(program) = locate_or_install() else {
-            return missing_peer(
-                "Azure Storage emulator (azurite)",
-                &format!(
-                    "npm install {AZURITE_PACKAGE} (in {}/azurite)",
-                    peers_dir().display()
-                ),
-            );
+        let Some(program) = locate() else {
+            return AZURITE.missing();
         };
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");

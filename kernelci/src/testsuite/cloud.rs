@@ -1,11 +1,9 @@
-//! What the cloud storage test peers share (features `testsuite` and `s3` or `azure`): the
-//! peer cache, installing from npm / PyPI, [`FaultProxy`], a loopback HTTP proxy that
+//! What the cloud storage test peers share (features `testsuite` and `s3` or `azure`):
+//! [`fresh_name`], [`FaultProxy`], a loopback HTTP proxy that
 //! answers chosen requests with an error status (to test retries against a real server), and
 //! the checks the S3 and Azure Blob tests both run on a [`CloudStorage`] ([`run_suite`],
 //! [`assert_multipart_upload`], [`assert_retried_upload`], ...).
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,61 +15,11 @@ use crate::ErrorKind;
 use crate::storage::cloud::CloudStorage;
 use crate::storage::{Storage, UploadFile};
 
-/// The directory test peers are installed in: `$KCI_PEERS_DIR`, else
-/// `/var/cache/kernelci-rs/peers`.
-pub fn peers_dir() -> PathBuf {
-    std::env::var_os("KCI_PEERS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kernelci-rs/peers"))
-}
-
 /// A fresh lowercase bucket/container name starting with `stem`.
 pub fn fresh_name(stem: &str) -> String {
     let mut bytes = [0u8; 6];
     let _ = getrandom::fill(&mut bytes);
     format!("{stem}-{}", hex::encode(bytes))
-}
-
-/// Serialises installs across the tests of one process.
-pub(crate) static INSTALL: Mutex<()> = Mutex::new(());
-
-/// Runs `cmd` quietly; whether it succeeded.
-pub(crate) fn run_quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `npm install <package>` into `<peers_dir>/<dir>` unless `bin` (relative to it) exists.
-pub fn npm_install(dir: &str, package: &str, bin: &str) -> Option<PathBuf> {
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let target = peers_dir().join(dir);
-    let program = target.join(bin);
-    if !program.is_file() {
-        std::fs::create_dir_all(&target).ok()?;
-        run_quiet(
-            Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", package])
-                .current_dir(&target),
-        );
-    }
-    program.is_file().then_some(program)
-}
-
-/// A venv at `<peers_dir>/<dir>` with `requirement` installed, unless `bin` (relative to the
-/// venv) exists.
-pub fn pip_install(dir: &str, requirement: &str, bin: &str) -> Option<PathBuf> {
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = peers_dir().join(dir);
-    let program = venv.join(bin);
-    if !program.is_file() {
-        std::fs::create_dir_all(peers_dir()).ok()?;
-        if run_quiet(Command::new("python3").arg("-m").arg("venv").arg(&venv)) {
-            run_quiet(Command::new(venv.join("bin/pip")).args(["install", "-q", requirement]));
-        }
-    }
-    program.is_file().then_some(program)
 }
 
 /// A loopback HTTP/1.1 proxy in front of a test server: the first `count` requests whose

@@ -6,15 +6,15 @@
 //! ([`busybox_rootfs`], [`add_binary_with_libs`]). Containers reach loopback services with
 //! `network_mode: host` (there is no bridge).
 //!
-//! When `dockerd` is missing and the process runs as root, [`DockerEngine::start`] installs
-//! `docker.io` and `busybox-static` with apt first; otherwise it reports a missing peer
-//! ([`super::peers::missing_peer`]).
+//! A missing `dockerd`, `docker` or `busybox` fails the test, or, when `KCI_ALLOW_MISSING`
+//! names `docker`, is recorded as a skip ([`super::peers::Peer::missing`]); `scripts/test`
+//! installs them (`docker.io`, `busybox-static`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::peers::{find_program, missing_peer};
+use super::peers::{DOCKER, find_program};
 
 /// A running `dockerd`; dropping it stops it (SIGTERM by pid, then waits; dockerd stops its
 /// own containerd).
@@ -25,50 +25,16 @@ pub struct DockerEngine {
     child: Option<Child>,
 }
 
-const INSTALL_HINT: &str = "apt-get install -y --no-install-recommends docker.io busybox-static";
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn install() -> bool {
-    eprintln!("installing docker.io and busybox-static for the Docker tests...");
-    let ok = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
-    ok(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "docker.io",
-            "busybox-static",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-        || (ok(Command::new("apt-get").args(["update", "-q"]))
-            && ok(Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-q",
-                    "--no-install-recommends",
-                    "docker.io",
-                    "busybox-static",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive")))
-}
-
 impl DockerEngine {
-    /// Starts a private `dockerd` and waits until it answers (up to 60 s). `None` when dockerd
-    /// is missing and cannot be installed (see [`missing_peer`]).
+    /// Starts a private `dockerd` and waits until it answers (up to 60 s). `None` when the
+    /// peer is missing and `KCI_ALLOW_MISSING` names `docker` (see
+    /// [`Peer::missing`](super::peers::Peer::missing)); a failure otherwise.
     pub fn start() -> Option<DockerEngine> {
-        if (find_program("dockerd").is_none() || find_program("docker").is_none())
-            && !(is_root() && install())
-        {
-            return missing_peer("dockerd", INSTALL_HINT);
-        }
-        if find_program("busybox").is_none() && is_root() {
-            install();
-        }
+        DOCKER.require(
+            ["dockerd", "docker", "busybox"]
+                .iter()
+                .all(|p| find_program(p).is_some()),
+        )?;
         // Unix socket paths are limited to 108 bytes: keep the directory short.
         let dir = tempfile::Builder::new()
             .prefix("kci-d")
@@ -231,10 +197,7 @@ impl Drop for DockerEngine {
 /// plus `/tmp`, `/etc/passwd` and `/home/kernelci`.
 pub fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
     let busybox = find_program("busybox").ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "busybox not found (apt-get install busybox-static)",
-        )
+        std::io::Error::new(std::io::ErrorKind::NotFound, DOCKER.missing_message())
     })?;
     for sub in ["bin", "tmp", "etc", "home/kernelci", "usr/bin"] {
         std::fs::create_dir_all(dir.join(sub))?;

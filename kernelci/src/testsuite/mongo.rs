@@ -3,23 +3,28 @@
 //! No genuine `mongod` can be installed on the project's machines; two wire-compatible servers
 //! can: **jongodb** (npm `@jongodb/memory-server-bin-linux-x64-gnu`, one native binary, started
 //! as a single-node replica set so transactions work) and **nx-27017** (PyPI). The harness
-//! uses jongodb unless `KCI_MONGO_WIRE=nx-27017`.
+//! uses jongodb unless `KCI_MONGO_WIRE=nx-27017`. `scripts/test` installs them into the peer
+//! directory ([`peers_dir`]); the harness only starts them.
 //!
-//! Installation happens on first use when missing (`npm install` / `python3 -m venv` + `pip
-//! install`) into the peer cache: `$KCI_PEERS_DIR`, else `/var/cache/kernelci-rs/peers`.
-//! Set `KCI_MONGO_URI` to run against an existing server (genuine MongoDB) instead.
+//! `KCI_MONGO_URI=mongodb://host:port/...` runs the same tests against an existing server (a
+//! genuine MongoDB; a replica set, for the transaction tests): the harness reaches its first
+//! host through a loopback [`TcpRelay`] (`directConnection=true`), so the tests that take the
+//! server down ([`MongoPeer::stop`], [`MongoPeer::restart`]) cut and restore the relay instead,
+//! and the test databases (`kci_test_*`) are dropped when the peer is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use super::peers::{PeerProcess, free_port, missing_peer};
+#[cfg(doc)]
+use super::peers::peers_dir;
+use super::peers::{JONGODB, NX_27017, PeerProcess, free_port, installed_peer};
+use super::relay::TcpRelay;
 use crate::store::{MongoConfig, MongoStore};
 
-/// The jongodb npm package and version the harness installs.
-pub const JONGODB_PACKAGE: &str = "@jongodb/memory-server-bin-linux-x64-gnu@0.1.6";
-/// The nx-27017 PyPI requirement the harness installs.
-pub const NX_PACKAGE: &str = "nx-27017==0.8.1";
+pub use super::peers::{JONGODB_PACKAGE, NX_PACKAGE};
+/// The environment variable naming an existing server to test against.
+pub const MONGO_URI_VAR: &str = "KCI_MONGO_URI";
 
 /// Which wire server to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,60 +43,87 @@ impl WireServer {
             _ => WireServer::Jongodb,
         }
     }
-}
 
-/// The directory wire servers are installed in.
-pub fn peers_dir() -> PathBuf {
-    std::env::var_os("KCI_PEERS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kernelci-rs/peers"))
-}
-
-static INSTALL: Mutex<()> = Mutex::new(());
-
-fn jongodb_bin(dir: &Path) -> PathBuf {
-    dir.join("jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb")
-}
-
-fn nx_bin(dir: &Path) -> PathBuf {
-    dir.join("nx-27017/bin/nx-27017")
-}
-
-fn run(cmd: &mut Command) -> bool {
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The wire server's program, installed into [`peers_dir`] when missing (npm or pip).
-pub fn locate_or_install(server: WireServer) -> Option<PathBuf> {
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = peers_dir();
-    match server {
-        WireServer::Jongodb => {
-            let bin = jongodb_bin(&dir);
-            if !bin.is_file() {
-                let target = dir.join("jongodb");
-                std::fs::create_dir_all(&target).ok()?;
-                run(Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", JONGODB_PACKAGE])
-                    .current_dir(&target));
+    /// The server's program under the peer directory, when installed.
+    pub fn locate(self) -> Option<PathBuf> {
+        installed_peer(match self {
+            WireServer::Jongodb => {
+                "jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"
             }
-            bin.is_file().then_some(bin)
-        }
-        WireServer::Nx27017 => {
-            let bin = nx_bin(&dir);
-            if !bin.is_file() {
-                std::fs::create_dir_all(&dir).ok()?;
-                let venv = dir.join("nx-27017");
-                if run(Command::new("python3").arg("-m").arg("venv").arg(&venv)) {
-                    run(Command::new(venv.join("bin/pip")).args(["install", "-q", NX_PACKAGE]));
-                }
-            }
-            bin.is_file().then_some(bin)
-        }
+            WireServer::Nx27017 => "nx-27017/bin/nx-27017",
+        })
     }
+}
+
+/// An existing server named by `KCI_MONGO_URI`, reached through a relay.
+#[derive(Debug)]
+struct External {
+    /// The URI as given (for clean-up, not through the relay).
+    uri: String,
+    /// The same URI with its first host replaced by the relay.
+    relayed: String,
+    relay: TcpRelay,
+    /// The databases handed out by [`MongoPeer::config`], dropped with the peer.
+    databases: Mutex<Vec<String>>,
+}
+
+/// Splits `mongodb://[user@]hosts[/db][?options]` and rewrites it to reach the first host
+/// through `127.0.0.1:<relay_port>` directly. `Err` names what cannot be relayed.
+fn relayed_uri(uri: &str, relay_port: u16) -> Result<(String, String), String> {
+    let rest = uri.strip_prefix("mongodb://").ok_or_else(|| {
+        format!(
+            "{MONGO_URI_VAR} must be a mongodb://host:port/... URI (SRV records cannot be relayed)"
+        )
+    })?;
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let first = hosts.split(',').next().unwrap_or_default();
+    if first.is_empty() {
+        return Err(format!("{MONGO_URI_VAR} names no host"));
+    }
+    let has_port = match first.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => first.contains(':'),
+    };
+    let target = if has_port {
+        first.to_owned()
+    } else {
+        format!("{first}:27017")
+    };
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (tail, ""),
+    };
+    let mut options: Vec<&str> = query
+        .split('&')
+        .filter(|o| !o.is_empty())
+        .filter(|o| {
+            let key = o.split('=').next().unwrap_or_default().to_ascii_lowercase();
+            key != "replicaset" && key != "directconnection"
+        })
+        .collect();
+    if options.iter().any(|o| {
+        let o = o.to_ascii_lowercase();
+        o == "tls=true" || o == "ssl=true"
+    }) {
+        return Err(format!(
+            "{MONGO_URI_VAR} with TLS cannot go through the harness's loopback relay (the \
+             certificate names {first}, not 127.0.0.1)"
+        ));
+    }
+    options.push("directConnection=true");
+    let path = if path.is_empty() { "/" } else { path };
+    let relayed = format!(
+        "mongodb://{userinfo}127.0.0.1:{relay_port}{path}?{}",
+        options.join("&")
+    );
+    Ok((target, relayed))
 }
 
 /// A running wire server on a loopback port.
@@ -100,11 +132,11 @@ pub struct MongoPeer {
     /// Which server.
     pub server: WireServer,
     program: PathBuf,
-    /// The process (or `None` when `KCI_MONGO_URI` names an external server).
+    /// The process (`None` when `KCI_MONGO_URI` names an existing server).
     pub process: Option<PeerProcess>,
-    /// The port it listens on.
+    /// The port it listens on (the relay's, for an existing server).
     pub port: u16,
-    external_uri: Option<String>,
+    external: Option<External>,
 }
 
 fn command(server: WireServer, program: &Path, port: u16) -> Command {
@@ -125,27 +157,19 @@ fn command(server: WireServer, program: &Path, port: u16) -> Command {
 }
 
 impl MongoPeer {
-    /// Starts the configured wire server on a free port (installing it when missing). `None`
-    /// (after a loud notice, or a panic under CI) when it cannot be installed.
+    /// Starts the configured wire server on a free port, or relays to the server that
+    /// `KCI_MONGO_URI` names. `None` when the wire server is missing and `KCI_ALLOW_MISSING`
+    /// names `mongo` (see [`Peer::missing`](super::peers::Peer::missing)); a failure otherwise.
     pub fn start() -> Option<MongoPeer> {
-        if let Ok(uri) = std::env::var("KCI_MONGO_URI") {
-            return Some(MongoPeer {
-                server: WireServer::Jongodb,
-                program: PathBuf::new(),
-                process: None,
-                port: 0,
-                external_uri: Some(uri),
-            });
+        if let Ok(uri) = std::env::var(MONGO_URI_VAR) {
+            return Some(MongoPeer::external(uri));
         }
         let server = WireServer::from_env();
-        let Some(program) = locate_or_install(server) else {
-            return missing_peer(
-                "MongoDB-wire server",
-                &format!(
-                    "npm install {JONGODB_PACKAGE} (in {})",
-                    peers_dir().display()
-                ),
-            );
+        let Some(program) = server.locate() else {
+            return match server {
+                WireServer::Jongodb => JONGODB.missing(),
+                WireServer::Nx27017 => NX_27017.missing(),
+            };
         };
         let port = free_port();
         let mut peer = MongoPeer {
@@ -153,12 +177,37 @@ impl MongoPeer {
             program,
             process: None,
             port,
-            external_uri: None,
+            external: None,
         };
         match peer.spawn() {
             Ok(()) => Some(peer),
             Err(e) => panic!("cannot start the MongoDB-wire server: {e}"),
         }
+    }
+
+    fn external(uri: String) -> MongoPeer {
+        // The relay's port is chosen first, then the URI rewritten to it.
+        let port = free_port();
+        let (target, relayed) = relayed_uri(&uri, port).unwrap_or_else(|e| panic!("{e}"));
+        let relay = TcpRelay::start_on(port, &target)
+            .unwrap_or_else(|e| panic!("relay to {target} ({MONGO_URI_VAR}): {e}"));
+        MongoPeer {
+            server: WireServer::Jongodb,
+            program: PathBuf::new(),
+            process: None,
+            port,
+            external: Some(External {
+                uri,
+                relayed,
+                relay,
+                databases: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Whether this is an existing server named by `KCI_MONGO_URI`.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -170,8 +219,8 @@ impl MongoPeer {
 
     /// The connection string.
     pub fn uri(&self) -> String {
-        if let Some(u) = &self.external_uri {
-            return u.clone();
+        if let Some(e) = &self.external {
+            return e.relayed.clone();
         }
         match self.server {
             WireServer::Jongodb => format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", self.port),
@@ -179,16 +228,23 @@ impl MongoPeer {
         }
     }
 
-    /// Kills the server (by pid).
+    /// Kills the server (by pid); for an existing server, cuts the relay.
     pub fn stop(&mut self) {
+        if let Some(e) = &mut self.external {
+            e.relay.stop();
+        }
         if let Some(mut p) = self.process.take() {
             p.stop();
         }
     }
 
-    /// Starts it again on the same port (an in-memory server comes back empty).
+    /// Starts it again on the same port (an in-memory server comes back empty; an existing
+    /// server keeps its data).
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.stop();
+        if let Some(e) = &mut self.external {
+            return e.relay.restart();
+        }
         self.spawn()
     }
 
@@ -196,7 +252,13 @@ impl MongoPeer {
     pub fn config(&self) -> MongoConfig {
         let mut bytes = [0u8; 6];
         let _ = getrandom::fill(&mut bytes);
-        let mut c = MongoConfig::new(self.uri(), format!("kci_test_{}", hex::encode(bytes)));
+        let database = format!("kci_test_{}", hex::encode(bytes));
+        if let Some(e) = &self.external
+            && let Ok(mut list) = e.databases.lock()
+        {
+            list.push(database.clone());
+        }
+        let mut c = MongoConfig::new(self.uri(), database);
         c.server_selection_timeout = std::time::Duration::from_secs(3);
         c
     }
@@ -210,8 +272,46 @@ impl MongoPeer {
     }
 }
 
-/// A fresh store on its own wire server, for `store_suite!(option ...)`: `None` when no
-/// wire server can be installed here.
+impl Drop for MongoPeer {
+    /// For an existing server, drops the test databases handed out (from a thread of its own:
+    /// the caller may be inside an async runtime).
+    fn drop(&mut self) {
+        let Some(external) = self.external.take() else {
+            return;
+        };
+        let databases = external
+            .databases
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        if databases.is_empty() {
+            return;
+        }
+        let uri = external.uri.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(client) = mongodb::Client::with_uri_str(&uri).await else {
+                    return;
+                };
+                for name in databases {
+                    if let Err(e) = client.database(&name).drop().await {
+                        eprintln!("could not drop the test database {name}: {e}");
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A fresh store on its own wire server, for `store_suite!(option ...)`: `None` when the
+/// wire server is missing and allowed to be (see [`MongoPeer::start`]).
 pub async fn fresh_store() -> Option<(MongoStore, MongoPeer)> {
     let peer = MongoPeer::start()?;
     let store = peer.store().await;

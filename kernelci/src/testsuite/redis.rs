@@ -3,10 +3,7 @@
 
 use std::process::Command;
 
-use super::peers::{PeerProcess, find_program, free_port, missing_peer};
-
-/// How to install the peer, for the skip notice.
-pub const INSTALL_HINT: &str = "apt-get install -y redis-server";
+use super::peers::{PeerProcess, REDIS, free_port};
 
 /// A `redis-server` started with `--save '' --appendonly no` (nothing on disk) on 127.0.0.1.
 /// Dropping it kills the process.
@@ -17,13 +14,12 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port, or reports the peer missing (see [`missing_peer`]:
-    /// a failure under CI, a loud skip elsewhere) and returns `None`. Panics if the server is
-    /// installed but fails to start.
+    /// Starts a server on a free port. A missing `redis-server` fails the test, or, when
+    /// `KCI_ALLOW_MISSING` names `redis`, is recorded as a skip and gives `None` (see
+    /// [`Peer::missing`](super::peers::Peer::missing)). Panics if the server is installed but
+    /// fails to start.
     pub fn start() -> Option<RedisServer> {
-        if find_program("redis-server").is_none() {
-            return missing_peer("redis-server", INSTALL_HINT);
-        }
+        REDIS.find("redis-server")?;
         let mut server = RedisServer {
             port: free_port(),
             process: None,

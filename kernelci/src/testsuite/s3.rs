@@ -1,6 +1,6 @@
 //! An S3-compatible test peer (features `testsuite` and `s3`): **moto**'s standalone server
-//! (`moto[server]` from PyPI), installed on first use into a venv under the peer cache
-//! ([`peers_dir`]) and started on a free loopback port.
+//! (`moto[server]` from PyPI), which `scripts/test` installs into a venv under the peer
+//! directory ([`peers_dir`]), started on a free loopback port.
 //!
 //! - [`MotoPeer::start`]: no authentication (any credentials are accepted); buckets are made
 //!   with [`MotoPeer::create_bucket`].
@@ -10,20 +10,21 @@
 
 use std::process::Command;
 
-use super::cloud::{fresh_name, peers_dir, pip_install};
-use super::peers::{PeerProcess, free_port, missing_peer};
+use super::cloud::fresh_name;
+#[cfg(doc)]
+use super::peers::peers_dir;
+use super::peers::{MOTO, PeerProcess, free_port, installed_peer};
 use crate::storage::s3::{S3Credentials, S3Options, S3Storage};
 
-/// The PyPI requirement the harness installs.
-pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
+pub use super::peers::MOTO_REQUIREMENT;
 /// The access key id tests use against a moto without authentication.
 pub const TEST_ACCESS_KEY_ID: &str = "kci-test-key";
 /// The secret tests use against a moto without authentication.
 pub const TEST_SECRET_ACCESS_KEY: &str = "kci-test-secret";
 
-/// `moto_server`, installed into `<peers_dir>/moto` when missing.
-pub fn locate_or_install() -> Option<std::path::PathBuf> {
-    pip_install("moto", MOTO_REQUIREMENT, "bin/moto_server")
+/// `<peers_dir>/moto/bin/moto_server`, when installed.
+pub fn locate() -> Option<std::path::PathBuf> {
+    installed_peer("moto/bin/moto_server")
 }
 
 /// A running moto server.
@@ -37,14 +38,8 @@ pub struct MotoPeer {
 
 impl MotoPeer {
     fn spawn(auth: bool) -> Option<MotoPeer> {
-        let Some(program) = locate_or_install() else {
-            return missing_peer(
-                "S3-compatible server (moto)",
-                &format!(
-                    "python3 -m venv {0}/moto && {0}/moto/bin/pip install '{MOTO_REQUIREMENT}'",
-                    peers_dir().display()
-                ),
-            );
+        let Some(program) = locate() else {
+            return MOTO.missing();
         };
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -66,8 +61,8 @@ impl MotoPeer {
         }
     }
 
-    /// Starts moto without authentication (installing it when missing). `None` after a loud
-    /// notice (or a panic under CI) when it cannot be installed.
+    /// Starts moto without authentication. `None` when it is missing and `KCI_ALLOW_MISSING`
+    /// names `moto` (see [`Peer::missing`](super::peers::Peer::missing)); a failure otherwise.
     pub fn start() -> Option<MotoPeer> {
         MotoPeer::spawn(false)
     }

@@ -2,14 +2,14 @@
 //! 127.0.0.1:<port>`), which prints every message it accepts to its standard output. The
 //! messages are parsed back ([`ReceivedMail`]) so tests can check headers and the decoded body.
 //!
-//! When the module is missing and the test runs as root, it is installed with `apt-get`;
-//! otherwise [`SmtpServer::start`] reports a missing peer (see [`super::peers::missing_peer`]).
+//! A missing module fails the test, or, when `KCI_ALLOW_MISSING` names `smtp`, is recorded as a
+//! skip (see [`super::peers::Peer::missing`]); `scripts/test` installs `python3-aiosmtpd`.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::peers::{PeerProcess, free_port, missing_peer};
+use super::peers::{PeerProcess, SMTP, free_port};
 
 /// Debian's Python, which has the `python3-aiosmtpd` package (not a pyenv one on `PATH`).
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -20,31 +20,6 @@ fn has_aiosmtpd() -> bool {
             .args(["-c", "import aiosmtpd"])
             .output()
             .is_ok_and(|o| o.status.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn try_install() -> bool {
-    if !is_root() {
-        return false;
-    }
-    eprintln!("installing python3-aiosmtpd for the SMTP tests");
-    let ok = Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "python3-aiosmtpd",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success());
-    ok && has_aiosmtpd()
 }
 
 /// A running `aiosmtpd` on a free loopback port; dropping it stops it.
@@ -87,15 +62,10 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
 }
 
 impl SmtpServer {
-    /// Starts the server, installing `python3-aiosmtpd` first when missing and running as
-    /// root. `None` (after a loud notice, or a panic under CI) when it cannot run.
+    /// Starts the server. `None` when aiosmtpd is missing and `KCI_ALLOW_MISSING` names
+    /// `smtp` (see [`Peer::missing`](super::peers::Peer::missing)); a failure otherwise.
     pub fn start() -> Option<SmtpServer> {
-        if !has_aiosmtpd() && !try_install() {
-            return missing_peer(
-                "SMTP server (aiosmtpd)",
-                "apt-get install -y python3-aiosmtpd",
-            );
-        }
+        SMTP.require(has_aiosmtpd())?;
         let port = free_port();
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
@@ -122,12 +92,7 @@ impl SmtpServer {
     /// `AUTH <mechanism> refused` for each attempt, then each message as [`SmtpServer::start`]
     /// does.
     pub fn start_with_auth(user: &str, password: &str) -> Option<SmtpServer> {
-        if !has_aiosmtpd() && !try_install() {
-            return missing_peer(
-                "SMTP server (aiosmtpd)",
-                "apt-get install -y python3-aiosmtpd",
-            );
-        }
+        SMTP.require(has_aiosmtpd())?;
         let port = free_port();
         let dir = match tempfile::tempdir() {
             Ok(d) => d,

@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::peers::{PeerProcess, find_program, free_port, missing_peer};
+use super::peers::{PeerProcess, SSHD as SSHD_PEER, find_program, free_port};
 
 const SSHD: &str = "/usr/sbin/sshd";
-const INSTALL_HINT: &str = "apt-get install -y openssh-server";
 
 /// A running sshd plus the files a client needs.
 #[derive(Debug)]
@@ -61,12 +60,11 @@ fn current_user() -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Starts sshd, or returns `None` after reporting a missing peer (see [`missing_peer`]).
+/// Starts sshd. A missing sshd fails the test, or, when `KCI_ALLOW_MISSING` names `sshd`,
+/// is recorded as a skip and gives `None` (see [`Peer::missing`](super::peers::Peer::missing)).
 /// Panics when sshd is installed but does not start.
 pub fn start_sshd() -> Option<SshdPeer> {
-    if find_program(SSHD).is_none() || find_program("ssh-keygen").is_none() {
-        return missing_peer("OpenSSH sshd", INSTALL_HINT);
-    }
+    SSHD_PEER.require(find_program(SSHD).is_some() && find_program("ssh-keygen").is_some())?;
     match try_start() {
         Ok(peer) => Some(peer),
         Err(e) => panic!("sshd is installed but did not start: {e}"),
