@@ -327,7 +327,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r(
         "PATCH",
         "/node/{node_id}",
@@ -335,7 +335,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r(
         "PUT",
         "/batch/nodeset",
@@ -351,7 +351,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r("GET", "/events", "Event history", Public, None),
     r(
         "POST",
@@ -364,28 +364,29 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/unsubscribe/{sub_id}",
-        "Unsubscribe (404: unknown subscription; 500: another user's, as upstream)",
+        "Unsubscribe (404: unknown subscription; 403: another user's)",
         User,
         None,
     )
-    .errors(&[404, 500]),
+    .errors(&[403, 404]),
     r(
         "GET",
         "/listen/{sub_id}",
         "Wait for the next event (long poll; 404: unknown subscription; 410: events past \
-         retention; 500: another user's, as upstream)",
+         retention; 403: another user's)",
         User,
         None,
     )
-    .errors(&[404, 410, 500]),
+    .errors(&[403, 404, 410]),
     r(
         "POST",
         "/ack/{sub_id}",
-        "Acknowledge events up to a sequence number (404: unknown subscription)",
+        "Acknowledge events up to a sequence number (404: unknown subscription; 403: another \
+         user's)",
         User,
         Some("json"),
     )
-    .errors(&[404, 500]),
+    .errors(&[403, 404]),
     r(
         "POST",
         "/publish/{channel}",
@@ -487,8 +488,8 @@ fn describe(status: u16) -> &'static str {
         202 => "Accepted",
         204 => "Done (no body)",
         400 => "Bad request",
-        401 => "Missing, invalid or revoked token (or not allowed to edit this node)",
-        403 => "Not allowed (an unverified user, or not an admin)",
+        401 => "Missing, invalid or revoked token",
+        403 => "Not allowed: unverified user, not an admin, or not the owner",
         404 => "Not found",
         409 => "Conflict",
         410 => "Gone: the events were removed by retention",

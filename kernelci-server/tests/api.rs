@@ -610,10 +610,61 @@ async fn events_history_filters() {
     t.get("/events?recursive=true")
         .await
         .assert_detail(400, "Recursive limit is too large, max is 1000");
-    t.get("/events?recursive=false&limit=1001")
-        .await
-        .assert_detail(400, "Recursive limit is too large, max is 1000");
     assert_eq!(t.get("/events?limit=abc").await.status, 422);
+}
+
+#[tokio::test]
+async fn events_recursive_false_is_off_and_from_takes_unix_time() {
+    let t = app().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    t.create_node(&t.admin, node("checkout", "ev-1")).await;
+    t.create_node(&t.admin, node("kbuild", "ev-2")).await;
+    let count = |v: Value| v.as_array().map_or(usize::MAX, Vec::len);
+
+    // Deliberately better: `recursive=false` is off (upstream turned it on for any value),
+    // so no limit is needed and no node is attached.
+    for off in ["false", "0", "no", "off", ""] {
+        let r = t.get(&format!("/events?recursive={off}&limit=1001")).await;
+        assert_eq!(r.status, 200, "recursive={off}: {}", r.text());
+        assert_eq!(count(r.json()), 2);
+        assert!(r.json()[0].get("node").is_none(), "recursive={off}");
+        let r = t.get(&format!("/events?recursive={off}")).await;
+        assert_eq!(r.status, 200, "recursive={off} without limit");
+    }
+    for on in ["true", "1", "yes", "TRUE"] {
+        let r = t.get(&format!("/events?recursive={on}&limit=10")).await;
+        assert_eq!(r.status, 200, "recursive={on}: {}", r.text());
+        assert!(r.json()[0]["node"]["id"].is_string(), "recursive={on}");
+        t.get(&format!("/events?recursive={on}"))
+            .await
+            .assert_detail(400, "Recursive limit is too large, max is 1000");
+    }
+    let r = t.get("/events?recursive=perhaps&limit=10").await;
+    r.assert_422("bool_parsing", json!(["query", "recursive"]));
+
+    // `from` as upstream documents it: an ISO 8601 time or a Unix time in seconds.
+    let from = |v: String| {
+        let t = &t;
+        async move {
+            let r = t.get(&format!("/events?from={v}")).await;
+            assert_eq!(r.status, 200, "from={v}: {}", r.text());
+            count(r.json())
+        }
+    };
+    assert_eq!(from(format!("{}", before as i64 - 60)).await, 2);
+    assert_eq!(from(format!("{:.3}", before - 60.5)).await, 2);
+    assert_eq!(from(format!("{}", before as i64 + 3600)).await, 0);
+    assert_eq!(from("0".into()).await, 2);
+    assert_eq!(from("-1".into()).await, 2);
+    for bad in ["1e400", "NaN", "inf", "99999999999999999999", "1.5.2"] {
+        t.get(&format!("/events?from={bad}")).await.assert_detail(
+            400,
+            "Invalid 'from' parameter, must be an ISO 8601 datetime",
+        );
+    }
 }
 
 fn tel(kind: &str, runtime: &str, device_type: &str, result: Option<&str>, infra: bool) -> Value {

@@ -725,7 +725,7 @@ fn node_event(op: &str, node: &Node, previous: Option<&Node>, is_hierarchy: bool
         channel: NODE_CHANNEL.into(),
         owner: node.owner.clone().filter(|o| !o.is_empty()),
         data: event.to_value(),
-        attributes: serde_json::Map::new(),
+        attributes: crate::events::logged_event_attributes(),
     }
 }
 
