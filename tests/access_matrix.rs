@@ -174,6 +174,7 @@ struct Row(&'static str, &'static str, Fx, Rule);
 const TABLE: &[Row] = &[
     Row("GET", "/", Fx::Nothing, Rule::Public(200)),
     Row("GET", "/openapi.json", Fx::Nothing, Rule::Public(200)),
+    Row("GET", "/docs", Fx::Nothing, Rule::Public(200)),
     Row("POST", "/user/login", Fx::LoginForm, Rule::Public(200)),
     Row("POST", "/user/logout", Fx::Nothing, Rule::Verified(204)),
     Row(

@@ -151,6 +151,7 @@ use Content::*;
 pub const ROUTES: &[Route] = &[
     r("GET", "/", "Index page", Public, None).content(Html),
     r("GET", "/openapi.json", "This document", Public, None),
+    r("GET", "/docs", "API docs page", Public, None).content(Html),
     r(
         "POST",
         "/user/login",
@@ -638,6 +639,32 @@ fn path_schema(route: &Route, name: &str) -> Value {
     }
 }
 
+/// The tags that group the operations (in the documentation page and client generators), in
+/// order, with what each holds.
+const TAGS: &[(&str, &str)] = &[
+    ("users", "Login, tokens, invites, users and groups"),
+    ("nodes", "Query, create and update nodes; submit results"),
+    ("events", "The event history"),
+    ("pubsub", "Subscriptions, listening, publishing and lists"),
+    ("kv", "The key/value store"),
+    ("telemetry", "Job and device telemetry"),
+    ("pages", "HTML pages, files, metrics and this description"),
+];
+
+/// The tag of a route, from its first path segment.
+fn tag(path: &str) -> &'static str {
+    match path.split('/').find(|s| !s.is_empty()).unwrap_or_default() {
+        "user" | "users" | "user-groups" | "whoami" => "users",
+        "node" | "nodes" | "count" | "batch" => "nodes",
+        "events" => "events",
+        "subscribe" | "unsubscribe" | "listen" | "ack" | "publish" | "push" | "pop" => "pubsub",
+        "stats" if path == "/stats/subscriptions" => "pubsub",
+        "kv" => "kv",
+        "telemetry" => "telemetry",
+        _ => "pages",
+    }
+}
+
 fn operation_id(method: &str, path: &str) -> String {
     format!(
         "{}_{}",
@@ -720,6 +747,7 @@ pub fn document() -> Value {
             responses.insert(status.to_string(), response(route, status));
         }
         let mut op = json!({
+            "tags": [tag(route.path)],
             "summary": route.summary,
             "operationId": operation_id(route.method, route.path),
             "parameters": params,
@@ -757,6 +785,7 @@ pub fn document() -> Value {
         "info": {"title": "KernelCI API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Wire-compatible with the upstream KernelCI API; every route is also served under /v0 and without a prefix."},
         "servers": [{"url": "/latest"}],
+        "tags": TAGS.iter().map(|(name, description)| json!({"name": name, "description": description})).collect::<Vec<_>>(),
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
