@@ -400,6 +400,9 @@ pub async fn run(
         opts.config.clone()
     };
     let config = Arc::new(PipelineConfig::load(&config_dirs).map_err(UpError::Config)?);
+    for w in config.warnings() {
+        let _ = writeln!(out, "config warning: {w}");
+    }
     let counts = config.counts();
     let _ = writeln!(
         out,

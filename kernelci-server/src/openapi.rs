@@ -151,6 +151,7 @@ use Content::*;
 pub const ROUTES: &[Route] = &[
     r("GET", "/", "Index page", Public, None).content(Html),
     r("GET", "/openapi.json", "This document", Public, None),
+    r("GET", "/docs", "API docs page", Public, None).content(Html),
     r(
         "POST",
         "/user/login",
@@ -327,7 +328,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r(
         "PATCH",
         "/node/{node_id}",
@@ -335,7 +336,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r(
         "PUT",
         "/batch/nodeset",
@@ -351,7 +352,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r("GET", "/events", "Event history", Public, None),
     r(
         "POST",
@@ -364,28 +365,29 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/unsubscribe/{sub_id}",
-        "Unsubscribe (404: unknown subscription; 500: another user's, as upstream)",
+        "Unsubscribe (404: unknown subscription; 403: another user's)",
         User,
         None,
     )
-    .errors(&[404, 500]),
+    .errors(&[403, 404]),
     r(
         "GET",
         "/listen/{sub_id}",
         "Wait for the next event (long poll; 404: unknown subscription; 410: events past \
-         retention; 500: another user's, as upstream)",
+         retention; 403: another user's)",
         User,
         None,
     )
-    .errors(&[404, 410, 500]),
+    .errors(&[403, 404, 410]),
     r(
         "POST",
         "/ack/{sub_id}",
-        "Acknowledge events up to a sequence number (404: unknown subscription)",
+        "Acknowledge events up to a sequence number (404: unknown subscription; 403: another \
+         user's)",
         User,
         Some("json"),
     )
-    .errors(&[404, 500]),
+    .errors(&[403, 404]),
     r(
         "POST",
         "/publish/{channel}",
@@ -487,8 +489,8 @@ fn describe(status: u16) -> &'static str {
         202 => "Accepted",
         204 => "Done (no body)",
         400 => "Bad request",
-        401 => "Missing, invalid or revoked token (or not allowed to edit this node)",
-        403 => "Not allowed (an unverified user, or not an admin)",
+        401 => "Missing, invalid or revoked token",
+        403 => "Not allowed: unverified user, not an admin, or not the owner",
         404 => "Not found",
         409 => "Conflict",
         410 => "Gone: the events were removed by retention",
@@ -637,6 +639,32 @@ fn path_schema(route: &Route, name: &str) -> Value {
     }
 }
 
+/// The tags that group the operations (in the documentation page and client generators), in
+/// order, with what each holds.
+const TAGS: &[(&str, &str)] = &[
+    ("users", "Login, tokens, invites, users and groups"),
+    ("nodes", "Query, create and update nodes; submit results"),
+    ("events", "The event history"),
+    ("pubsub", "Subscriptions, listening, publishing and lists"),
+    ("kv", "The key/value store"),
+    ("telemetry", "Job and device telemetry"),
+    ("pages", "HTML pages, files, metrics and this description"),
+];
+
+/// The tag of a route, from its first path segment.
+fn tag(path: &str) -> &'static str {
+    match path.split('/').find(|s| !s.is_empty()).unwrap_or_default() {
+        "user" | "users" | "user-groups" | "whoami" => "users",
+        "node" | "nodes" | "count" | "batch" => "nodes",
+        "events" => "events",
+        "subscribe" | "unsubscribe" | "listen" | "ack" | "publish" | "push" | "pop" => "pubsub",
+        "stats" if path == "/stats/subscriptions" => "pubsub",
+        "kv" => "kv",
+        "telemetry" => "telemetry",
+        _ => "pages",
+    }
+}
+
 fn operation_id(method: &str, path: &str) -> String {
     format!(
         "{}_{}",
@@ -719,6 +747,7 @@ pub fn document() -> Value {
             responses.insert(status.to_string(), response(route, status));
         }
         let mut op = json!({
+            "tags": [tag(route.path)],
             "summary": route.summary,
             "operationId": operation_id(route.method, route.path),
             "parameters": params,
@@ -756,6 +785,7 @@ pub fn document() -> Value {
         "info": {"title": "KernelCI API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Wire-compatible with the upstream KernelCI API; every route is also served under /v0 and without a prefix."},
         "servers": [{"url": "/latest"}],
+        "tags": TAGS.iter().map(|(name, description)| json!({"name": name, "description": description})).collect::<Vec<_>>(),
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup};
+use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup, legacy_event_uuid};
 use kernelci::models::Timestamp;
 use kernelci::store::{EventFilter, SharedStore, StoreError, StoredEvent, SubscriberState};
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,14 @@ impl PubSub {
         Ok(Some(self.cache().entry(id).or_insert(h).clone()))
     }
 
+    /// Another user's subscription: 403 (upstream answered 500 for a client's mistake).
+    fn not_owned(id: u64, user: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Subscription {id} not owned by {user}"),
+        )
+    }
+
     fn not_found(id: u64) -> ApiError {
         ApiError::not_found(format!(
             "Subscription id not found: 'Subscription {id} not found'"
@@ -203,10 +211,7 @@ impl PubSub {
             .ok_or_else(|| PubSub::not_found(id))?;
         let s = h.lock().await;
         if s.user != user {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Subscription {id} not owned by {user}"),
-            ));
+            return Err(PubSub::not_owned(id, user));
         }
         self.store
             .kv_delete(SUBS_NS, &id.to_string())
@@ -238,10 +243,7 @@ impl PubSub {
             .ok_or_else(|| PubSub::not_found(id))?;
         let mut s = h.lock().await;
         if s.user != user {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Subscription {id} not owned by {user}"),
-            ));
+            return Err(PubSub::not_owned(id, user));
         }
         self.acknowledge(&mut s, sequence_id).await?;
         if s.delivered.is_some_and(|d| d <= s.position) {
@@ -250,12 +252,24 @@ impl PubSub {
         self.save(&s).await
     }
 
-    /// The CloudEvent of a logged event; its id and time are those of the log entry, so a
-    /// replay is recognisable.
+    /// The CloudEvent of a logged event. Its `id` is the UUID v4 logged with the event (or the
+    /// one the publisher gave), its `time` the log entry's (or the publisher's), so every
+    /// delivery of one event, live or replayed, carries the same id and time.
     pub fn cloud_event(&self, e: &StoredEvent) -> CloudEvent {
         let mut ev = CloudEvent::new(e.data.clone());
-        ev.id = e.id.to_hex();
-        ev.time = Some(e.timestamp);
+        let given = |k: &str| e.attributes.get(k).and_then(Value::as_str);
+        ev.id = match given("id") {
+            Some(id) => id.to_owned(),
+            None => legacy_event_uuid(e.id.bytes()),
+        };
+        ev.time = Some(
+            given("time")
+                .and_then(|t| Timestamp::parse(t).ok())
+                .unwrap_or(e.timestamp),
+        );
+        if let Some(v) = given("specversion") {
+            v.clone_into(&mut ev.specversion);
+        }
         ev.source = e
             .attributes
             .get("source")
@@ -303,12 +317,7 @@ impl PubSub {
         let (channel, filter) = {
             let mut s = h.lock().await;
             if s.user != user {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!(
-                        "Error while listening to sub id {id}: Subscription {id} not owned by {user}"
-                    ),
-                ));
+                return Err(PubSub::not_owned(id, user));
             }
             match acknowledge {
                 Some(n) => self.acknowledge(&mut s, n).await?,

@@ -123,6 +123,7 @@ async fn dispatch(app: &App, req: &Request) -> Handled {
     match (m, segs.as_slice()) {
         (&Method::GET, []) => ("/", Ok(pages::index())),
         (&Method::GET, ["openapi.json"]) => ("/openapi.json", Ok(crate::openapi::reply())),
+        (&Method::GET, ["docs"]) => ("/docs", Ok(pages::docs())),
         (&Method::GET, [name @ ("viewer" | "dashboard" | "manage" | "analytics" | "stats")]) => (
             "/{page}",
             pages::named(name).ok_or_else(|| ApiError::not_found("Not Found")),

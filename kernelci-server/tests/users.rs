@@ -804,3 +804,85 @@ async fn user_groups() {
         404
     );
 }
+
+#[tokio::test]
+async fn own_email_change_group_clearing_and_invite_letter_case() {
+    let t = app().await;
+    t.create_group("team-a").await;
+    let kim_id = t.create_user("kim", &["team-a"]).await;
+    let kim = t.login("kim", "kim-pass").await;
+
+    // Deliberately better: changing one's own e-mail keeps the user verified (upstream
+    // un-verified them, and their next login failed with LOGIN_USER_NOT_VERIFIED).
+    let r = t
+        .patch_as(&kim, "/user/me", &json!({"email": "kim.new@example.org"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["email"], "kim.new@example.org");
+    assert_eq!(r.json()["is_verified"], true);
+    let kim = t.login("kim", "kim-pass").await;
+    let me = t.get_as(&kim, "/whoami").await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["email"], "kim.new@example.org");
+    // Still no way to verify oneself, or to take another user's address.
+    t.create_user("lee", &[]).await;
+    t.patch_as(&kim, "/user/me", &json!({"email": "LEE@example.org"}))
+        .await
+        .assert_detail(400, "UPDATE_USER_EMAIL_ALREADY_EXISTS");
+
+    // Deliberately better: an admin's `"groups": []` clears the groups (upstream could not).
+    let r = t
+        .patch_as(&t.admin, &format!("/user/{kim_id}"), &json!({"groups": []}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["groups"], json!([]));
+    let stored = t.get_as(&t.admin, &format!("/user/{kim_id}")).await.json();
+    assert_eq!(stored["groups"], json!([]));
+    // Leaving `groups` out keeps them.
+    t.patch_as(
+        &t.admin,
+        &format!("/user/{kim_id}"),
+        &json!({"groups": ["team-a"]}),
+    )
+    .await;
+    let r = t
+        .patch_as(
+            &t.admin,
+            &format!("/user/{kim_id}"),
+            &json!({"username": "kim"}),
+        )
+        .await;
+    assert_eq!(r.json()["groups"][0]["name"], "team-a");
+    // `[]` from the user themselves still changes nothing.
+    let r = t.patch_as(&kim, "/user/me", &json!({"groups": []})).await;
+    assert_eq!(r.json()["groups"][0]["name"], "team-a");
+
+    // Inviting an address that exists in another letter case: fastapi-users' answer.
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "kim-twin", "email": "Kim.New@EXAMPLE.org", "send_email": false}),
+    )
+    .await
+    .assert_detail(400, "REGISTER_USER_ALREADY_EXISTS");
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "kim-twin", "email": "KIM.NEW@example.org", "send_email": false,
+                "resend_if_exists": true}),
+    )
+    .await
+    .assert_detail(400, "REGISTER_USER_ALREADY_EXISTS");
+    // The same address in the same case is the existing user, as before.
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "kim-twin", "email": "kim.new@example.org", "send_email": false}),
+    )
+    .await
+    .assert_detail(400, "User already exists");
+    assert_eq!(
+        t.get_as(&t.admin, "/users?username=kim-twin").await.json()["total"],
+        0
+    );
+}

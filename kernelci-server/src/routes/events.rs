@@ -6,7 +6,7 @@ use serde_json::Value;
 use warp::reply::Response;
 
 use crate::app::App;
-use crate::http::{ApiError, Request, ok};
+use crate::http::{ApiError, Request, ok, parse_bool};
 
 fn eq(f: Filter, field: &str, v: Scalar) -> Filter {
     f.and(field, Op::Eq, Operand::One(v))
@@ -18,6 +18,24 @@ fn raw_value(v: &str) -> Scalar {
         "false" => Scalar::Bool(false),
         _ => Scalar::Str(v.to_owned()),
     }
+}
+
+/// The `from` parameter: an ISO 8601 time, or (as upstream documents, though it never read
+/// one) a Unix time in seconds, with a fraction or not.
+fn parse_from(v: &str) -> Option<Timestamp> {
+    if let Ok(t) = Timestamp::parse(v) {
+        return Some(t);
+    }
+    let secs: f64 = v.trim().parse().ok()?;
+    if !secs.is_finite() {
+        return None;
+    }
+    let micros = (secs * 1e6).round();
+    // Within i64 microseconds; `from_micros` then checks the calendar range.
+    if micros.abs() >= 9.0e18 {
+        return None;
+    }
+    Timestamp::from_micros(micros as i64)
 }
 
 /// `GET /events`: filters as upstream, results in sequence order.
@@ -70,7 +88,7 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
                 ids = Some(parsed.map_err(|_| ApiError::bad_request("Invalid ids format"))?);
             }
             "from" => {
-                let t = Timestamp::parse(v).map_err(|_| {
+                let t = parse_from(v).ok_or_else(|| {
                     ApiError::bad_request("Invalid 'from' parameter, must be an ISO 8601 datetime")
                 })?;
                 f = f.and("timestamp", Op::Gt, Operand::One(Scalar::Time(t)));
@@ -97,7 +115,21 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
                     )
                 })?
             }
-            "recursive" => recursive = !v.is_empty(),
+            // Upstream turned recursion on for any non-empty value, `false` included; here
+            // it is a boolean, and an empty value means off.
+            "recursive" => {
+                recursive = !v.is_empty() && {
+                    parse_bool(v).ok_or_else(|| {
+                        ApiError::validation(
+                            "query",
+                            "recursive",
+                            "bool_parsing",
+                            "Input should be a valid boolean, unable to interpret input",
+                            v,
+                        )
+                    })?
+                }
+            }
             _ => f = eq(f, k, raw_value(v)),
         }
     }

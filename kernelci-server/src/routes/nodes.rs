@@ -34,9 +34,11 @@ pub fn can_edit(user: &User, node: &Node) -> bool {
     }
 }
 
+/// An authenticated user without edit permission: 403 with upstream's text (upstream answered
+/// 401, which means "who are you", not "you may not").
 fn edit_denied() -> ApiError {
     ApiError::new(
-        warp::http::StatusCode::UNAUTHORIZED,
+        warp::http::StatusCode::FORBIDDEN,
         "Unauthorized to complete the operation",
     )
 }
@@ -246,8 +248,13 @@ fn event_mode(req: &Request) -> Result<EventMode, ApiError> {
 pub async fn replace(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
     let body = req.json()?;
     let (_user, stored) = editable(app, req, id).await?;
+    // Upstream reset an omitted `created` to now; the creation time is kept instead.
+    let keep_created = body.get("created").is_none_or(Value::is_null);
     let mut node = Node::from_value(body)?;
     check_body_fields(&node)?;
+    if keep_created {
+        node.created = stored.created;
+    }
     let id = stored.id;
     node.id = id;
     if node.parent.is_some() && node.parent == id {
@@ -287,11 +294,10 @@ pub async fn patch(app: &App, req: &Request, id: &str) -> Result<Response, ApiEr
         .patch_node(id, &patch, event_mode(req)?)
         .await
         .map_err(|e| match e {
-            StoreError::Model(kernelci::models::ModelError::Transition { to, .. }) => {
-                ApiError::bad_request(format!(
-                    "Transition not allowed with state: StateValues.{}",
-                    to.as_str().to_uppercase()
-                ))
+            // Upstream's PATCH text leaked the enum repr (`StateValues.RUNNING`); the state is
+            // named as users write it, as PUT does.
+            StoreError::Model(e @ kernelci::models::ModelError::Transition { .. }) => {
+                ApiError::bad_request(e.to_string())
             }
             other => other.into(),
         })?;
@@ -470,6 +476,10 @@ pub async fn hierarchy(app: &App, req: &Request, id: &str) -> Result<Response, A
         node.treeid.clone_from(&stored_root.treeid);
         node.coerce_version_numbers();
         node.validate()?;
+    }
+    // The root obeys the state machine like `PUT /node/{id}` (upstream skipped the check here).
+    if let Some(root) = flat.nodes.first() {
+        stored_root.state.check_transition(root.state)?;
     }
     let written = app
         .store

@@ -9,6 +9,13 @@ use crate::http::{ApiError, typed};
 const VIEWER: &str = include_str!("../../assets/viewer.html");
 const VIEWER_CSS: &str = include_str!("../../assets/viewer.css");
 const VIEWER_JS: &str = include_str!("../../assets/viewer.js");
+const DOCS: &str = include_str!("../../assets/docs.html");
+const DOCS_CSS: &str = include_str!("../../assets/docs.css");
+const DOCS_JS: &str = include_str!("../../assets/docs.js");
+/// The documentation page loads only this server's own files and talks only to this server:
+/// no CDN, no inline script, nothing else (the browser enforces it).
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                        connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 const ICONS: [(&str, &[u8]); 3] = [
     ("ok.png", include_bytes!("../../assets/ok.png")),
     ("bad.png", include_bytes!("../../assets/bad.png")),
@@ -43,7 +50,7 @@ pub fn index() -> Response {
     html(page(
         "KernelCI API Server",
         "<section><p>KernelCI API, wire-compatible with upstream. Browse the <a href=\"/viewer\">nodes</a>, \
-         read the <a href=\"/latest/openapi.json\">OpenAPI description</a>.</p></section>",
+         read the <a href=\"/latest/docs\">API documentation</a> (<a href=\"/latest/openapi.json\">OpenAPI</a>).</p></section>",
     ))
 }
 
@@ -61,6 +68,22 @@ pub fn named(name: &str) -> Option<Response> {
         title,
         "<section><p>See the <a href=\"/viewer\">viewer</a>.</p></section>",
     ))))
+}
+
+/// `GET /docs`: the interactive documentation of `/openapi.json` (our own page: operations by
+/// tag, parameters, schemas, a "try it" form with a bearer token), working offline.
+pub fn docs() -> Response {
+    let mut r = no_cache(html(DOCS.to_owned()));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// `GET /user/invite` and `GET /user/accept-invite`.
@@ -112,6 +135,8 @@ pub fn static_file(kind: &str, name: &str) -> Result<Response, ApiError> {
     let body = match name {
         "viewer.css" => VIEWER_CSS,
         "viewer.js" => VIEWER_JS,
+        "docs.css" => DOCS_CSS,
+        "docs.js" => DOCS_JS,
         _ => return Err(ApiError::not_found("File not found")),
     };
     let mut r = typed(StatusCode::OK, ctype, body);

@@ -265,9 +265,15 @@ pub async fn invite(app: &App, req: &Request) -> Result<Response, ApiError> {
     let return_token = opt_bool(&body, "return_token")?.unwrap_or(false);
     let send_email = opt_bool(&body, "send_email")?.unwrap_or(true);
     let resend = opt_bool(&body, "resend_if_exists")?.unwrap_or(false);
+    // Upstream looks the e-mail up exactly; the same address in another letter case is then
+    // refused by the case-insensitive uniqueness check when the user is created.
     let existing = match app.store.get_user_by_username(&username).await? {
         Some(u) => Some(u),
-        None => app.store.get_user_by_email(&email).await?,
+        None => match app.store.get_user_by_email(&email).await? {
+            Some(u) if u.email == email => Some(u),
+            Some(_) => return Err(ApiError::bad_request("REGISTER_USER_ALREADY_EXISTS")),
+            None => None,
+        },
     };
     let user = match existing {
         Some(u) => {
@@ -527,7 +533,8 @@ async fn apply_update(
         }
         user.username = username.to_owned();
     }
-    if admin && let Some(groups) = opt_groups(body)?.filter(|g| !g.is_empty()) {
+    // An admin's list replaces the groups; `[]` clears them (upstream ignored an empty list).
+    if admin && let Some(groups) = opt_groups(body)? {
         let mut objs = Vec::new();
         for g in groups {
             let grp = app.store.get_group_by_name(&g).await?.ok_or_else(|| {
@@ -547,7 +554,12 @@ async fn apply_update(
             return Err(ApiError::bad_request("UPDATE_USER_EMAIL_ALREADY_EXISTS"));
         }
         user.email = email;
-        user.is_verified = false;
+        // Upstream un-verified on any e-mail change, which locked a user who changed their own
+        // address out (LOGIN_USER_NOT_VERIFIED). Only an admin's change un-verifies (unless the
+        // same request sets `is_verified`).
+        if admin {
+            user.is_verified = false;
+        }
     }
     if admin {
         if let Some(v) = opt_bool(body, "is_active")? {

@@ -102,7 +102,7 @@ pub struct ReceivedEvent {
 }
 
 impl ReceivedEvent {
-    /// The event log position (servers that send `_sequence_id`).
+    /// The event log position (servers that send `sequenceid`, or `_sequence_id` before it).
     pub fn sequence_id(&self) -> Option<u64> {
         self.event.sequence_id.and_then(|s| u64::try_from(s).ok())
     }

@@ -45,7 +45,10 @@ use tokio::sync::broadcast;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBus, RedisBusConfig};
-pub use envelope::{BEEP, CloudEvent, DEFAULT_SOURCE, DEFAULT_TYPE, SEQUENCE_ID_KEY, uuid4};
+pub use envelope::{
+    BEEP, CloudEvent, DEFAULT_SOURCE, DEFAULT_TYPE, LEGACY_SEQUENCE_ID_KEY, SEQUENCE_ID_KEY,
+    legacy_event_uuid, logged_event_attributes, uuid4,
+};
 pub use local::LocalBus;
 pub use node_event::{NODE_CHANNEL, NodeEvent, NodeOp, Previous};
 

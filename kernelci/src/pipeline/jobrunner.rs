@@ -209,6 +209,26 @@ fn list_param(params: &JobParams, key: &str) -> Vec<String> {
     }
 }
 
+/// `cip://` fragments are downloaded from the CIP kernel-config repository by upstream's
+/// kbuild (a runtime using upstream's templates builds them); this runner does not fetch
+/// them, so such a job ends `invalid_job_params` saying so, before any work is done.
+fn refuse_remote_fragments(params: &JobParams) -> Result<(), Infra> {
+    for name in list_param(params, "fragments") {
+        if let Some(parsed) = crate::config::CipFragment::parse(&name) {
+            let why = match parsed {
+                Ok(f) => format!(
+                    "fragment {name:?}: CIP kernel-config fragments are fetched from {} by \
+                     upstream's kbuild; this job runner does not fetch them",
+                    f.url()
+                ),
+                Err(e) => e,
+            };
+            return Err(Infra::new(ErrorCode::InvalidJobParams, why));
+        }
+    }
+    Ok(())
+}
+
 impl JobRunner {
     /// A runner talking to `api`, uploading to `storage`, working in `workspace`, with the
     /// job parameters the template passed (`params`, may be empty).
@@ -289,6 +309,9 @@ impl JobRunner {
     }
 
     async fn steps(&self, node: &Node, dest: &str, is_kbuild: bool) -> Result<StepOutcome, Infra> {
+        if is_kbuild {
+            refuse_remote_fragments(&self.params)?;
+        }
         let storage = self.storage.clone().ok_or_else(|| {
             Infra::new(
                 ErrorCode::Infrastructure,

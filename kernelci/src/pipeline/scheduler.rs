@@ -662,6 +662,9 @@ impl Scheduler {
                     None if name.starts_with("CONFIG_") => {
                         serde_json::json!({ "configs": [name.clone()] })
                     }
+                    // Fetched by the job itself (upstream's kbuild), not defined here: passed
+                    // on in `fragments` only, as upstream's scheduler does.
+                    None if crate::config::CipFragment::parse(&name).is_some() => continue,
                     None => return Err(invalid(format!("unknown fragment {name:?}"))),
                 };
                 configs.insert(name, entry);

@@ -167,6 +167,9 @@ impl ServiceSetup {
         } else {
             PipelineConfig::load(yaml).map_err(|e| ServiceError::Config(e.to_string()))?
         };
+        for w in config.warnings() {
+            tracing::warn!(warning = %w, "configuration");
+        }
         Ok(ServiceSetup {
             settings,
             config,
