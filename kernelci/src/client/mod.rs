@@ -20,13 +20,14 @@ pub use listener::{Listener, ListenerConfig, ListenerHealth, NodeEventFilter, Re
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::ErrorKind;
 use crate::models::{Node, NodePatch, ObjectId, State, UserGroup, UserRead};
+use crate::retry::Backoff;
 
 /// Errors of the API client.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,16 @@ impl ClientError {
             ClientError::Transport { .. } => ErrorKind::Unavailable,
             ClientError::Decode { .. } => ErrorKind::Internal,
             ClientError::Invalid(_) => ErrorKind::Invalid,
+        }
+    }
+
+    /// Whether an idempotent call that failed this way is worth sending again: the server
+    /// could not be reached, or answered with a 5xx other than 501.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Http { status, .. } => *status >= 500 && *status != 501,
+            ClientError::Transport { .. } => true,
+            ClientError::Decode { .. } | ClientError::Invalid(_) => false,
         }
     }
 
@@ -229,55 +240,42 @@ impl ApiClient {
             Method::GET | Method::PUT | Method::DELETE | Method::HEAD
         );
         let attempts = if idempotent { self.retries + 1 } else { 1 };
-        let mut delay = self.backoff;
-        let mut attempt = 1;
-        loop {
-            let mut rb = self.http.request(method.clone(), &url).query(query);
-            if let Some(t) = &self.token {
-                rb = rb.bearer_auth(t);
-            }
-            if let Some(b) = body {
-                rb = rb.json(b);
-            }
-            if let Some(t) = timeout {
-                rb = rb.timeout(t);
-            }
-            let err = match rb.send().await {
-                Ok(resp) => {
+        let policy = Backoff::new(self.backoff, Duration::from_secs(30)).attempts(attempts);
+        let transport = |source| ClientError::Transport {
+            method: method.to_string(),
+            url: url.clone(),
+            source,
+        };
+        policy
+            .retry(
+                || async {
+                    let mut rb = self.http.request(method.clone(), &url).query(query);
+                    if let Some(t) = &self.token {
+                        rb = rb.bearer_auth(t);
+                    }
+                    if let Some(b) = body {
+                        rb = rb.json(b);
+                    }
+                    if let Some(t) = timeout {
+                        rb = rb.timeout(t);
+                    }
+                    let resp = rb.send().await.map_err(transport)?;
                     let status = resp.status();
-                    let text = resp.text().await.map_err(|e| ClientError::Transport {
-                        method: method.to_string(),
-                        url: url.clone(),
-                        source: e,
-                    })?;
+                    let text = resp.text().await.map_err(transport)?;
                     if status.is_success() {
                         return Ok(text);
                     }
-                    let e = ClientError::Http {
+                    Err(ClientError::Http {
                         method: method.to_string(),
                         url: url.clone(),
                         status: status.as_u16(),
                         detail: detail_of(&text),
-                    };
-                    if !(status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED) {
-                        return Err(e);
-                    }
-                    e
-                }
-                Err(e) => ClientError::Transport {
-                    method: method.to_string(),
-                    url: url.clone(),
-                    source: e,
+                    })
                 },
-            };
-            if attempt >= attempts {
-                return Err(err);
-            }
-            tracing::debug!(%err, attempt, "retrying API call");
-            tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2).min(Duration::from_secs(30));
-            attempt += 1;
-        }
+                ClientError::is_retryable,
+                |err, delay| tracing::debug!(%err, ?delay, "retrying API call"),
+            )
+            .await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -638,7 +636,7 @@ impl ApiClient {
         timeout: Duration,
     ) -> ClientResult<Node> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
+        let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).delays();
         loop {
             if let Some(n) = self.get_node(id).await?
                 && n.state >= state
@@ -653,8 +651,9 @@ impl ApiClient {
                     detail: format!("node {id} did not reach '{state}' within {timeout:?}"),
                 });
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(delay.min(left)).await;
         }
     }
 

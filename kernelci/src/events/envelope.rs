@@ -361,31 +361,15 @@ fn aware_isoformat(time: &Timestamp) -> String {
     format!("{time}+00:00")
 }
 
-/// A random (version 4) UUID in its hyphenated lowercase form.
+/// A random (version 4) UUID in its hyphenated lowercase form (the `uuid` crate; the bytes
+/// from [`crate::random::unique_bytes`], so it never fails: event ids need uniqueness only).
 pub fn uuid4() -> String {
     let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No entropy source: mix the time and a counter; still unique within the process.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        b[..8].copy_from_slice(&nanos.to_le_bytes());
-        b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    b.copy_from_slice(&crate::random::unique_bytes(16));
+    uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]

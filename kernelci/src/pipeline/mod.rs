@@ -2,6 +2,7 @@
 //! timeout, regression tracker, report, LAVA callback, job retry, and the job runner that runs
 //! inside a job. Each service is a client of the API and the storage.
 
+pub mod fault;
 pub mod job_retry;
 pub mod jobrunner;
 pub mod ktap;

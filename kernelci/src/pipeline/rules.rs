@@ -146,16 +146,10 @@ pub fn get_schedule<'a>(
     out
 }
 
-/// A random index below `n` (the default `pick` of [`get_schedule`]).
+/// A random index below `n` (the default `pick` of [`get_schedule`]); 0 without an entropy
+/// source.
 pub fn random_pick(n: usize) -> usize {
-    if n <= 1 {
-        return 0;
-    }
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0;
-    }
-    (u64::from_le_bytes(b) % n as u64) as usize
+    crate::random::below(n as u64).map_or(0, |i| i as usize)
 }
 
 /// Finds nodes by id, for rules that look at ancestors (a node's `tree` lives on the checkout).

@@ -62,7 +62,10 @@ use crate::client::{
 };
 use crate::config::{PipelineConfig, Settings};
 use crate::models::{Node, ObjectId, Timestamp};
+use crate::retry::Backoff;
 use crate::storage::{Storage, StorageError};
+
+pub use super::fault::{CRASH_AT_ENV, CRASH_MARKER_ENV, CRASH_STEPS, crash_point};
 
 /// The submitter value of nodes the pipeline creates (upstream `SERVICE_PIPELINE`).
 pub const SERVICE_PIPELINE: &str = "service:pipeline";
@@ -294,67 +297,6 @@ where
             1
         }
     }
-}
-
-// ------------------------------------------------------------------------------------------
-// Crash-test hook
-
-/// Names the step at which a service stops dead, for crash-safety tests: `$KCI_TEST_CRASH_AT`
-/// (see [`crash_point`]). Unset in production.
-pub const CRASH_AT_ENV: &str = "KCI_TEST_CRASH_AT";
-
-/// A file [`crash_point`] appends the step name to when it is reached, so a test knows when to
-/// `kill -9` the service.
-pub const CRASH_MARKER_ENV: &str = "KCI_TEST_CRASH_MARKER";
-
-/// The steps a service can be stopped at by [`CRASH_AT_ENV`]:
-///
-/// - `event-received`: the event loop took an accepted event, before its handler ran;
-/// - `event-handled`: the handler succeeded, before the acknowledgement;
-/// - `job-node-created` (scheduler): the job node exists, the job is not submitted yet;
-/// - `job-submitted` (scheduler): the job is submitted, the node does not say so yet;
-/// - `regression-created` (regression): the regression node exists, the failing node does
-///   not point at it yet;
-/// - `checkout-created` (trigger): a checkout node was created, the pass is not over;
-/// - `node-updated` (timeout): the first node of a pass was moved, the pass is not over.
-pub const CRASH_STEPS: [&str; 7] = [
-    "event-received",
-    "event-handled",
-    "job-node-created",
-    "job-submitted",
-    "regression-created",
-    "checkout-created",
-    "node-updated",
-];
-
-fn crash_step() -> Option<&'static str> {
-    static STEP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    STEP.get_or_init(|| std::env::var(CRASH_AT_ENV).ok().filter(|s| !s.is_empty()))
-        .as_deref()
-}
-
-/// The crash-test hook, read only here: when `$KCI_TEST_CRASH_AT` names `step` (one of
-/// [`CRASH_STEPS`]), logs `crash point reached`, appends `step` to the file
-/// `$KCI_TEST_CRASH_MARKER` (when set) and never returns, so the calling task stays frozen at
-/// that exact point until the test kills the process with SIGKILL. Without the variable (every
-/// real deployment) it returns at once.
-pub async fn crash_point(step: &str) {
-    if crash_step() != Some(step) {
-        return;
-    }
-    tracing::error!(step, "crash point reached; waiting to be killed");
-    if let Some(path) = std::env::var_os(CRASH_MARKER_ENV) {
-        let line = format!("{step}\n");
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-        if let Err(e) = written {
-            tracing::error!(error = %e, "cannot write the crash marker");
-        }
-    }
-    std::future::pending::<()>().await;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -619,7 +561,8 @@ pub struct EventSubscription {
     /// How many times a failing handler runs for one event before the event is skipped
     /// (logged as an error and acknowledged).
     pub max_attempts: u32,
-    /// First wait before retrying a failed handler (doubles each time, up to 60 s).
+    /// First wait before retrying a failed handler (doubles each time, up to 60 s, with
+    /// jitter: see [`crate::retry`]).
     pub retry_delay: Duration,
     /// How long one long-poll may take before it is retried.
     pub poll_timeout: Duration,
@@ -886,7 +829,9 @@ impl ServiceContext {
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_owned();
-            let mut delay = subscription.retry_delay;
+            let mut delays = Backoff::new(subscription.retry_delay, Duration::from_secs(60))
+                .attempts(subscription.max_attempts.max(1))
+                .delays();
             let mut attempt = 1u32;
             crash_point("event-received").await;
             loop {
@@ -899,13 +844,13 @@ impl ServiceContext {
                         listener.ack(&event);
                         break;
                     }
-                    Err(e) if attempt >= subscription.max_attempts.max(1) => {
-                        tracing::error!(service = %self.name, ?seq, node = %node_id, attempt,
-                            error = %e, "event handler keeps failing; skipping the event");
-                        listener.ack(&event);
-                        break;
-                    }
                     Err(e) => {
+                        let Some(delay) = delays.next() else {
+                            tracing::error!(service = %self.name, ?seq, node = %node_id, attempt,
+                                error = %e, "event handler keeps failing; skipping the event");
+                            listener.ack(&event);
+                            break;
+                        };
                         tracing::warn!(service = %self.name, ?seq, node = %node_id, attempt,
                             error = %e, "event handler failed; retrying in {delay:?}");
                         if !self.sleep(delay).await {
@@ -913,7 +858,6 @@ impl ServiceContext {
                             return Ok(());
                         }
                         self.liveness.beat(component);
-                        delay = (delay * 2).min(Duration::from_secs(60));
                         attempt += 1;
                     }
                 }
