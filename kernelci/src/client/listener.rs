@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ApiClient, ClientError, ClientResult, Subscription};
+use super::{Api, ClientError, ClientResult, Subscription};
 use crate::events::{CloudEvent, NodeEvent};
 use crate::models::Timestamp;
 use crate::retry::Backoff;
@@ -139,7 +139,7 @@ pub struct ListenerHealth {
 /// without the parameter (upstream's) ignore it and keep their implicit acknowledgement.
 #[derive(Debug)]
 pub struct Listener {
-    api: ApiClient,
+    api: Arc<dyn Api>,
     config: ListenerConfig,
     sub: Option<Subscription>,
     acked: Option<u64>,
@@ -147,10 +147,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A listener using `api` (which must carry a token).
-    pub fn new(api: ApiClient, config: ListenerConfig) -> Listener {
+    /// A listener using `api` (an [`super::ApiClient`] carrying a token, or any [`Api`]).
+    pub fn new(api: impl Into<Arc<dyn Api>>, config: ListenerConfig) -> Listener {
         Listener {
-            api,
+            api: api.into(),
             config,
             sub: None,
             acked: None,

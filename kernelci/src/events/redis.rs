@@ -362,7 +362,7 @@ impl EventBus for RedisBus {
         self.publish_raw(channel, payload).await
     }
 
-    async fn subscribe(&self, channels: &[&str]) -> Result<Wakeups, EventError> {
+    async fn subscribe<'c>(&self, channels: &'c [&'c str]) -> Result<Wakeups, EventError> {
         // The receiver exists before SUBSCRIBE is confirmed, so nothing falls in between.
         let wakeups = Wakeups::new(self.inner.wakeups.subscribe(), channels);
         let (done, confirmed) = oneshot::channel();

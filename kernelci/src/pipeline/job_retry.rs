@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 
 use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
-use crate::client::{ApiClient, ReceivedEvent};
+use crate::client::{Api, ReceivedEvent};
 use crate::models::{Node, ResultValue, State};
 
 /// The channel retries are published on.
@@ -51,7 +51,7 @@ impl JobRetry {
 
     /// The retry event for `node`, when it should be retried: the ancestor node, ready to
     /// publish. Does not publish.
-    pub async fn retry_for(&self, api: &ApiClient, node: &Node) -> ServiceResult<Option<Node>> {
+    pub async fn retry_for(&self, api: &dyn Api, node: &Node) -> ServiceResult<Option<Node>> {
         if node.state != State::Done {
             return Ok(None);
         }
@@ -107,7 +107,7 @@ impl JobRetry {
     }
 
     /// Retries `node` when it should be: publishes the ancestor on `retry`. Returns it.
-    pub async fn process(&self, api: &ApiClient, node: &Node) -> ServiceResult<Option<Node>> {
+    pub async fn process(&self, api: &dyn Api, node: &Node) -> ServiceResult<Option<Node>> {
         let Some(ancestor) = self.retry_for(api, node).await? else {
             return Ok(None);
         };

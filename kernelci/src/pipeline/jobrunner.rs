@@ -35,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::ktap::{self, TestCase};
 use crate::ErrorKind;
-use crate::client::{ApiClient, ClientError, Hierarchy};
+use crate::client::{Api, ClientError, Hierarchy};
 use crate::models::{ErrorCode, Node, NodeKind, ObjectId, ResultValue, State, Timestamp};
 use crate::runtime::JobParams;
 use crate::storage::{self, Storage, StorageConfig, UploadFile};
@@ -160,7 +160,7 @@ pub struct JobReport {
 /// Runs one job. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct JobRunner {
-    api: ApiClient,
+    api: Arc<dyn Api>,
     storage: Option<Arc<dyn Storage>>,
     workspace: PathBuf,
     params: JobParams,
@@ -213,13 +213,13 @@ impl JobRunner {
     /// A runner talking to `api`, uploading to `storage`, working in `workspace`, with the
     /// job parameters the template passed (`params`, may be empty).
     pub fn new(
-        api: ApiClient,
+        api: impl Into<Arc<dyn Api>>,
         storage: Option<Arc<dyn Storage>>,
         workspace: impl Into<PathBuf>,
         params: JobParams,
     ) -> JobRunner {
         JobRunner {
-            api,
+            api: api.into(),
             storage,
             workspace: workspace.into(),
             params,

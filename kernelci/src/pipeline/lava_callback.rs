@@ -38,7 +38,7 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use crate::ErrorKind;
-use crate::client::{ApiClient, ClientError, Hierarchy};
+use crate::client::{Api, ClientError, Hierarchy};
 use crate::models::{ErrorCode, Node, NodeKind, ObjectId, ResultValue, State};
 use crate::storage::{Storage, StorageError, UploadFile};
 
@@ -837,7 +837,7 @@ pub struct LavaCallbackConfig {
     /// Tokens by lab name (`[runtime.<lab>]`).
     pub labs: BTreeMap<String, LabTokens>,
     /// API clients (with their token, `KCI_API_TOKEN` upstream) by API config name.
-    pub apis: BTreeMap<String, ApiClient>,
+    pub apis: BTreeMap<String, Arc<dyn Api>>,
     /// The API used when the job metadata names none (`[DEFAULT].api_config`).
     pub default_api: Option<String>,
     /// Storages by storage config name.
@@ -889,7 +889,7 @@ impl LavaCallbackService {
             .ok_or(CallbackError::Unauthorized)
     }
 
-    fn api_for(&self, callback: &Callback) -> Result<&ApiClient, CallbackError> {
+    fn api_for(&self, callback: &Callback) -> Result<&dyn Api, CallbackError> {
         let name = callback
             .meta_str("api_config_name")
             .or(self.config.default_api.as_deref())
@@ -902,6 +902,7 @@ impl LavaCallbackService {
         self.config
             .apis
             .get(name)
+            .map(|api| &**api)
             .ok_or_else(|| CallbackError::UnknownConfig {
                 what: "api",
                 name: name.to_owned(),

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
-use crate::client::{ApiClient, ReceivedEvent};
+use crate::client::{Api, ReceivedEvent};
 use crate::models::ObjectId;
 use crate::report::{Report, SmtpConfig, gather, send};
 
@@ -44,7 +44,7 @@ impl Reporter {
     /// host) and sends it when `send_it` and an SMTP host is configured.
     pub async fn report(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         checkout: ObjectId,
         send_it: bool,
     ) -> ServiceResult<Report> {

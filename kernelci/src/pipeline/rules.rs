@@ -174,7 +174,7 @@ impl NodeLookup for BTreeMap<ObjectId, Node> {
 }
 
 #[async_trait]
-impl NodeLookup for crate::client::ApiClient {
+impl<A: crate::client::Api + ?Sized> NodeLookup for A {
     async fn node(&self, id: &ObjectId) -> Option<Node> {
         match self.get_node(*id).await {
             Ok(n) => n,

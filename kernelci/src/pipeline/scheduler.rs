@@ -29,7 +29,7 @@ use super::rules::{self, Candidate, DuplicateGuard, NodeLookup};
 use super::service::{
     EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
 };
-use crate::client::{ApiClient, ClientError, ReceivedEvent};
+use crate::client::{Api, ClientError, ReceivedEvent};
 use crate::config::{PipelineConfig, RuntimeConfig, resolve_rootfs_params};
 use crate::models::{ErrorCode, Node, ObjectId, ResultValue, State, Timestamp};
 use crate::runtime::{JobParams, JobSpec, Runtime, RuntimeError, RuntimeErrorKind};
@@ -192,7 +192,7 @@ fn telemetry_event(
 #[derive(Debug)]
 pub struct Scheduler {
     config: Arc<PipelineConfig>,
-    api: ApiClient,
+    api: Arc<dyn Api>,
     runtimes: BTreeMap<String, Arc<dyn Runtime>>,
     options: SchedulerOptions,
     guard: Mutex<DuplicateGuard>,
@@ -203,7 +203,7 @@ impl Scheduler {
     /// (each must be an entry of the `runtimes:` section, by [`Runtime::name`]).
     pub fn new(
         config: Arc<PipelineConfig>,
-        api: ApiClient,
+        api: impl Into<Arc<dyn Api>>,
         runtimes: Vec<Arc<dyn Runtime>>,
         options: SchedulerOptions,
     ) -> Result<Scheduler, SchedulerError> {
@@ -222,7 +222,7 @@ impl Scheduler {
         }
         Ok(Scheduler {
             config,
-            api,
+            api: api.into(),
             runtimes: map,
             options,
             guard: Mutex::new(DuplicateGuard::default()),

@@ -57,7 +57,7 @@ use tokio::sync::watch;
 
 use crate::ErrorKind;
 use crate::client::{
-    ApiClient, ClientError, Listener, ListenerConfig, ListenerHealth, NodeEventFilter,
+    Api, ApiClient, ClientError, Listener, ListenerConfig, ListenerHealth, NodeEventFilter,
     ReceivedEvent,
 };
 use crate::config::{PipelineConfig, Settings};
@@ -657,18 +657,18 @@ pub trait EventHandler: Send {
 #[derive(Debug, Clone)]
 pub struct ServiceContext {
     name: String,
-    api: ApiClient,
+    api: Arc<dyn Api>,
     shutdown: Shutdown,
     liveness: Liveness,
 }
 
 impl ServiceContext {
     /// A context for the service `name` (upstream `--name`), talking to the API with `api`
-    /// (which must carry the service's token).
-    pub fn new(name: impl Into<String>, api: ApiClient) -> ServiceContext {
+    /// (an [`ApiClient`] carrying the service's token, or any other [`Api`], such as a mock).
+    pub fn new(name: impl Into<String>, api: impl Into<Arc<dyn Api>>) -> ServiceContext {
         ServiceContext {
             name: name.into(),
-            api,
+            api: api.into(),
             shutdown: Shutdown::new(),
             liveness: Liveness::default(),
         }
@@ -691,8 +691,8 @@ impl ServiceContext {
         &self.name
     }
 
-    /// The API client.
-    pub fn api(&self) -> &ApiClient {
+    /// The API.
+    pub fn api(&self) -> &Arc<dyn Api> {
         &self.api
     }
 

@@ -30,7 +30,7 @@ use super::service::{
     EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
 };
 use super::trigger::BuildTarget;
-use crate::client::{ApiClient, ReceivedEvent};
+use crate::client::{Api, ReceivedEvent};
 use crate::git::{KernelRepo, UpdateOptions, tarball_name};
 use crate::models::{Node, ResultValue, State, Timestamp};
 use crate::storage::{Storage, UploadFile};
@@ -132,7 +132,7 @@ impl Tarball {
 
     /// Processes one checkout node (the work of one event). Returns the updated node, or
     /// `None` when the node was not for this service.
-    pub async fn process(&self, api: &ApiClient, node: Node) -> ServiceResult<Option<Node>> {
+    pub async fn process(&self, api: &dyn Api, node: Node) -> ServiceResult<Option<Node>> {
         if node.state != State::Running {
             tracing::info!(node = ?node.id, state = %node.state, "checkout already handled");
             return Ok(None);
@@ -213,7 +213,7 @@ impl Tarball {
         Ok(Some(updated))
     }
 
-    async fn fail(&self, api: &ApiClient, mut node: Node, f: Failure) -> ServiceResult<Node> {
+    async fn fail(&self, api: &dyn Api, mut node: Node, f: Failure) -> ServiceResult<Node> {
         tracing::error!(node = ?node.id, code = f.code, error = %f.message, "checkout failed");
         node.state = State::Done;
         node.result = Some(ResultValue::Fail);

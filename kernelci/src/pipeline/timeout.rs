@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::service::{ServiceContext, ServiceError, ServiceResult};
-use crate::client::ApiClient;
+use crate::client::Api;
 use crate::models::{Node, ObjectId, ResultValue, State, Timestamp};
 
 /// Which transitions a [`TimeoutService`] makes.
@@ -98,14 +98,14 @@ impl TimeoutService {
     }
 
     /// One pass at the current time; returns the nodes it updated, as written.
-    pub async fn pass(&self, api: &ApiClient, me: &str) -> ServiceResult<Vec<Node>> {
+    pub async fn pass(&self, api: &dyn Api, me: &str) -> ServiceResult<Vec<Node>> {
         self.pass_at(api, me, Timestamp::now()).await
     }
 
     /// One pass as if it were `now`.
     pub async fn pass_at(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         me: &str,
         now: Timestamp,
     ) -> ServiceResult<Vec<Node>> {
@@ -167,7 +167,7 @@ impl TimeoutService {
 
 /// PUTs `node`; a node that moved on meanwhile (the state machine refuses, or it is gone) is
 /// logged and skipped.
-async fn update(api: &ApiClient, node: &Node, why: &str) -> ServiceResult<Option<Node>> {
+async fn update(api: &dyn Api, node: &Node, why: &str) -> ServiceResult<Option<Node>> {
     match api.update_node(node, false).await {
         Ok(n) => {
             tracing::info!(node = ?n.id, kind = %n.kind, name = %n.name, state = %n.state,
@@ -184,7 +184,7 @@ async fn update(api: &ApiClient, node: &Node, why: &str) -> ServiceResult<Option
 }
 
 /// Whether any node below `root`, at any depth, is still pending.
-pub async fn has_pending_descendants(api: &ApiClient, root: ObjectId) -> ServiceResult<bool> {
+pub async fn has_pending_descendants(api: &dyn Api, root: ObjectId) -> ServiceResult<bool> {
     let mut level = vec![root];
     while !level.is_empty() {
         let mut next = Vec::new();

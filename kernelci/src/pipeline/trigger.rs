@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::Digest;
 
 use super::service::{SERVICE_PIPELINE, ServiceContext, ServiceError, ServiceResult};
-use crate::client::ApiClient;
+use crate::client::Api;
 use crate::config::PipelineConfig;
 use crate::models::{Node, NodeKind, Timestamp, UserRead};
 
@@ -192,7 +192,7 @@ impl Trigger {
     /// One pass over every target.
     pub async fn pass(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         me: &UserRead,
     ) -> ServiceResult<Vec<(String, TriggerOutcome)>> {
         let mut out = Vec::with_capacity(self.targets.len());
@@ -213,7 +213,7 @@ impl Trigger {
 
     async fn check(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         me: &UserRead,
         target: &BuildTarget,
     ) -> ServiceResult<TriggerOutcome> {

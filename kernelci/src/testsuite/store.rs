@@ -19,10 +19,10 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::ErrorKind;
+use crate::models::sample::sample_revision;
 use crate::models::{
     Node, NodeKind, NodePatch, ObjectId, ResultValue, State, Timestamp, User, UserGroup,
 };
-use crate::models::sample::sample_revision;
 use crate::query::{Filter, Query};
 use crate::store::{
     Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodeStore, Sort, StoreError,
