@@ -13,6 +13,7 @@
 use serde_json::{Value, json};
 
 use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
+use super::setup::ServiceSetup;
 use crate::client::{Api, ReceivedEvent};
 use crate::models::{Node, ResultValue, State};
 
@@ -23,7 +24,7 @@ pub const RETRY_CHANNEL: &str = "retry";
 pub const MAX_RETRIES: i64 = 3;
 
 /// The job retry service.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobRetry {
     promiscuous: bool,
 }
@@ -32,6 +33,11 @@ impl JobRetry {
     /// A retry service; `promiscuous` follows every owner's nodes.
     pub fn new(promiscuous: bool) -> JobRetry {
         JobRetry { promiscuous }
+    }
+
+    /// Reads the service from `setup` (section `job_retry`): the `promisc` flag.
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<JobRetry> {
+        Ok(JobRetry::new(setup.flag(false, "promisc")?))
     }
 
     /// The events it handles.

@@ -24,6 +24,7 @@
 use serde_json::{Map, Value, json};
 
 use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
+use super::setup::ServiceSetup;
 use crate::client::{Api, ReceivedEvent};
 use crate::models::{ErrorCode, Node, NodeKind, ObjectId, ResultValue, State};
 
@@ -50,7 +51,7 @@ pub enum RegressionOutcome {
 }
 
 /// The regression tracker.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegressionTracker {
     promiscuous: bool,
 }
@@ -59,6 +60,11 @@ impl RegressionTracker {
     /// A tracker; `promiscuous` follows every owner's nodes (upstream follows its own only).
     pub fn new(promiscuous: bool) -> RegressionTracker {
         RegressionTracker { promiscuous }
+    }
+
+    /// Reads the tracker from `setup` (section `regression_tracker`): the `promisc` flag.
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<RegressionTracker> {
+        Ok(RegressionTracker::new(setup.flag(false, "promisc")?))
     }
 
     /// The events it handles: nodes reaching `done`.

@@ -29,6 +29,7 @@ use super::rules::{self, Candidate, DuplicateGuard, NodeLookup};
 use super::service::{
     EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
 };
+use super::setup::ServiceSetup;
 use crate::client::{Api, ClientError, ReceivedEvent};
 use crate::config::{PipelineConfig, RuntimeConfig, resolve_rootfs_params};
 use crate::models::{ErrorCode, Node, ObjectId, ResultValue, State, Timestamp};
@@ -61,7 +62,7 @@ impl SchedulerError {
 }
 
 /// How the scheduler runs (upstream's `[scheduler]` settings and command line).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SchedulerOptions {
     /// Where a copy of each generated job definition is written (`<output>/<node id>/<file>`);
     /// `None` writes nothing.
@@ -80,6 +81,32 @@ pub struct SchedulerOptions {
     pub event_submitter: Option<String>,
     /// Schedule LAVA jobs even when no device of the type is online.
     pub disable_device_health_check: bool,
+}
+
+impl SchedulerOptions {
+    /// The job output directory when `[scheduler] output` is not set.
+    pub const DEFAULT_OUTPUT: &str = "/tmp/kci/scheduler";
+
+    /// Reads the options from `setup` (section `scheduler`, then `[DEFAULT]`): `output`
+    /// (default [`SchedulerOptions::DEFAULT_OUTPUT`]), `image_prefix`, `storage_config`,
+    /// `api_config`, `promisc`, `event_owner`, `event_submitter` and
+    /// `disable_device_health_check`.
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<SchedulerOptions> {
+        Ok(SchedulerOptions {
+            output: Some(PathBuf::from(
+                setup
+                    .get(None, "output")
+                    .unwrap_or_else(|| Self::DEFAULT_OUTPUT.into()),
+            )),
+            image_prefix: setup.get(None, "image_prefix").unwrap_or_default(),
+            storage_config: setup.get(None, "storage_config"),
+            api_config: setup.get(None, "api_config"),
+            promiscuous: setup.flag(false, "promisc")?,
+            event_owner: setup.get(None, "event_owner"),
+            event_submitter: setup.get(None, "event_submitter"),
+            disable_device_health_check: setup.flag(false, "disable_device_health_check")?,
+        })
+    }
 }
 
 /// What happened to one candidate job of an event.

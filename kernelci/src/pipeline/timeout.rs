@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::service::{ServiceContext, ServiceError, ServiceResult};
+use super::setup::ServiceSetup;
 use crate::client::Api;
 use crate::models::{Node, ObjectId, ResultValue, State, Timestamp};
 
@@ -66,7 +67,7 @@ pub const PENDING_STATES: [State; 3] = [State::Running, State::Available, State:
 const BATCH: usize = 50;
 
 /// The timeout service in one mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeoutService {
     mode: TimeoutMode,
     poll_period: Duration,
@@ -76,6 +77,26 @@ impl TimeoutService {
     /// A service in `mode`, polling every `poll_period` (zero: one pass).
     pub fn new(mode: TimeoutMode, poll_period: Duration) -> TimeoutService {
         TimeoutService { mode, poll_period }
+    }
+
+    /// Reads the service from `setup` (section `timeout`): `mode` (`timeout`, `holdoff` or
+    /// `closing`; default `timeout`) and `poll_period` (seconds between passes, default 60 as
+    /// upstream; 0 runs one pass).
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<TimeoutService> {
+        let mode = setup
+            .get(None, "mode")
+            .unwrap_or_else(|| "timeout".into())
+            .parse()
+            .map_err(|e| ServiceError::Config(format!("[{}] mode: {e}", setup.section)))?;
+        Ok(TimeoutService::new(
+            mode,
+            setup.seconds("poll_period", 60.0)?,
+        ))
+    }
+
+    /// The time between passes.
+    pub fn poll_period(&self) -> Duration {
+        self.poll_period
     }
 
     /// The mode.
