@@ -1,4 +1,3 @@
-
 use super::steps::kernel_image;
 use super::*;
 

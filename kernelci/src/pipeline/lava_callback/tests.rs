@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// Real callbacks from a LAVA 2023.01 server (copied from `shared/fixtures/lava`).

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::models::NodeKind;
 use serde_json::json;
