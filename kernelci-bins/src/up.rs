@@ -79,10 +79,11 @@ pub struct UpOptions {
     pub exit_after_report: bool,
     /// The `kernelci.toml` settings file, if any (`[trigger]`, `[runtime.<name>]`, ...).
     pub settings: Option<PathBuf>,
-    /// How often the trigger polls the trees (default: 10 s in the demo, else `[trigger]
-    /// poll_period` or one hour).
+    /// How often the trigger polls the trees (overrides `[trigger] poll_period`; unset: 10 s in
+    /// the demo, else one pass as upstream).
     pub poll_period: Option<Duration>,
-    /// How often the timeout/holdoff/closing passes run (default: 2 s in the demo, else 60 s).
+    /// How often the timeout/holdoff/closing passes run (overrides `[timeout] poll_period`;
+    /// unset: 2 s in the demo, else 60 s).
     pub timeout_period: Option<Duration>,
     /// How long checkouts (and builds) stay `available` for more jobs (upstream: 10 minutes;
     /// the demo uses 5 seconds).

@@ -11,6 +11,10 @@
 //!   [`EventSubscription::max_attempts`] times), or
 //! - a periodic job run by [`ServiceContext::run_periodic`] (trigger, timeout).
 //!
+//! Start-up (settings, each service's options, runtimes) lives in [`super::setup`], the
+//! shutdown signal and the liveness register in [`super::lifecycle`], the crash points of the
+//! crash-safety tests in [`super::fault`]; their public items are re-exported here.
+//!
 //! [`ServiceContext::serve_health`] answers `GET /health` with `200 OK` while every loop is
 //! alive, and `503` once one of them has made no progress (no event, no keep-alive from the
 //! server, no poll pass) for [`Liveness::stuck_after`]. On SIGINT or SIGTERM
