@@ -67,17 +67,9 @@ pub mod status {
     pub const CANCELING: i64 = 5;
 }
 
-/// The data keys a child node inherits from the job node (upstream `submit_results`).
-const INHERITED_DATA: [&str; 8] = [
-    "kernel_revision",
-    "kernel_type",
-    "arch",
-    "defconfig",
-    "config_full",
-    "compiler",
-    "platform",
-    "runtime",
-];
+// The data keys a child node inherits from the job node (upstream `submit_results`), as
+// for the job runner's results.
+use super::jobrunner::INHERITED_DATA;
 
 /// What went wrong while handling a callback.
 #[derive(Debug, thiserror::Error)]
