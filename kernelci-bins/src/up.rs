@@ -33,13 +33,15 @@ use kernelci::pipeline::job_retry::JobRetry;
 use kernelci::pipeline::regression::RegressionTracker;
 use kernelci::pipeline::reporter::Reporter;
 use kernelci::pipeline::scheduler::{Scheduler, SchedulerOptions};
-use kernelci::pipeline::service::{ServiceContext, Shutdown};
+use kernelci::pipeline::service::{
+    ServiceContext, ServiceError, ServiceResult, ServiceSetup, Shutdown,
+};
+use kernelci::pipeline::setup::RuntimeSelection;
 use kernelci::pipeline::tarball::{Tarball, TarballOptions};
 use kernelci::pipeline::timeout::{TimeoutMode, TimeoutService};
 use kernelci::pipeline::trigger::{BuildTarget, Trigger, TriggerOptions};
 use kernelci::report::SmtpConfig;
-use kernelci::runtime::Runtime;
-use kernelci::runtime::registry::{RuntimeContext, RuntimeCredentials, RuntimeRegistry};
+use kernelci::runtime::registry::RuntimeContext;
 use kernelci::runtime::template::TemplateEngine;
 use kernelci::storage::Storage;
 use serde_json::Value;
@@ -77,10 +79,11 @@ pub struct UpOptions {
     pub exit_after_report: bool,
     /// The `kernelci.toml` settings file, if any (`[trigger]`, `[runtime.<name>]`, ...).
     pub settings: Option<PathBuf>,
-    /// How often the trigger polls the trees (default: 10 s in the demo, else `[trigger]
-    /// poll_period` or one hour).
+    /// How often the trigger polls the trees (overrides `[trigger] poll_period`; unset: 10 s in
+    /// the demo, else one pass as upstream).
     pub poll_period: Option<Duration>,
-    /// How often the timeout/holdoff/closing passes run (default: 2 s in the demo, else 60 s).
+    /// How often the timeout/holdoff/closing passes run (overrides `[timeout] poll_period`;
+    /// unset: 2 s in the demo, else 60 s).
     pub timeout_period: Option<Duration>,
     /// How long checkouts (and builds) stay `available` for more jobs (upstream: 10 minutes;
     /// the demo uses 5 seconds).
@@ -320,6 +323,117 @@ fn progress_line(data: &Value) -> String {
     )
 }
 
+/// The options of every service `kci up` runs, read by the same `from_settings` as the
+/// `kci-*` binaries (so the same settings give the same options), over `kci up`'s own
+/// defaults and under its command-line options.
+#[derive(Debug)]
+pub struct UpServices {
+    /// `[trigger]`.
+    pub trigger: TriggerOptions,
+    /// `[tarball]`.
+    pub tarball: TarballOptions,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerOptions,
+    /// `[timeout]`, once per mode: timeout, holdoff, closing.
+    pub timeout: Vec<TimeoutService>,
+    /// `[regression_tracker]`.
+    pub regression: RegressionTracker,
+    /// `[job_retry]`.
+    pub job_retry: JobRetry,
+    /// `[test_report]` (or `--smtp-host`).
+    pub reporter: Reporter,
+}
+
+/// Reads every service's options from `setup` (settings and YAML configuration), as the
+/// `kci-*` binaries do. `kci up`'s defaults, which the settings file overrides: work
+/// directories under `data` (`[tarball] kdir`, `output`, `[scheduler] output`), no mainline
+/// tag fetch (`tags_from = none`), promiscuous regression tracker and job retry, the first
+/// `storage:` and `api:` entries; with `--demo` also a 10 s trigger period, a 2 s timeout
+/// period and a 5 s holdoff. Its command-line options (`--poll-period`, `--timeout-period`,
+/// `--holdoff`, `--smtp-host`) override the settings.
+pub fn service_options(
+    opts: &UpOptions,
+    setup: &mut ServiceSetup,
+    data: &Path,
+) -> ServiceResult<UpServices> {
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    let first_storage = setup.config.storage.keys().next().cloned();
+    let first_api = setup.config.api.keys().next().cloned();
+
+    setup
+        .select("trigger")
+        .set("poll_period", secs(opts.poll_period));
+    if opts.demo {
+        setup.set_default("poll_period", 10);
+    }
+    let trigger = TriggerOptions::from_settings(setup)?;
+
+    setup
+        .select("tarball")
+        .set_default("kdir", data.join("src").display())
+        .set_default("output", data.join("tarballs").display())
+        .set_default("tags_from", "none")
+        .set("holdoff", secs(opts.holdoff));
+    if opts.demo {
+        setup.set_default("holdoff", 5);
+    }
+    let tarball = TarballOptions::from_settings(setup)?;
+
+    setup
+        .select("scheduler")
+        .set_default("output", data.join("jobs").display());
+    if let Some(name) = first_storage {
+        setup.set_default("storage_config", name);
+    }
+    if let Some(name) = first_api {
+        setup.set_default("api_config", name);
+    }
+    let scheduler = SchedulerOptions::from_settings(setup)?;
+
+    let mut timeout = Vec::new();
+    for mode in [
+        TimeoutMode::Timeout,
+        TimeoutMode::Holdoff,
+        TimeoutMode::Closing,
+    ] {
+        setup
+            .select("timeout")
+            .set("mode", Some(mode))
+            .set("poll_period", secs(opts.timeout_period));
+        if opts.demo {
+            setup.set_default("poll_period", 2);
+        }
+        timeout.push(TimeoutService::from_settings(setup)?);
+    }
+
+    setup
+        .select("regression_tracker")
+        .set_default("promisc", true);
+    let regression = RegressionTracker::from_settings(setup)?;
+    setup.select("job_retry").set_default("promisc", true);
+    let job_retry = JobRetry::from_settings(setup)?;
+    let reporter = match &opts.smtp {
+        Some(smtp) => Reporter::new(Some(smtp.clone()), true),
+        None => Reporter::from_settings(setup.select("test_report"), true)?,
+    };
+    Ok(UpServices {
+        trigger,
+        tarball,
+        scheduler,
+        timeout,
+        regression,
+        job_retry,
+        reporter,
+    })
+}
+
+fn service_error(e: ServiceError) -> UpError {
+    match e {
+        ServiceError::Config(m) => UpError::Settings(m),
+        other => UpError::Service(other.to_string()),
+    }
+}
+
 /// Runs the all-in-one mode until `shutdown` is triggered (or, with `exit_after_report`, the
 /// first checkout is reported). Progress goes to `out`.
 pub async fn run(
@@ -399,7 +513,7 @@ pub async fn run(
     } else {
         opts.config.clone()
     };
-    let config = Arc::new(PipelineConfig::load(&config_dirs).map_err(UpError::Config)?);
+    let config = PipelineConfig::load(&config_dirs).map_err(UpError::Config)?;
     for w in config.warnings() {
         let _ = writeln!(out, "config warning: {w}");
     }
@@ -417,17 +531,19 @@ pub async fn run(
         counts.get("runtimes").copied().unwrap_or(0),
         counts.get("scheduler").copied().unwrap_or(0),
     );
+    let mut setup = ServiceSetup::new(settings, config, "DEFAULT");
+    let services = service_options(&opts, &mut setup, &data).map_err(service_error)?;
 
     // --- storage (services and jobs) ---
-    let storage_name = settings
-        .get_str("DEFAULT", "storage_config")
-        .or_else(|| config.storage.keys().next().cloned());
-    let storage: Arc<dyn Storage> = match storage_name.as_ref().and_then(|n| config.storage.get(n))
+    let storage_name = services.scheduler.storage_config.clone();
+    let storage: Arc<dyn Storage> = match storage_name
+        .as_ref()
+        .and_then(|n| setup.config.storage.get(n))
     {
         Some(sc) => {
             let cred = storage_name
                 .as_deref()
-                .and_then(|n| settings.storage_cred(n))
+                .and_then(|n| setup.settings.storage_cred(n))
                 .map(|s| s.expose().to_owned())
                 .unwrap_or_else(|| storage_token.clone());
             kernelci::storage::from_config(sc, Some(&cred))
@@ -456,37 +572,31 @@ pub async fn run(
         .map(|p| p.display().to_string())
         .or_else(|| std::env::var("KCI_BIN").ok())
         .unwrap_or_else(|| "kci".into());
-    let template_dirs: Vec<PathBuf> = config_dirs.clone();
     let mut context = RuntimeContext::new(&jobs_dir)
         .with_templates(TemplateEngine::with_default_path(
-            template_dirs.first().map(PathBuf::as_path),
+            config_dirs.first().map(PathBuf::as_path),
         ))
         .with_storage(storage.clone())
         .with_job_env("KCI_API_TOKEN", token.clone())
         .with_job_env("KCI_STORAGE_CREDENTIALS", storage_token.clone())
         .with_job_env("KCI_BIN", kci_bin);
-    if let Some(holdoff) = opts.holdoff.or(opts.demo.then_some(Duration::from_secs(5))) {
-        context = context.with_job_env("KCI_KBUILD_HOLDOFF", holdoff.as_secs().to_string());
+    if opts.holdoff.is_some() || opts.demo {
+        let holdoff = services.tarball.holdoff.as_secs().to_string();
+        context = context.with_job_env("KCI_KBUILD_HOLDOFF", holdoff);
     }
-    let registry = RuntimeRegistry::new();
-    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
-    for (name, rc) in &config.runtimes {
-        if !opts.runtimes.is_empty() && !opts.runtimes.contains(name) {
-            continue;
-        }
-        // The runtime parses its own keys: the scheduler's (`name`, `rules`) are not its.
-        let entry =
-            kernelci::runtime::registry::RuntimeEntry::new(name, &rc.lab_type, rc.settings.clone());
-        let credentials = RuntimeCredentials::from_settings(name, |s, k| settings.get_str(s, k));
-        match registry.build(&entry, &credentials, &context) {
-            Ok(r) => runtimes.push(r),
-            Err(e) => {
-                let _ = writeln!(out, "runtime {name}: not started: {e}");
-            }
-        }
+    let selection = if opts.runtimes.is_empty() {
+        RuntimeSelection::All
+    } else {
+        RuntimeSelection::Names(opts.runtimes.clone())
+    };
+    let built = setup.build_runtimes(&selection, &context);
+    for (name, e) in &built.failed {
+        let _ = writeln!(out, "runtime {name}: not started: {e}");
     }
+    let runtimes = built.runtimes;
 
     // --- services ---
+    let setup = setup;
     let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
     // Services stop on their own signal, given once the progress loop ends.
     let services_stop = Shutdown::new();
@@ -494,34 +604,9 @@ pub async fn run(
         ServiceContext::new(format!("kci-up-{name}"), api.clone())
             .with_shutdown(services_stop.clone())
     };
-    let poll = opts.poll_period.unwrap_or(if opts.demo {
-        Duration::from_secs(10)
-    } else {
-        settings
-            .get_parsed::<u64>("trigger", "poll_period")
-            .ok()
-            .flatten()
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(3600))
-    });
-    let holdoff = opts.holdoff.unwrap_or(if opts.demo {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(600)
-    });
-    let timeout_period = opts.timeout_period.unwrap_or(if opts.demo {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_secs(60)
-    });
-
-    let trigger = Trigger::new(
-        BuildTarget::from_config(&config),
-        TriggerOptions {
-            poll_period: poll,
-            ..TriggerOptions::default()
-        },
-    );
+    let config = Arc::new(setup.config);
+    let poll = services.trigger.poll_period;
+    let trigger = Trigger::new(BuildTarget::from_config(&config), services.trigger);
     let c = ctx("trigger");
     tasks.push((
         "trigger".into(),
@@ -531,12 +616,7 @@ pub async fn run(
     let tarball = Tarball::new(
         BuildTarget::from_config(&config),
         storage.clone(),
-        TarballOptions {
-            kdir: data.join("src"),
-            output: data.join("tarballs"),
-            update: Default::default(),
-            holdoff,
-        },
+        services.tarball,
     );
     let c = ctx("tarball");
     tasks.push((
@@ -548,13 +628,7 @@ pub async fn run(
         let _ = writeln!(out, "scheduler: no runtime could start; no job will run");
     } else {
         let names: Vec<String> = runtimes.iter().map(|r| r.name().to_owned()).collect();
-        let options = SchedulerOptions {
-            output: Some(jobs_dir.clone()),
-            storage_config: storage_name.clone(),
-            api_config: config.api.keys().next().cloned(),
-            ..SchedulerOptions::default()
-        };
-        let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, options)
+        let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, services.scheduler)
             .map_err(|e| UpError::Service(format!("scheduler: {e}")))?;
         let _ = writeln!(out, "scheduler: runtimes {}", names.join(", "));
         let c = ctx("scheduler");
@@ -566,43 +640,43 @@ pub async fn run(
         ));
     }
 
-    for mode in [
-        TimeoutMode::Timeout,
-        TimeoutMode::Holdoff,
-        TimeoutMode::Closing,
-    ] {
-        let service = TimeoutService::new(mode, timeout_period);
-        let c = ctx(&mode.to_string());
+    for service in services.timeout {
+        let mode = service.mode().to_string();
+        let c = ctx(&mode);
         tasks.push((
-            mode.to_string(),
+            mode,
             tokio::spawn(async move { service.run(&c).await.map_err(|e| e.to_string()) }),
         ));
     }
 
-    let tracker = RegressionTracker::new(true);
+    let tracker = services.regression;
     let c = ctx("regression");
     tasks.push((
         "regression".into(),
         tokio::spawn(async move { tracker.run(&c).await.map_err(|e| e.to_string()) }),
     ));
 
-    let retry = JobRetry::new(true);
+    let retry = services.job_retry;
     let c = ctx("job-retry");
     tasks.push((
         "job-retry".into(),
         tokio::spawn(async move { retry.run(&c).await.map_err(|e| e.to_string()) }),
     ));
 
-    let reporter = Reporter::new(opts.smtp.clone(), true);
+    let reporter = services.reporter;
     let c = ctx("report");
     tasks.push((
         "report".into(),
         tokio::spawn(async move { reporter.run(&c).await.map_err(|e| e.to_string()) }),
     ));
+    let trigger_line = if poll.is_zero() {
+        "trigger (one pass: set [trigger] poll_period or --poll-period to keep polling)".into()
+    } else {
+        format!("trigger (every {}s)", poll.as_secs())
+    };
     let _ = writeln!(
         out,
-        "services: trigger (every {}s), tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report",
-        poll.as_secs()
+        "services: {trigger_line}, tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report"
     );
 
     // --- progress, until shutdown (or the first report) ---
@@ -632,7 +706,11 @@ pub async fn run(
                 for (name, task) in &tasks {
                     if task.is_finished() && !failed.contains_key(name) {
                         failed.insert(name.clone(), "stopped".into());
-                        let _ = writeln!(out, "service {name} stopped");
+                        if name == "trigger" && poll.is_zero() {
+                            let _ = writeln!(out, "trigger: pass done (poll_period 0: one pass)");
+                        } else {
+                            let _ = writeln!(out, "service {name} stopped");
+                        }
                     }
                 }
                 let kind = data.get("kind").and_then(Value::as_str);

@@ -24,6 +24,8 @@
 //! - `git` (feature `git`): ls-remote, mirror, describe, kernel version, tarball;
 //! - `pipeline` (feature `pipeline`): the services (trigger, tarball, scheduler, timeout,
 //!   regressions, report, LAVA callback, job retry) and the job runner;
+//! - [`random`]: every random value (tokens, names, picks) from one helper;
+//! - [`retry`]: one retry policy with jittered exponential backoff (on `backon`);
 //! - [`report`]: the result report, rendered as upstream and sent over SMTP (feature `email`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
@@ -52,7 +54,9 @@ pub mod models;
 #[cfg(feature = "pipeline")]
 pub mod pipeline;
 pub mod query;
+pub mod random;
 pub mod report;
+pub mod retry;
 pub mod runtime;
 pub mod storage;
 pub mod store;

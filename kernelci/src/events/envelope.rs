@@ -377,23 +377,11 @@ fn aware_isoformat(time: &Timestamp) -> String {
     format!("{time}+00:00")
 }
 
-/// A random (version 4) UUID in its hyphenated lowercase form, e.g.
-/// `5c6f0a43-1d4e-4a6b-9b55-3f6c3f6a2e11` (what upstream's CloudEvents SDK gives every event).
-///
-/// Never panics: without an entropy source the 122 random bits are taken from the clock and a
-/// process-wide counter, which still makes the ids unique within the process.
+/// A random (version 4) UUID in its hyphenated lowercase form (the `uuid` crate; the bytes
+/// from [`crate::random::unique_bytes`], so it never fails: event ids need uniqueness only).
 pub fn uuid4() -> String {
     let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        b[..8].copy_from_slice(&nanos.to_le_bytes());
-        b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    }
+    b.copy_from_slice(&crate::random::unique_bytes(16));
     uuid::Builder::from_random_bytes(b)
         .into_uuid()
         .hyphenated()

@@ -2,15 +2,18 @@
 //! timeout, regression tracker, report, LAVA callback, job retry, and the job runner that runs
 //! inside a job. Each service is a client of the API and the storage.
 
+pub mod fault;
 pub mod job_retry;
 pub mod jobrunner;
 pub mod ktap;
 pub mod lava_callback;
+pub mod lifecycle;
 pub mod regression;
 pub mod reporter;
 pub mod rules;
 pub mod scheduler;
 pub mod service;
+pub mod setup;
 pub mod tarball;
 pub mod timeout;
 pub mod trigger;

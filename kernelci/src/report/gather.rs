@@ -1,7 +1,7 @@
 //! Building a [`Report`] from the API (upstream `test_report._get_results_data`).
 
 use super::{JobSummary, Report, ReportError};
-use crate::client::ApiClient;
+use crate::client::Api;
 use crate::models::{Node, ObjectId};
 
 fn revision_str(node: &Node, field: &str) -> Result<String, ReportError> {
@@ -33,7 +33,7 @@ fn refs(q: &[(String, String)]) -> Vec<(&str, &str)> {
 /// - a job's root is the first node of the revision named like the job; its total is the
 ///   number of nodes in the group; its failures are the group's `result=fail` nodes, each
 ///   path dot-joined below the root's path (below the checkout's path for the root itself).
-pub async fn gather(api: &ApiClient, checkout_id: ObjectId) -> Result<Report, ReportError> {
+pub async fn gather(api: &dyn Api, checkout_id: ObjectId) -> Result<Report, ReportError> {
     let checkout = api
         .get_node(checkout_id)
         .await?
