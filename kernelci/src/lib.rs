@@ -22,6 +22,8 @@
 //! - `git` (feature `git`): ls-remote, mirror, describe, kernel version, tarball;
 //! - `pipeline` (feature `pipeline`): the services (trigger, tarball, scheduler, timeout,
 //!   regressions, report, LAVA callback, job retry) and the job runner;
+//! - `kcidb` (feature `kcidb`): KCIDB objects, the node → KCIDB mapping, schema validation,
+//!   the REST and spool submitters (the bridge service is in `pipeline`);
 //! - [`report`]: the result report, rendered as upstream and sent over SMTP (feature `email`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
@@ -46,6 +48,8 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "git")]
 pub mod git;
+#[cfg(feature = "kcidb")]
+pub mod kcidb;
 pub mod models;
 #[cfg(feature = "pipeline")]
 pub mod pipeline;
