@@ -4,6 +4,7 @@
 //! - [`validate`]: the v5.3 schema checks, with format checks, per object or per document;
 //! - [`mapping`]: which nodes are sent, and the node → KCIDB object mapping;
 //! - [`excerpt`]: the `log_excerpt` of builds and tests (the end of their log);
+//! - [`fetch`]: node trees from the API for the mapping, and [`fetch::export_checkout`];
 //! - the [`KcidbSubmitter`] trait and its implementations: [`RestSubmitter`] (`POST /submit`
 //!   to a kcidb-ng REST server, `KCIDB_REST`) and [`SpoolSubmitter`] (one JSON file per
 //!   document in a directory, for offline deployments and `kci up`).
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod excerpt;
+pub mod fetch;
 pub mod mapping;
 pub mod objects;
 mod rest;
@@ -75,6 +77,9 @@ pub enum KcidbError {
     /// No answer within the timeout, after the retries.
     #[error("KCIDB did not answer in time: {0}")]
     Timeout(String),
+    /// An API call failed (reading nodes, marking them).
+    #[error("API: {0}")]
+    Api(#[from] crate::client::ClientError),
     /// A local file operation failed (the spool directory).
     #[error("{context}: {source}")]
     Io {
@@ -94,6 +99,7 @@ impl KcidbError {
             KcidbError::Unauthorized { .. } => ErrorKind::Unauthorized,
             KcidbError::Unavailable(_) | KcidbError::Io { .. } => ErrorKind::Unavailable,
             KcidbError::Timeout(_) => ErrorKind::Timeout,
+            KcidbError::Api(e) => e.kind(),
         }
     }
 }

@@ -11,8 +11,8 @@
 //!   [`EventSubscription::max_attempts`] times), or
 //! - a periodic job run by [`ServiceContext::run_periodic`] (trigger, timeout).
 //!
-//! [`ServiceContext::serve_health`] answers `GET /health` with `200 OK` while every loop is
-//! alive, and `503` once one of them has made no progress (no event, no keep-alive from the
+//! [`ServiceContext::serve_health`] answers `GET /metrics` with the service's
+//! [`Metrics`] (Prometheus text) and `GET /health` with `200 OK` while every loop is alive, and `503` once one of them has made no progress (no event, no keep-alive from the
 //! server, no poll pass) for [`Liveness::stuck_after`]. On SIGINT or SIGTERM
 //! ([`Shutdown::on_signals`]) the current event is finished and acknowledged, then the loops
 //! return.
@@ -60,6 +60,7 @@ use crate::client::{
     ApiClient, ClientError, Listener, ListenerConfig, ListenerHealth, NodeEventFilter,
     ReceivedEvent,
 };
+use super::metrics::Metrics;
 use crate::config::{PipelineConfig, Settings};
 use crate::models::{Node, ObjectId, Timestamp};
 use crate::storage::{Storage, StorageError};
@@ -555,8 +556,14 @@ impl Liveness {
 }
 
 /// Serves `GET /health` on `listener` until `shutdown`: `200 OK` while `liveness` is alive,
-/// `503` with the stuck components otherwise, `404` for other paths.
-pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: Shutdown) {
+/// `503` with the stuck components otherwise; `GET /metrics`: `metrics` in the Prometheus
+/// text format; `404` for other paths.
+pub async fn serve_health(
+    listener: TcpListener,
+    liveness: Liveness,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => return,
@@ -565,7 +572,7 @@ pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: S
         let Ok((mut stream, _)) = accepted else {
             continue;
         };
-        let liveness = liveness.clone();
+        let (liveness, metrics) = (liveness.clone(), metrics.clone());
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(512);
             let mut chunk = [0u8; 512];
@@ -589,6 +596,7 @@ pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: S
                     Ok(()) => ("200 OK", "OK".to_owned()),
                     Err(stuck) => ("503 Service Unavailable", stuck),
                 },
+                ("GET" | "HEAD", "/metrics") => ("200 OK", metrics.render()),
                 _ => ("404 Not Found", "Not Found".to_owned()),
             };
             let body = if method == "HEAD" { "" } else { body.as_str() };
@@ -717,6 +725,7 @@ pub struct ServiceContext {
     api: ApiClient,
     shutdown: Shutdown,
     liveness: Liveness,
+    metrics: Metrics,
 }
 
 impl ServiceContext {
@@ -728,6 +737,7 @@ impl ServiceContext {
             api,
             shutdown: Shutdown::new(),
             liveness: Liveness::default(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -761,6 +771,11 @@ impl ServiceContext {
     /// The liveness register.
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    /// The metrics served at `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The durable subscriber id for `channel`: `<name>:<channel>`, as upstream.
@@ -805,6 +820,7 @@ impl ServiceContext {
         tokio::spawn(serve_health(
             listener,
             self.liveness.clone(),
+            self.metrics.clone(),
             self.shutdown.clone(),
         ));
         Ok(bound)
