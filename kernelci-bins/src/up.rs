@@ -19,6 +19,7 @@
 //! | `src/` | the tarball service's git work trees |
 //! | `jobs/` | generated job definitions and job work directories |
 //! | `demo/` | with `--demo`: the demo tree (`demo/linux`) and its config (`demo/config`) |
+//! | `kcidb/` | KCIDB documents the bridge wrote (when `KCIDB_REST` is not set) |
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -241,6 +242,7 @@ jobs:
     kind: job
     params:
       command: sh tools/testing/selftests/demo/run.sh
+    kcidb_test_suite: kselftest.demo
 
 scheduler:
   - job: kbuild-demo-x86
@@ -596,9 +598,18 @@ pub async fn run(
         "report".into(),
         tokio::spawn(async move { reporter.run(&c).await.map_err(|e| e.to_string()) }),
     ));
+    // The KCIDB bridge: to KCIDB_REST when set, else documents in <data>/kcidb/.
+    let (kcidb, kcidb_to) =
+        crate::cli::kcidb::up_bridge(&config, &settings, &url, &data.join("kcidb"))
+            .map_err(|e| UpError::Service(format!("kcidb bridge: {e}")))?;
+    let c = ctx("kcidb");
+    tasks.push((
+        "kcidb".into(),
+        tokio::spawn(async move { kcidb.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
     let _ = writeln!(
         out,
-        "services: trigger (every {}s), tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report",
+        "services: trigger (every {}s), tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report, kcidb ({kcidb_to})",
         poll.as_secs()
     );
 

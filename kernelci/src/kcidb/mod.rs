@@ -165,6 +165,28 @@ impl RetryPolicy {
     }
 }
 
+/// The submitter a deployment asked for: REST when `kcidb_rest` (the `KCIDB_REST` value) is
+/// given, else the spool directory `spool`; neither is a configuration error.
+pub fn submitter_from(
+    kcidb_rest: Option<&str>,
+    spool: Option<&std::path::Path>,
+    timeout: Duration,
+    policy: RetryPolicy,
+) -> KcidbResult<std::sync::Arc<dyn KcidbSubmitter>> {
+    match (kcidb_rest.filter(|v| !v.trim().is_empty()), spool) {
+        (Some(rest), _) => Ok(std::sync::Arc::new(RestSubmitter::new(
+            RestEndpoint::parse(rest)?,
+            timeout,
+            policy,
+        )?)),
+        (None, Some(dir)) => Ok(std::sync::Arc::new(SpoolSubmitter::new(dir)?)),
+        (None, None) => Err(KcidbError::Config(
+            "nowhere to send: set KCIDB_REST=https://<token>@<host>/ or give a spool directory"
+                .into(),
+        )),
+    }
+}
+
 /// One object that failed validation: which node it came from, and why.
 #[derive(Debug, Clone)]
 pub struct InvalidObject {

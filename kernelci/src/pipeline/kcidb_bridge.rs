@@ -253,6 +253,15 @@ impl KcidbBridge {
         let mut last_catchup = Instant::now();
         loop {
             if ctx.shutdown().is_triggered() {
+                // What the event loop took before the stop goes out now (one attempt); the
+                // rest is found by the next start's catch-up.
+                let mut last = std::mem::take(&mut pending);
+                while let Ok(id) = rx.try_recv() {
+                    last.push(id);
+                }
+                if !last.is_empty() {
+                    self.until_done(ctx, &component, last).await;
+                }
                 break;
             }
             if overflow.swap(false, Ordering::Relaxed) {
