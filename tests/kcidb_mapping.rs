@@ -158,8 +158,9 @@ async fn failures_incomplete_jobs_and_retries_map_like_upstream() {
     let sha = kernelci_bins::demo::create_tree(&tree).unwrap();
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let url = format!("http://{listen}");
-    // The demo, plus a kbuild that produces no kernel (incomplete) and a test job with an
-    // unknown fragment (incomplete, invalid_job_params): job-retry runs each three more times.
+    // The demo, plus a kbuild that produces no kernel (incomplete) and a test job whose
+    // template cannot render (no command: incomplete, invalid_job_params or
+    // job_generation_error): job-retry runs each three more times.
     let yaml = demo_config(&format!("file://{}", tree.display()), &url)
         .replace(
             "\n  kselftest-demo:\n",
@@ -176,8 +177,7 @@ async fn failures_incomplete_jobs_and_retries_map_like_upstream() {
     template: ktap-test.jinja2
     kind: job
     params:
-      command: sh tools/testing/selftests/demo/run.sh
-      fragments: [no-such-fragment]
+      note: no command
     kcidb_test_suite: kselftest.broken
   kselftest-demo:\n",
         )
@@ -250,8 +250,11 @@ scheduler:
         {
             break nodes;
         }
+        if task.is_finished() {
+            panic!("kci up stopped: {:?}\n{}", task.await, out.text());
+        }
         assert!(
-            Instant::now() < deadline && !task.is_finished(),
+            Instant::now() < deadline,
             "pipeline not finished: {:?}\n{}",
             nodes
                 .iter()
@@ -336,7 +339,11 @@ scheduler:
     let t = &objects[&("tests".into(), kid(broken[3]))];
     assert_eq!(t["status"], "MISS");
     assert_eq!(t["path"], "kselftest.broken");
-    assert_eq!(t["misc"]["error_code"], "invalid_job_params");
+    let code = t["misc"]["error_code"].as_str().unwrap();
+    assert!(
+        ["invalid_job_params", "job_generation_error"].contains(&code),
+        "{t}"
+    );
 
     // The KTAP job with a failure and its leaves.
     let job = by_name("kselftest-demo")[0];
