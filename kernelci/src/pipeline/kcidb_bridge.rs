@@ -589,8 +589,6 @@ impl KcidbBridge {
         );
         match self.submitter.submit(&document.to_value()).await {
             Ok(receipt) => {
-                api.set_kv(JOURNAL_NAMESPACE, &key, &journal("sent")).await?;
-                crash_point("kcidb-submitted").await;
                 report.submissions += 1;
                 report.sent += units.len();
                 ctx.metrics().add(
@@ -598,8 +596,25 @@ impl KcidbBridge {
                     "Objects KCIDB took",
                     units.len() as u64,
                 );
-                report.marked += self.mark(api, &nodes).await?;
-                api.delete_kv(JOURNAL_NAMESPACE, &key).await?;
+                // KCIDB has it: the bookkeeping is retried in place (never by sending again).
+                let mut attempt = 1;
+                loop {
+                    match self.after_submit(ctx, &key, &journal("sent"), &nodes).await {
+                        Ok(marked) => {
+                            report.marked += marked;
+                            break;
+                        }
+                        Err(e) => {
+                            let delay = self.options.batch_retry.delay(attempt);
+                            tracing::warn!(service = %ctx.name(), error = %e, attempt,
+                                "cannot record a submission KCIDB took; retrying in {delay:?}");
+                            if !ctx.sleep(delay).await {
+                                return Err(e);
+                            }
+                            attempt += 1;
+                        }
+                    }
+                }
                 tracing::info!(service = %ctx.name(), submission = %receipt.id,
                     objects = units.len(), nodes = nodes.len(), "sent to KCIDB");
                 Ok(report)
@@ -641,6 +656,23 @@ impl KcidbBridge {
                 Err(e)
             }
         }
+    }
+
+    /// After KCIDB took a document: the journal says `sent`, the nodes are marked, the journal
+    /// is cleared. Returns how many nodes stay marked.
+    async fn after_submit(
+        &self,
+        ctx: &ServiceContext,
+        key: &str,
+        sent: &str,
+        nodes: &HashMap<ObjectId, String>,
+    ) -> Result<usize, KcidbError> {
+        let api = ctx.api();
+        api.set_kv(JOURNAL_NAMESPACE, key, sent).await?;
+        crash_point("kcidb-submitted").await;
+        let marked = self.mark(api, nodes).await?;
+        api.delete_kv(JOURNAL_NAMESPACE, key).await?;
+        Ok(marked)
     }
 
     /// Sets the flag on `nodes`, then reads them back and clears it again on any node that
