@@ -42,11 +42,12 @@ fn tree(total: usize) -> (Vec<Node>, NodeIndex) {
         data.insert("config_full".into(), json!("x86_64_defconfig+kselftest"));
         data.insert("runtime".into(), json!("k8s-all"));
         kbuild.data = Some(data.clone());
-        kbuild.artifacts = json!({"build_log": format!("https://storage.kernelci.org/b{b}/build.log"),
+        kbuild.artifacts =
+            json!({"build_log": format!("https://storage.kernelci.org/b{b}/build.log"),
             "_config": format!("https://storage.kernelci.org/b{b}/.config"),
             "kernel": format!("https://storage.kernelci.org/b{b}/bzImage")})
-        .as_object()
-        .cloned();
+            .as_object()
+            .cloned();
         nodes.push(kbuild.clone());
         for j in 0..jobs_per_build {
             let mut job = Node::new(NodeKind::Job, format!("kselftest-{j}"));
@@ -59,9 +60,10 @@ fn tree(total: usize) -> (Vec<Node>, NodeIndex) {
             jdata.insert("platform".into(), json!("qemu-x86"));
             jdata.insert("job_id".into(), json!(format!("{b}-{j}")));
             job.data = Some(jdata.clone());
-            job.artifacts = json!({"log": format!("https://storage.kernelci.org/b{b}/j{j}/log.txt")})
-                .as_object()
-                .cloned();
+            job.artifacts =
+                json!({"log": format!("https://storage.kernelci.org/b{b}/j{j}/log.txt")})
+                    .as_object()
+                    .cloned();
             nodes.push(job.clone());
             for t in 0..tests_per_job {
                 let mut test = Node::new(NodeKind::Test, format!("case_{t}"));
@@ -70,7 +72,11 @@ fn tree(total: usize) -> (Vec<Node>, NodeIndex) {
                 test.path = job.path.clone();
                 test.path.push(test.name.clone());
                 test.state = State::Done;
-                test.result = Some(if t % 7 == 0 { ResultValue::Fail } else { ResultValue::Pass });
+                test.result = Some(if t % 7 == 0 {
+                    ResultValue::Fail
+                } else {
+                    ResultValue::Pass
+                });
                 test.data = Some(jdata.clone());
                 nodes.push(test);
             }

@@ -54,7 +54,12 @@ fn start_server(db: &std::path::Path) -> String {
         initial_password: Some("load-password".into()),
         ..ServerConfig::for_tests()
     };
-    let app = App::new(config, Arc::new(store.clone()), Arc::new(store), Arc::new(LocalBus::new()));
+    let app = App::new(
+        config,
+        Arc::new(store.clone()),
+        Arc::new(store),
+        Arc::new(LocalBus::new()),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -64,9 +69,12 @@ fn start_server(db: &std::path::Path) -> String {
             .expect("server runtime");
         rt.block_on(async move {
             app.bootstrap().await.expect("bootstrap");
-            let (addr, server) =
-                kernelci_server::bind(app, SocketAddr::from(([127, 0, 0, 1], 0)), std::future::pending())
-                    .expect("bind");
+            let (addr, server) = kernelci_server::bind(
+                app,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                std::future::pending(),
+            )
+            .expect("bind");
             let _ = tx.send(addr);
             server.await;
         });
@@ -101,11 +109,16 @@ async fn main() {
         RetryPolicy::default(),
     )
     .expect("submitter");
-    let mut mapping = MappingConfig::new("maestro").expect("origin").with_api_url(&url);
-    mapping.jobs.insert("kbuild-load".into(), ("kbuild".into(), None));
+    let mut mapping = MappingConfig::new("maestro")
+        .expect("origin")
+        .with_api_url(&url);
     mapping
         .jobs
-        .insert("kselftest-load".into(), ("job".into(), Some("kselftest.load".into())));
+        .insert("kbuild-load".into(), ("kbuild".into(), None));
+    mapping.jobs.insert(
+        "kselftest-load".into(),
+        ("job".into(), Some("kselftest.load".into())),
+    );
     let options = BridgeOptions {
         linger: Duration::from_millis(linger),
         log_excerpts: None,
@@ -147,7 +160,11 @@ async fn main() {
         next += interval;
         let mut job = Node::new(NodeKind::Job, "kselftest-load");
         job.parent = kbuild.id;
-        job.path = vec!["checkout".into(), "kbuild-load".into(), "kselftest-load".into()];
+        job.path = vec![
+            "checkout".into(),
+            "kbuild-load".into(),
+            "kselftest-load".into(),
+        ];
         job.data = Some(data.clone());
         let mut job = api.create_node(&job).await.expect("job");
         job.state = State::Done;
@@ -158,13 +175,23 @@ async fn main() {
                 t.path = job.path.clone();
                 t.path.push(t.name.clone());
                 t.state = State::Done;
-                t.result = Some(if i % 10 == 0 { ResultValue::Fail } else { ResultValue::Pass });
+                t.result = Some(if i % 10 == 0 {
+                    ResultValue::Fail
+                } else {
+                    ResultValue::Pass
+                });
                 t.data = Some(data.clone());
-                Hierarchy { node: t, child_nodes: vec![] }
+                Hierarchy {
+                    node: t,
+                    child_nodes: vec![],
+                }
             })
             .collect();
         let out = api
-            .submit_results(&Hierarchy { node: job, child_nodes: leaves })
+            .submit_results(&Hierarchy {
+                node: job,
+                child_nodes: leaves,
+            })
             .await
             .expect("submit results");
         let at = Instant::now();
@@ -183,7 +210,13 @@ async fn main() {
     let delivered_at = loop {
         let mut got: HashMap<String, Instant> = HashMap::new();
         for r in receiver.requests().iter().filter(|r| r.status == 200) {
-            for t in r.body.get("tests").and_then(Value::as_array).into_iter().flatten() {
+            for t in r
+                .body
+                .get("tests")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(id) = t.get("id").and_then(Value::as_str) {
                     got.entry(id.to_owned()).or_insert(r.at);
                 }
@@ -198,7 +231,11 @@ async fn main() {
     let drain = gen_done.elapsed().as_secs_f64();
     let mut lags: Vec<f64> = written
         .iter()
-        .filter_map(|(id, at)| delivered_at.get(id).map(|d| d.saturating_duration_since(*at).as_secs_f64()))
+        .filter_map(|(id, at)| {
+            delivered_at
+                .get(id)
+                .map(|d| d.saturating_duration_since(*at).as_secs_f64())
+        })
         .collect();
     lags.sort_by(f64::total_cmp);
     let delivered = lags.len();

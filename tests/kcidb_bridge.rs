@@ -129,11 +129,19 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_mid_batch() {
     p.wait_crash("kcidb-submitted", Duration::from_secs(60));
     p.kill9();
     assert_eq!(receiver.accepted().len(), 1, "KCIDB took the batch once");
-    assert_eq!(flagged(all_nodes(&s.api).await), ["alpha"], "not marked yet");
+    assert_eq!(
+        flagged(all_nodes(&s.api).await),
+        ["alpha"],
+        "not marked yet"
+    );
 
     // 3. Restarted, it finishes the journaled submission: marks, sends nothing again.
     p.start(None);
-    let ids: Vec<ObjectId> = expected.iter().chain([&suite]).filter_map(|n| n.id).collect();
+    let ids: Vec<ObjectId> = expected
+        .iter()
+        .chain([&suite])
+        .filter_map(|n| n.id)
+        .collect();
     wait_flagged(&s.api, &ids, Duration::from_secs(60), || p.logs()).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(receiver.accepted().len(), 1, "{}", p.logs());
@@ -150,7 +158,10 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_mid_batch() {
     let gap1 = requests[1].at - requests[0].at;
     let gap2 = requests[2].at - requests[1].at;
     assert!(gap1 >= Duration::from_millis(100), "first backoff {gap1:?}");
-    assert!(gap2 >= Duration::from_millis(200), "second backoff {gap2:?}");
+    assert!(
+        gap2 >= Duration::from_millis(200),
+        "second backoff {gap2:?}"
+    );
     expected.extend(more.iter().filter(|n| n.name != "beta").cloned());
 
     // Every object exactly once, nothing else.
@@ -162,7 +173,11 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_mid_batch() {
     assert_eq!(got, want);
     let text = metrics(health).await;
     assert!(metric(&text, "kcidb_objects_sent_total") >= 6, "{text}");
-    assert_eq!(metric(&text, "kcidb_submission_failures_total"), 0, "{text}");
+    assert_eq!(
+        metric(&text, "kcidb_submission_failures_total"),
+        0,
+        "{text}"
+    );
     p.kill9();
 }
 
@@ -178,11 +193,19 @@ async fn invalid_and_rejected_objects_are_left_out_logged_and_counted() {
     let bad = kbuild(&s.api, &checkout, "X86-64", "http://logs.invalid/bad").await;
     let tests = test_job(&s.api, &good, "gamma", 3).await;
     let poison = test_job(&s.api, &good, "poison", 1).await;
-    let poison_leaf = poison.iter().find(|n| n.name == "poison_case_0").unwrap().clone();
+    let poison_leaf = poison
+        .iter()
+        .find(|n| n.name == "poison_case_0")
+        .unwrap()
+        .clone();
     let health = free_port();
     let mut p = bridge(&s, &receiver, health, "2");
     p.start(None);
-    let all: Vec<ObjectId> = all_nodes(&s.api).await.iter().filter_map(|n| n.id).collect();
+    let all: Vec<ObjectId> = all_nodes(&s.api)
+        .await
+        .iter()
+        .filter_map(|n| n.id)
+        .collect();
     wait_flagged(&s.api, &all, Duration::from_secs(90), || p.logs()).await;
 
     let statuses: Vec<u16> = receiver.requests().iter().map(|r| r.status).collect();
@@ -210,7 +233,8 @@ async fn invalid_and_rejected_objects_are_left_out_logged_and_counted() {
     );
     let poison_id = poison_leaf.id.unwrap().to_string();
     assert!(
-        logs.lines().any(|l| l.contains("rejected the object") && l.contains(&poison_id)),
+        logs.lines()
+            .any(|l| l.contains("rejected the object") && l.contains(&poison_id)),
         "{logs}"
     );
     p.kill9();

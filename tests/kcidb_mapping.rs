@@ -76,10 +76,17 @@ fn objects(dir: &Path) -> BTreeMap<(String, String), Value> {
     for f in files {
         let doc: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
         let errors = validate_document(&doc);
-        assert!(errors.is_empty(), "{}: our validator: {errors:?}", f.display());
+        assert!(
+            errors.is_empty(),
+            "{}: our validator: {errors:?}",
+            f.display()
+        );
         for list in ["checkouts", "builds", "tests"] {
             for o in doc[list].as_array().unwrap() {
-                out.insert((list.to_owned(), o["id"].as_str().unwrap().to_owned()), o.clone());
+                out.insert(
+                    (list.to_owned(), o["id"].as_str().unwrap().to_owned()),
+                    o.clone(),
+                );
             }
         }
     }
@@ -137,13 +144,24 @@ async fn kci_up_demo_leaves_valid_kcidb_documents() {
     let paths: BTreeMap<&str, &str> = objects
         .iter()
         .filter(|((l, _), _)| l == "tests")
-        .map(|(_, t)| (t["path"].as_str().unwrap(), t["status"].as_str().unwrap_or("-")))
+        .map(|(_, t)| {
+            (
+                t["path"].as_str().unwrap(),
+                t["status"].as_str().unwrap_or("-"),
+            )
+        })
         .collect();
     assert_eq!(paths.get("kselftest.demo"), Some(&"FAIL"), "{paths:?}");
-    assert_eq!(paths.get("kselftest.demo.demo_math.demo_math_overflow"), Some(&"FAIL"));
+    assert_eq!(
+        paths.get("kselftest.demo.demo_math.demo_math_overflow"),
+        Some(&"FAIL")
+    );
     assert_eq!(paths.get("kselftest.demo.demo_optional"), Some(&"SKIP"));
     assert_eq!(paths.get("kselftest.demo.demo_boot"), Some(&"PASS"));
-    assert!(!paths.contains_key("kselftest.demo.demo_math"), "suites are not sent");
+    assert!(
+        !paths.contains_key("kselftest.demo.demo_math"),
+        "suites are not sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,9 +224,15 @@ scheduler:
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(config.join("pipeline.yaml"), &yaml).unwrap();
     for (rel, src) in [
-        ("runtime/base/shell.jinja2", "config/runtime/base/shell.jinja2"),
+        (
+            "runtime/base/shell.jinja2",
+            "config/runtime/base/shell.jinja2",
+        ),
         ("runtime/kbuild.jinja2", "config/runtime/kbuild.jinja2"),
-        ("runtime/ktap-test.jinja2", "config/runtime/ktap-test.jinja2"),
+        (
+            "runtime/ktap-test.jinja2",
+            "config/runtime/ktap-test.jinja2",
+        ),
     ] {
         let to = config.join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -258,7 +282,13 @@ scheduler:
             "pipeline not finished: {:?}\n{}",
             nodes
                 .iter()
-                .map(|n| (&n.name, n.state, n.result, n.retry_counter, n.processed_by_kcidb_bridge))
+                .map(|n| (
+                    &n.name,
+                    n.state,
+                    n.result,
+                    n.retry_counter,
+                    n.processed_by_kcidb_bridge
+                ))
                 .collect::<Vec<_>>(),
             out.text()
         );
@@ -269,7 +299,15 @@ scheduler:
 
     // `kci kcidb export` of the same checkout, through the real binary.
     let exported = std::process::Command::new(kcidb_support::bins_dir().join("kci"))
-        .args(["--api", &url, "kcidb", "export", "--checkout", &cid.to_string(), "-c"])
+        .args([
+            "--api",
+            &url,
+            "kcidb",
+            "export",
+            "--checkout",
+            &cid.to_string(),
+            "-c",
+        ])
         .arg(&config)
         .env("KCI_API_TOKEN", api.token().unwrap())
         .env_remove("KCI_SETTINGS")
@@ -313,8 +351,17 @@ scheduler:
     assert_eq!(b["compiler"], "gcc");
     assert!(b["log_url"].as_str().unwrap().ends_with("build.log"));
     assert!(b["config_url"].as_str().unwrap().ends_with(".config"));
-    assert!(b["output_files"].as_array().unwrap().iter().any(|f| f["name"] == "kernel"));
-    assert!(b["log_excerpt"].as_str().unwrap().contains("Kernel:"), "{b}");
+    assert!(
+        b["output_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "kernel")
+    );
+    assert!(
+        b["log_excerpt"].as_str().unwrap().contains("Kernel:"),
+        "{b}"
+    );
     assert_eq!(
         b["misc"]["maestro_viewer"],
         format!("{url}/viewer?node_id={}", kbuild.id.unwrap()).as_str()
@@ -322,9 +369,16 @@ scheduler:
 
     // The build without a kernel: only the final attempt, as ERROR.
     let noimage = by_name("kbuild-demo-noimage");
-    assert_eq!(noimage.iter().map(|n| n.retry_counter).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        noimage.iter().map(|n| n.retry_counter).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     for early in &noimage[..3] {
-        assert!(!objects.contains_key(&("builds".into(), kid(early))), "attempt {}", early.retry_counter);
+        assert!(
+            !objects.contains_key(&("builds".into(), kid(early))),
+            "attempt {}",
+            early.retry_counter
+        );
     }
     let last = &objects[&("builds".into(), kid(noimage[3]))];
     assert_eq!(last["status"], "ERROR");
@@ -362,9 +416,15 @@ scheduler:
     assert_eq!(l["build_id"], kid(kbuild).as_str());
     let skip = &objects[&("tests".into(), kid(by_name("demo_optional")[0]))];
     assert_eq!(skip["status"], "SKIP");
-    assert!(skip.get("log_url").is_none(), "SKIP carries no job data: {skip}");
+    assert!(
+        skip.get("log_url").is_none(),
+        "SKIP carries no job data: {skip}"
+    );
     let suite = by_name("demo_math")[0];
-    assert!(!objects.contains_key(&("tests".into(), kid(suite))), "suites are not sent");
+    assert!(
+        !objects.contains_key(&("tests".into(), kid(suite))),
+        "suites are not sent"
+    );
 
     // The export holds the same objects as the spool for this checkout.
     let doc: Value = serde_json::from_slice(&exported.stdout).unwrap();
@@ -440,7 +500,10 @@ fn our_format_checks_agree_with_kcidb_io() {
             "output_files": [{"name": "a/b", "url": "https://x/"}]}],
         "tests": [{"id": "maestro:t", "origin": "maestro", "build_id": "maestro:b",
             "path": "kselftest.capabilities.", "status": "INCOMPLETE"}]});
-    let ours: Vec<String> = validate_document(&bad).iter().map(|e| e.field.clone()).collect();
+    let ours: Vec<String> = validate_document(&bad)
+        .iter()
+        .map(|e| e.field.clone())
+        .collect();
     let theirs = kcidb_io.validate(&bad);
     let their_fields: Vec<String> = theirs
         .iter()

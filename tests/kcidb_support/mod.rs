@@ -24,17 +24,30 @@ pub fn bins_dir() -> PathBuf {
     let bin = profile.join("kci-kcidb");
     let stale = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
-        .map(|built| newest(&root.join("kernelci/src")).max(newest(&root.join("kernelci-bins/src"))) > built)
+        .map(|built| {
+            newest(&root.join("kernelci/src")).max(newest(&root.join("kernelci-bins/src"))) > built
+        })
         .unwrap_or(true);
     if stale {
         let target = profile.parent().unwrap();
         let st = Command::new(env!("CARGO"))
             .current_dir(root)
-            .args(["build", "-p", "kernelci-bins", "--bin", "kci-kcidb", "--bin", "kci"])
+            .args([
+                "build",
+                "-p",
+                "kernelci-bins",
+                "--bin",
+                "kci-kcidb",
+                "--bin",
+                "kci",
+            ])
             .env("CARGO_TARGET_DIR", target)
             .status()
             .unwrap();
-        assert!(st.success(), "cargo build -p kernelci-bins --bin kci-kcidb failed");
+        assert!(
+            st.success(),
+            "cargo build -p kernelci-bins --bin kci-kcidb failed"
+        );
     }
     profile
 }
@@ -46,10 +59,7 @@ fn newest(dir: &Path) -> std::time::SystemTime {
         let t = if p.is_dir() {
             newest(&p)
         } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(best)
+            entry.metadata().and_then(|m| m.modified()).unwrap_or(best)
         };
         best = best.max(t);
     }
@@ -80,13 +90,17 @@ impl BridgeProc {
     pub fn start(&mut self, crash: Option<&str>) {
         assert!(self.child.is_none());
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("bridge-{}.log", self.starts))).unwrap();
+        let log =
+            std::fs::File::create(self.dir.join(format!("bridge-{}.log", self.starts))).unwrap();
         let mut cmd = Command::new(bins_dir().join("kci-kcidb"));
         cmd.args(&self.args)
             .current_dir(&self.dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info,kernelci::kcidb=debug,kernelci::pipeline::kcidb_bridge=debug")
+            .env(
+                "RUST_LOG",
+                "info,kernelci::kcidb=debug,kernelci::pipeline::kcidb_bridge=debug",
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -120,8 +134,8 @@ impl BridgeProc {
     pub fn logs(&self) -> String {
         (1..=self.starts)
             .map(|i| {
-                let text =
-                    std::fs::read_to_string(self.dir.join(format!("bridge-{i}.log"))).unwrap_or_default();
+                let text = std::fs::read_to_string(self.dir.join(format!("bridge-{i}.log")))
+                    .unwrap_or_default();
                 format!("--- start {i} ---\n{text}")
             })
             .collect::<Vec<_>>()
@@ -138,7 +152,11 @@ impl BridgeProc {
                 return;
             }
             assert!(self.running(), "the bridge exited:\n{}", self.logs());
-            assert!(Instant::now() < deadline, "crash point {step} not reached:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "crash point {step} not reached:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -200,7 +218,11 @@ pub async fn kbuild(api: &ApiClient, parent: &Node, arch: &str, log_base: &str) 
 pub async fn test_job(api: &ApiClient, kbuild: &Node, suite: &str, cases: usize) -> Vec<Node> {
     let mut job = Node::new(NodeKind::Job, "kselftest-a");
     job.parent = kbuild.id;
-    job.path = vec!["checkout".into(), "kbuild-gcc-x86".into(), "kselftest-a".into()];
+    job.path = vec![
+        "checkout".into(),
+        "kbuild-gcc-x86".into(),
+        "kselftest-a".into(),
+    ];
     job.state = State::Running;
     let mut data = kbuild.data.clone().unwrap_or_default();
     data.insert("platform".into(), json!("qemu-x86"));
@@ -222,7 +244,11 @@ pub async fn test_job(api: &ApiClient, kbuild: &Node, suite: &str, cases: usize)
             t.path = suite_node.path.clone();
             t.path.push(name);
             t.state = State::Done;
-            t.result = Some(if i == 0 { ResultValue::Fail } else { ResultValue::Pass });
+            t.result = Some(if i == 0 {
+                ResultValue::Fail
+            } else {
+                ResultValue::Pass
+            });
             t.data = Some(data.clone());
             Hierarchy {
                 node: t,
@@ -247,7 +273,12 @@ pub async fn all_nodes(api: &ApiClient) -> Vec<Node> {
 }
 
 /// Waits until every node in `ids` is flagged processed.
-pub async fn wait_flagged(api: &ApiClient, ids: &[ObjectId], timeout: Duration, logs: impl Fn() -> String) {
+pub async fn wait_flagged(
+    api: &ApiClient,
+    ids: &[ObjectId],
+    timeout: Duration,
+    logs: impl Fn() -> String,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let nodes = all_nodes(api).await;
@@ -271,7 +302,11 @@ pub async fn wait_flagged(api: &ApiClient, ids: &[ObjectId], timeout: Duration, 
 
 /// The KCIDB ids of nodes (`maestro:<id>`).
 pub fn kcidb_ids(nodes: &[Node]) -> Vec<String> {
-    nodes.iter().filter_map(|n| n.id).map(|i| format!("maestro:{i}")).collect()
+    nodes
+        .iter()
+        .filter_map(|n| n.id)
+        .map(|i| format!("maestro:{i}"))
+        .collect()
 }
 
 /// A metric's value from a Prometheus text.

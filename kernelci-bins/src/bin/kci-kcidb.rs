@@ -67,7 +67,9 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         .with_pipeline(&setup.config)
         .with_api_url(&ctx.api().url(""));
     let timeout = secs(
-        setup.get_parsed(a.submit_timeout, "submit_timeout")?.unwrap_or(60.0),
+        setup
+            .get_parsed(a.submit_timeout, "submit_timeout")?
+            .unwrap_or(60.0),
         "submit_timeout",
     )?;
     let policy = RetryPolicy {
@@ -75,7 +77,9 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
             .get_parsed(a.retry_attempts, "retry_attempts")?
             .unwrap_or(6),
         base_delay: secs(
-            setup.get_parsed(a.retry_delay, "retry_delay")?.unwrap_or(2.0),
+            setup
+                .get_parsed(a.retry_delay, "retry_delay")?
+                .unwrap_or(2.0),
             "retry_delay",
         )?,
         ..RetryPolicy::default()

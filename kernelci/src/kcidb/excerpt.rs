@@ -203,11 +203,15 @@ mod tests {
         assert_eq!(e.chars().count(), MAX_EXCERPT_CHARS);
         assert!(e.ends_with("éend"));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all("log line\n".repeat(10_000).as_bytes()).unwrap();
+        gz.write_all("log line\n".repeat(10_000).as_bytes())
+            .unwrap();
         let bytes = gz.finish().unwrap();
         let e = excerpt_of_log(&bytes);
         assert_eq!(e.chars().count(), MAX_EXCERPT_CHARS);
         assert!(e.ends_with("log line\n"));
-        assert_eq!(excerpt_of_log(b"\x1f\x8bnot gzip"), "\u{1f}\u{fffd}not gzip");
+        assert_eq!(
+            excerpt_of_log(b"\x1f\x8bnot gzip"),
+            "\u{1f}\u{fffd}not gzip"
+        );
     }
 }

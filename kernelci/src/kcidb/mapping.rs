@@ -413,7 +413,9 @@ impl Mapper {
             .and_then(|n| n.id)
             .or(node.parent);
         let mut status = match node.result {
-            Some(ResultValue::Incomplete) if node.data_str("error_code") == Some("node_timeout") => {
+            Some(ResultValue::Incomplete)
+                if node.data_str("error_code") == Some("node_timeout") =>
+            {
                 Some(Status::Miss)
             }
             Some(ResultValue::Pass) => Some(Status::Pass),
@@ -421,7 +423,8 @@ impl Mapper {
             Some(ResultValue::Incomplete) => Some(Status::Error),
             _ => None,
         };
-        if status != Some(Status::Miss) && node.data_str("error_code").is_some_and(|c| !c.is_empty())
+        if status != Some(Status::Miss)
+            && node.data_str("error_code").is_some_and(|c| !c.is_empty())
         {
             status = Some(Status::Error);
         }
@@ -636,7 +639,9 @@ impl Mapper {
                     if let Some(ctx) = job.data_path("job_context").filter(|v| !v.is_null()) {
                         env_misc.insert("job_context".into(), ctx.clone());
                     }
-                    if let Some(lab) = job.data_str("runtime").and_then(|r| self.config.labs.get(r))
+                    if let Some(lab) = job
+                        .data_str("runtime")
+                        .and_then(|r| self.config.labs.get(r))
                         && lab.lava
                         && let Some(base) = lab.url.as_deref().and_then(|u| url::Url::parse(u).ok())
                         && let Some(host) = base.host_str()
@@ -756,7 +761,9 @@ mod tests {
     }
 
     fn mapper() -> Mapper {
-        let mut c = MappingConfig::new("maestro").unwrap().with_api_url("http://api/");
+        let mut c = MappingConfig::new("maestro")
+            .unwrap()
+            .with_api_url("http://api/");
         c.jobs.insert("kbuild-x86".into(), ("kbuild".into(), None));
         c.jobs
             .insert("baseline-x86".into(), ("job".into(), Some("boot".into())));
@@ -775,20 +782,35 @@ mod tests {
     fn test_paths_use_the_job_suites() {
         let m = mapper();
         let mut n = Node::new(NodeKind::Test, "crit");
-        n.path = ["checkout", "kbuild-x86", "baseline-x86", "baseline", "dmesg", "crit"]
-            .map(String::from)
-            .to_vec();
+        n.path = [
+            "checkout",
+            "kbuild-x86",
+            "baseline-x86",
+            "baseline",
+            "dmesg",
+            "crit",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
             m.test_path(&n, false).as_deref(),
             Some("boot.baseline.dmesg.crit")
         );
         n.path = ["checkout", "baseline-x86"].map(String::from).to_vec();
         assert_eq!(m.test_path(&n, true).as_deref(), Some("boot"));
-        n.path = ["checkout", "kbuild-x86", "nosuite", "a"].map(String::from).to_vec();
-        assert_eq!(m.test_path(&n, false), None, "a job without a suite");
-        n.path = ["checkout", "kbuild-x86", "baseline-x86", "we ird..name/", ""]
+        n.path = ["checkout", "kbuild-x86", "nosuite", "a"]
             .map(String::from)
             .to_vec();
+        assert_eq!(m.test_path(&n, false), None, "a job without a suite");
+        n.path = [
+            "checkout",
+            "kbuild-x86",
+            "baseline-x86",
+            "we ird..name/",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(m.test_path(&n, false).as_deref(), Some("boot.we_ird.name_"));
     }
 

@@ -522,7 +522,9 @@ mod tests {
             id: "maestro:1".into(),
             checkout_id: "maestro:0".into(),
             origin: "maestro".into(),
-            misc: json!({"platform": null, "runtime": "shell"}).as_object().cloned(),
+            misc: json!({"platform": null, "runtime": "shell"})
+                .as_object()
+                .cloned(),
             ..Build::default()
         }));
         assert_eq!(

@@ -55,7 +55,6 @@ impl SpoolSubmitter {
         files.sort();
         Ok(files)
     }
-
 }
 
 fn write_atomically(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {

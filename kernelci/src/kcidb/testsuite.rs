@@ -92,13 +92,19 @@ impl KcidbIo {
         let python = kcidb_io_venv().join("bin/python");
         let works = python.is_file()
             && Command::new(&python)
-                .args(["-c", "import kcidb_io, jsonschema, rfc3987, rfc3339_validator"])
+                .args([
+                    "-c",
+                    "import kcidb_io, jsonschema, rfc3987, rfc3339_validator",
+                ])
                 .output()
                 .is_ok_and(|o| o.status.success());
         if works {
             Some(KcidbIo { python })
         } else {
-            missing_peer("kcidb-io (KCIDB schema validator)", &kcidb_io_install_command())
+            missing_peer(
+                "kcidb-io (KCIDB schema validator)",
+                &kcidb_io_install_command(),
+            )
         }
     }
 
@@ -192,7 +198,11 @@ impl KcidbIo {
             .filter(|(_, e)| !e.is_empty())
             .map(|(f, e)| format!("{}:\n  {}", f.display(), e.join("\n  ")))
             .collect();
-        assert!(bad.is_empty(), "invalid KCIDB documents:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "invalid KCIDB documents:\n{}",
+            bad.join("\n")
+        );
         files.len()
     }
 }
@@ -300,7 +310,9 @@ async fn serve(mut stream: TcpStream, token: String, state: Arc<Mutex<ReceiverSt
         )
     };
     if method == "GET" && path == "/health" {
-        let _ = stream.write_all(reply(200, "OK", "OK".into()).as_bytes()).await;
+        let _ = stream
+            .write_all(reply(200, "OK", "OK".into()).as_bytes())
+            .await;
         return;
     }
     if method != "POST" || path != "/submit" {
@@ -329,7 +341,8 @@ async fn serve(mut stream: TcpStream, token: String, state: Arc<Mutex<ReceiverSt
             )
         }
     };
-    let error = |message: &str| json!({"id": "0", "status": "error", "message": message}).to_string();
+    let error =
+        |message: &str| json!({"id": "0", "status": "error", "message": message}).to_string();
     let (status, id, text) = match (&answer, authorized) {
         (_, false) => (401, None, error("Unauthorized")),
         (None, true) => (400, None, error("Invalid JSON")),
@@ -374,7 +387,9 @@ async fn serve(mut stream: TcpStream, token: String, state: Arc<Mutex<ReceiverSt
         502 => "Bad Gateway",
         _ => "Error",
     };
-    let _ = stream.write_all(reply(status, reason, text).as_bytes()).await;
+    let _ = stream
+        .write_all(reply(status, reason, text).as_bytes())
+        .await;
     let _ = stream.shutdown().await;
 }
 
@@ -458,7 +473,12 @@ impl KcidbReceiver {
         let mut out = std::collections::BTreeMap::new();
         for doc in self.accepted() {
             for list in ["checkouts", "builds", "tests", "issues", "incidents"] {
-                for o in doc.get(list).and_then(Value::as_array).into_iter().flatten() {
+                for o in doc
+                    .get(list)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let id = o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
                     *out.entry((list.to_owned(), id)).or_insert(0) += 1;
                 }

@@ -81,7 +81,9 @@ impl Pattern {
     fn matches(self, s: &str) -> bool {
         let origin_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
         let hex = |s: &str, n: usize| {
-            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         match self {
             Pattern::Any => true,
@@ -170,14 +172,20 @@ fn properties(ty: ObjectType) -> &'static [(&'static str, Rule)] {
                 "git_repository_url",
                 Rule::Str(Pattern::Https, Some(Format::Uri), None),
             ),
-            ("git_commit_hash", Rule::Str(Pattern::CommitHash, None, None)),
+            (
+                "git_commit_hash",
+                Rule::Str(Pattern::CommitHash, None, None),
+            ),
             ("git_commit_name", TEXT),
             ("git_repository_branch", TEXT),
             ("git_repository_branch_tip", Rule::Bool),
             ("git_commit_tags", Rule::StrList(Pattern::Text)),
             ("git_commit_message", TEXT),
             ("patchset_files", Rule::Resources),
-            ("patchset_hash", Rule::Str(Pattern::PatchsetHash, None, None)),
+            (
+                "patchset_hash",
+                Rule::Str(Pattern::PatchsetHash, None, None),
+            ),
             (
                 "message_id",
                 Rule::Str(Pattern::Any, Some(Format::Email), None),
@@ -308,7 +316,11 @@ impl Checker {
     fn wrong_type(&mut self, path: &str, v: &Value, want: &str) {
         self.err(
             path,
-            format!("{} is not of type '{want}' (got {})", short(v), type_name(v)),
+            format!(
+                "{} is not of type '{want}' (got {})",
+                short(v),
+                type_name(v)
+            ),
         );
     }
 
@@ -398,9 +410,10 @@ impl Checker {
                         .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
                 });
                 match int {
-                    Some(i) if i < min => {
-                        self.err(path, format!("{} is less than the minimum of {min}", short(v)))
-                    }
+                    Some(i) if i < min => self.err(
+                        path,
+                        format!("{} is less than the minimum of {min}", short(v)),
+                    ),
                     Some(_) => {}
                     None => self.wrong_type(path, v, "integer"),
                 }
@@ -542,7 +555,10 @@ pub fn validate_document(doc: &Value) -> Vec<FieldError> {
         c.keys("version", v, &["major", "minor"], &["major"]);
         match v.get("major") {
             Some(m) if m.as_u64() == Some(5) || m.as_f64() == Some(5.0) => {}
-            Some(m) => c.err("version/major", format!("5 was expected (got {})", short(m))),
+            Some(m) => c.err(
+                "version/major",
+                format!("5 was expected (got {})", short(m)),
+            ),
             None => {}
         }
         if let Some(m) = v.get("minor") {
@@ -855,7 +871,8 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[0].message.contains("'valid' was unexpected"));
-        let test = json!({"id": "Maestro:1", "origin": "maestro", "path": "kselftest.capabilities."});
+        let test =
+            json!({"id": "Maestro:1", "origin": "maestro", "path": "kselftest.capabilities."});
         let errors = validate_object(ObjectType::Test, &test);
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["", "id", "path"], "{errors:?}");
@@ -872,8 +889,10 @@ mod tests {
                 "build_id": "a:2", "input_files": []}]}),
         );
         assert_eq!(e.len(), 1, "input_files is new in 5.3: {e:?}");
-        assert!(validate_document(&json!({"version": {"major": 5}, "x": []}))[0]
-            .message
-            .contains("'x' was unexpected"));
+        assert!(
+            validate_document(&json!({"version": {"major": 5}, "x": []}))[0]
+                .message
+                .contains("'x' was unexpected")
+        );
     }
 }

@@ -694,7 +694,10 @@ impl KcidbBridge {
             }
         }
         if !changed.is_empty() {
-            tracing::info!(nodes = changed.len(), "nodes changed while being sent; unmarked");
+            tracing::info!(
+                nodes = changed.len(),
+                "nodes changed while being sent; unmarked"
+            );
             for chunk in changed.chunks(500) {
                 api.bulk_set(chunk, PROCESSED_FIELD, "false").await?;
             }

@@ -55,12 +55,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::metrics::Metrics;
 use crate::ErrorKind;
 use crate::client::{
     ApiClient, ClientError, Listener, ListenerConfig, ListenerHealth, NodeEventFilter,
     ReceivedEvent,
 };
-use super::metrics::Metrics;
 use crate::config::{PipelineConfig, Settings};
 use crate::models::{Node, ObjectId, Timestamp};
 use crate::storage::{Storage, StorageError};
