@@ -18,18 +18,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kernelci::client::{ApiClient, Hierarchy};
+use kernelci::client::ApiClient;
 use kernelci::events::LocalBus;
 use kernelci::kcidb::mapping::{Mapper, MappingConfig};
-use kernelci::kcidb::testsuite::KcidbReceiver;
+use kernelci::kcidb::testsuite::{
+    KcidbReceiver, finished_checkout, finished_kbuild, finished_test_job,
+};
 use kernelci::kcidb::{RestEndpoint, RestSubmitter, RetryPolicy};
-use kernelci::models::{Node, NodeKind, ResultValue, State};
 use kernelci::pipeline::kcidb_bridge::{BridgeOptions, KcidbBridge};
 use kernelci::pipeline::service::ServiceContext;
 use kernelci::store::SqliteStore;
 use kernelci_server::App;
 use kernelci_server::config::ServerConfig;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -129,25 +130,8 @@ async fn main() {
     let bridge_ctx = ctx.clone();
     let bridge_task = tokio::spawn(async move { bridge.run(&bridge_ctx).await });
 
-    let mut checkout = Node::new(NodeKind::Checkout, "checkout");
-    checkout.state = State::Done;
-    checkout.data = json!({"kernel_revision": {"tree": "mainline", "branch": "master",
-        "commit": "48c0ea45d4431a2ce6e782b89e0fcc8d08d426d5", "describe": "v6.18",
-        "url": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"}})
-    .as_object()
-    .cloned();
-    let checkout = api.create_node(&checkout).await.expect("checkout");
-    let mut kbuild = Node::new(NodeKind::Kbuild, "kbuild-load");
-    kbuild.parent = checkout.id;
-    kbuild.path = vec!["checkout".into(), "kbuild-load".into()];
-    kbuild.state = State::Done;
-    kbuild.result = Some(ResultValue::Pass);
-    let mut data = checkout.data.clone().unwrap_or_default();
-    data.insert("arch".into(), json!("x86_64"));
-    data.insert("platform".into(), json!("qemu-x86"));
-    data.insert("runtime".into(), json!("shell"));
-    kbuild.data = Some(data.clone());
-    let kbuild = api.create_node(&kbuild).await.expect("kbuild");
+    let checkout = finished_checkout(&api, "48c0ea45d4431a2ce6e782b89e0fcc8d08d426d5").await;
+    let kbuild = finished_kbuild(&api, &checkout, "kbuild-load", "x86_64", &url).await;
 
     // The generator.
     let interval = Duration::from_secs_f64(per_job as f64 / rate as f64);
@@ -158,42 +142,7 @@ async fn main() {
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep_until(next).await;
         next += interval;
-        let mut job = Node::new(NodeKind::Job, "kselftest-load");
-        job.parent = kbuild.id;
-        job.path = vec![
-            "checkout".into(),
-            "kbuild-load".into(),
-            "kselftest-load".into(),
-        ];
-        job.data = Some(data.clone());
-        let mut job = api.create_node(&job).await.expect("job");
-        job.state = State::Done;
-        job.result = Some(ResultValue::Pass);
-        let leaves = (0..per_job)
-            .map(|i| {
-                let mut t = Node::new(NodeKind::Test, format!("case_{i}"));
-                t.path = job.path.clone();
-                t.path.push(t.name.clone());
-                t.state = State::Done;
-                t.result = Some(if i % 10 == 0 {
-                    ResultValue::Fail
-                } else {
-                    ResultValue::Pass
-                });
-                t.data = Some(data.clone());
-                Hierarchy {
-                    node: t,
-                    child_nodes: vec![],
-                }
-            })
-            .collect();
-        let out = api
-            .submit_results(&Hierarchy {
-                node: job,
-                child_nodes: leaves,
-            })
-            .await
-            .expect("submit results");
+        let out = finished_test_job(&api, &kbuild, "kselftest-load", None, per_job).await;
         let at = Instant::now();
         for n in out.iter().filter(|n| n.kind == "test") {
             if let Some(id) = n.id {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kernelci::client::{ApiClient, Hierarchy};
-use kernelci::models::{Node, NodeKind, ObjectId, ResultValue, State};
+use kernelci::client::ApiClient;
+use kernelci::models::{Node, ObjectId};
 use kernelci::pipeline::service::{CRASH_AT_ENV, CRASH_MARKER_ENV};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The directory of the workspace binaries (next to the test executable), built when missing
 /// or older than the sources.
@@ -180,91 +180,20 @@ jobs:
     kcidb_test_suite: kselftest.a
 "#;
 
-/// A checkout, as the tarball service leaves it (`done` here).
+/// A finished checkout.
 pub async fn checkout(api: &ApiClient, commit: &str) -> Node {
-    let mut n = Node::new(NodeKind::Checkout, "checkout");
-    n.state = State::Done;
-    n.result = Some(ResultValue::Pass);
-    n.data = json!({"kernel_revision": {
-        "tree": "mainline", "branch": "master", "commit": commit, "describe": "v6.18",
-        "url": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
-    }})
-    .as_object()
-    .cloned();
-    api.create_node(&n).await.unwrap()
+    kernelci::kcidb::testsuite::finished_checkout(api, commit).await
 }
 
-/// A finished kbuild under `parent` with `arch`.
+/// A finished kbuild `kbuild-gcc-x86` under `parent` with `arch`.
 pub async fn kbuild(api: &ApiClient, parent: &Node, arch: &str, log_base: &str) -> Node {
-    let mut n = Node::new(NodeKind::Kbuild, "kbuild-gcc-x86");
-    n.parent = parent.id;
-    n.path = vec!["checkout".into(), "kbuild-gcc-x86".into()];
-    n.state = State::Done;
-    n.result = Some(ResultValue::Pass);
-    let mut data = parent.data.clone().unwrap_or_default();
-    data.insert("arch".into(), json!(arch));
-    data.insert("compiler".into(), json!("gcc"));
-    data.insert("config_full".into(), json!("x86_64_defconfig"));
-    data.insert("runtime".into(), json!("shell"));
-    n.data = Some(data);
-    n.artifacts = json!({"build_log": format!("{log_base}/build.log"), "kernel": format!("{log_base}/bzImage")})
-        .as_object()
-        .cloned();
-    api.create_node(&n).await.unwrap()
+    kernelci::kcidb::testsuite::finished_kbuild(api, parent, "kbuild-gcc-x86", arch, log_base).await
 }
 
-/// A test job under `kbuild` whose results arrive in one hierarchy: `cases` leaves under a
-/// suite, one failing (`name` is the case name prefix). Returns the job and its children.
+/// A `kselftest-a` job under `kbuild` with `cases` leaves under the suite `suite`.
 pub async fn test_job(api: &ApiClient, kbuild: &Node, suite: &str, cases: usize) -> Vec<Node> {
-    let mut job = Node::new(NodeKind::Job, "kselftest-a");
-    job.parent = kbuild.id;
-    job.path = vec![
-        "checkout".into(),
-        "kbuild-gcc-x86".into(),
-        "kselftest-a".into(),
-    ];
-    job.state = State::Running;
-    let mut data = kbuild.data.clone().unwrap_or_default();
-    data.insert("platform".into(), json!("qemu-x86"));
-    data.insert("job_id".into(), json!("job-1"));
-    job.data = Some(data.clone());
-    let mut job = api.create_node(&job).await.unwrap();
-    job.state = State::Done;
-    job.result = Some(ResultValue::Fail);
-    let mut suite_node = Node::new(NodeKind::Test, suite);
-    suite_node.path = job.path.clone();
-    suite_node.path.push(suite.into());
-    suite_node.state = State::Done;
-    suite_node.result = Some(ResultValue::Fail);
-    suite_node.data = Some(data.clone());
-    let leaves = (0..cases)
-        .map(|i| {
-            let name = format!("{suite}_case_{i}");
-            let mut t = Node::new(NodeKind::Test, &name);
-            t.path = suite_node.path.clone();
-            t.path.push(name);
-            t.state = State::Done;
-            t.result = Some(if i == 0 {
-                ResultValue::Fail
-            } else {
-                ResultValue::Pass
-            });
-            t.data = Some(data.clone());
-            Hierarchy {
-                node: t,
-                child_nodes: vec![],
-            }
-        })
-        .collect();
-    api.submit_results(&Hierarchy {
-        node: job,
-        child_nodes: vec![Hierarchy {
-            node: suite_node,
-            child_nodes: leaves,
-        }],
-    })
-    .await
-    .unwrap()
+    kernelci::kcidb::testsuite::finished_test_job(api, kbuild, "kselftest-a", Some(suite), cases)
+        .await
 }
 
 /// Every node of the database.

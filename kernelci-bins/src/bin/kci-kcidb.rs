@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use kernelci::kcidb::excerpt::storage_hosts;
 use kernelci::kcidb::mapping::{DEFAULT_ORIGIN, Mapper, MappingConfig};
 use kernelci::kcidb::{RetryPolicy, submitter_from};
 use kernelci::pipeline::kcidb_bridge::{BridgeOptions, KcidbBridge};
@@ -102,6 +103,7 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         options.catchup_period = Duration::from_secs(s);
     }
     options.batch_retry.base_delay = policy.base_delay.max(Duration::from_millis(100));
+    options.excerpt_hosts = storage_hosts(&setup.config);
     if setup.flag(a.no_log_excerpts, "no_log_excerpts")? {
         options.log_excerpts = None;
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use kernelci::config::{PipelineConfig, Settings};
-use kernelci::kcidb::excerpt::LogExcerpts;
+use kernelci::kcidb::excerpt::{LogExcerpts, storage_hosts};
 use kernelci::kcidb::fetch::export_checkout;
 use kernelci::kcidb::mapping::{DEFAULT_ORIGIN, Mapper, MappingConfig};
 use kernelci::kcidb::{RetryPolicy, submitter_from};
@@ -60,7 +60,11 @@ pub fn up_bridge(
     )
     .map_err(|e| e.to_string())?;
     let to = submitter.describe();
-    let bridge = KcidbBridge::new(Mapper::new(mapping), submitter, BridgeOptions::default());
+    let options = BridgeOptions {
+        excerpt_hosts: storage_hosts(config),
+        ..BridgeOptions::default()
+    };
+    let bridge = KcidbBridge::new(Mapper::new(mapping), submitter, options);
     Ok((bridge, to))
 }
 
@@ -95,7 +99,9 @@ pub async fn run(api: &ApiArgs, cmd: KcidbCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .with_pipeline(&config)
                 .with_api_url(&client.url(""));
-            let excerpts = (!no_log_excerpts).then(|| LogExcerpts::new(Duration::from_secs(60)));
+            let excerpts = (!no_log_excerpts).then(|| {
+                LogExcerpts::new(Duration::from_secs(60)).with_allowed_hosts(storage_hosts(&config))
+            });
             let (prepared, skipped) =
                 export_checkout(&client, &Mapper::new(mapping), id, excerpts.as_ref())
                     .await

@@ -4,6 +4,11 @@
 //! the last 16,384 characters (code points, the schema's `maxLength`). Only the tail is kept
 //! in memory while downloading; a log that cannot be fetched (an error status, a timeout,
 //! more than [`LogExcerpts::max_bytes`]) gives no excerpt and never fails the batch.
+//!
+//! Log URLs come from node artifacts, which API users write: with
+//! [`LogExcerpts::with_allowed_hosts`] (the bridge passes the hosts of the configured
+//! storages, [`storage_hosts`]) logs elsewhere are not fetched, so a node cannot make the
+//! bridge read an internal address and forward it to KCIDB.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -71,6 +76,22 @@ pub struct LogExcerpts {
     pub max_bytes: u64,
     /// Downloads at the same time.
     pub concurrency: usize,
+    /// Only logs on these hosts are fetched (`None`: any host).
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// The hosts of the `base_url` of every storage entry of a pipeline configuration (where the
+/// pipeline's logs are).
+pub fn storage_hosts(config: &crate::config::PipelineConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = config
+        .storage
+        .values()
+        .filter_map(|s| url::Url::parse(&s.base_url).ok())
+        .filter_map(|u| u.host_str().map(str::to_ascii_lowercase))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 impl LogExcerpts {
@@ -84,13 +105,28 @@ impl LogExcerpts {
             http,
             max_bytes: 512 << 20,
             concurrency: 8,
+            allowed_hosts: None,
         }
+    }
+
+    /// Only fetch logs on these hosts; an empty list allows any host.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> LogExcerpts {
+        self.allowed_hosts = (!hosts.is_empty()).then_some(hosts);
+        self
     }
 
     /// The excerpt of the log at `url`; `None` when it cannot be had.
     pub async fn fetch(&self, url: &str) -> Option<String> {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let parsed = url::Url::parse(url).ok()?;
+        if !matches!(parsed.scheme(), "http" | "https") {
             return None;
+        }
+        if let Some(allowed) = &self.allowed_hosts {
+            let host = parsed.host_str().unwrap_or("").to_ascii_lowercase();
+            if !allowed.contains(&host) {
+                tracing::debug!(url, "log host is not a configured storage; no excerpt");
+                return None;
+            }
         }
         let response = match self.http.get(url).send().await {
             Ok(r) if r.status().is_success() => r,
@@ -195,6 +231,25 @@ impl LogExcerpts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn logs_on_other_hosts_are_not_fetched() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ex = LogExcerpts::new(Duration::from_secs(1))
+            .with_allowed_hosts(vec!["storage.kernelci.org".into()]);
+        // Refused before any connection: the port is closed anyway.
+        assert_eq!(
+            ex.fetch("http://169.254.169.254/latest/meta-data").await,
+            None
+        );
+        assert_eq!(ex.fetch("file:///etc/passwd").await, None);
+        assert!(
+            LogExcerpts::new(Duration::from_secs(1))
+                .with_allowed_hosts(vec![])
+                .allowed_hosts
+                .is_none()
+        );
+    }
 
     #[test]
     fn excerpts_keep_the_last_characters_without_nul() {

@@ -2,7 +2,9 @@
 //!
 //! - [`objects`]: the KCIDB I/O v5 objects and the document that carries them;
 //! - [`validate`]: the v5.3 schema checks, with format checks, per object or per document;
-//! - [`mapping`]: which nodes are sent, and the node → KCIDB object mapping;
+//! - [`mapping`]: which nodes are sent, and the node → KCIDB object mapping ([`index`]: the
+//!   nodes it looks at);
+//! - [`formats`]: the `uri` and `date-time` formats of the schema;
 //! - [`excerpt`]: the `log_excerpt` of builds and tests (the end of their log);
 //! - [`fetch`]: node trees from the API for the mapping, and [`fetch::export_checkout`];
 //! - the [`KcidbSubmitter`] trait and its implementations: [`RestSubmitter`] (`POST /submit`
@@ -29,6 +31,8 @@
 
 pub mod excerpt;
 pub mod fetch;
+pub mod formats;
+pub mod index;
 pub mod mapping;
 pub mod objects;
 mod rest;

@@ -5,7 +5,9 @@
 //!   exactly as KCIDB does before it takes a submission;
 //! - [`KcidbReceiver`]: a real HTTP server on a loopback port that answers `POST /submit` like
 //!   kcidb-ng's REST server (200 with an `id`, 400, 401, 502, or no answer at all), and
-//!   records every request.
+//!   records every request;
+//! - result trees written through the API the way the pipeline writes them
+//!   ([`finished_checkout`], [`finished_kbuild`], [`finished_test_job`]).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -18,6 +20,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client::{ApiClient, Hierarchy};
+use crate::models::{Node, NodeKind, ResultValue, State};
 use crate::testsuite::peers::missing_peer;
 
 /// The PyPI requirement `scripts/test` installs.
@@ -497,4 +501,116 @@ impl Drop for KcidbReceiver {
             let _ = t.join();
         }
     }
+}
+
+/// A `done` checkout of `commit` on an https mainline tree.
+pub async fn finished_checkout(api: &ApiClient, commit: &str) -> Node {
+    let mut n = Node::new(NodeKind::Checkout, "checkout");
+    n.state = State::Done;
+    n.result = Some(ResultValue::Pass);
+    n.data = json!({"kernel_revision": {
+        "tree": "mainline", "branch": "master", "commit": commit, "describe": "v6.18",
+        "url": "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
+    }})
+    .as_object()
+    .cloned();
+    api.create_node(&n).await.expect("create checkout")
+}
+
+/// A passing `done` kbuild `name` under `checkout` for `arch`, its build log and kernel
+/// below `artifacts`.
+pub async fn finished_kbuild(
+    api: &ApiClient,
+    checkout: &Node,
+    name: &str,
+    arch: &str,
+    artifacts: &str,
+) -> Node {
+    let mut n = Node::new(NodeKind::Kbuild, name);
+    n.parent = checkout.id;
+    n.path = vec!["checkout".into(), name.into()];
+    n.state = State::Done;
+    n.result = Some(ResultValue::Pass);
+    let mut data = checkout.data.clone().unwrap_or_default();
+    data.insert("arch".into(), json!(arch));
+    data.insert("compiler".into(), json!("gcc"));
+    data.insert("config_full".into(), json!("x86_64_defconfig"));
+    data.insert("runtime".into(), json!("shell"));
+    n.data = Some(data);
+    n.artifacts = json!({"build_log": format!("{artifacts}/build.log"),
+        "kernel": format!("{artifacts}/bzImage")})
+    .as_object()
+    .cloned();
+    api.create_node(&n).await.expect("create kbuild")
+}
+
+/// A test job `name` under `kbuild`, written like the job runner does: a `running` node, then
+/// one result hierarchy (`PUT /nodes/{id}`) with `cases` finished leaves — under a suite node
+/// named `suite` when given (leaves `<suite>_case_<i>`), else directly (`case_<i>`). Case 0
+/// and every tenth fail. Returns every written node.
+pub async fn finished_test_job(
+    api: &ApiClient,
+    kbuild: &Node,
+    name: &str,
+    suite: Option<&str>,
+    cases: usize,
+) -> Vec<Node> {
+    let mut job = Node::new(NodeKind::Job, name);
+    job.parent = kbuild.id;
+    job.path = kbuild.path.clone();
+    job.path.push(name.into());
+    let mut data = kbuild.data.clone().unwrap_or_default();
+    data.insert("platform".into(), json!("qemu-x86"));
+    data.insert("job_id".into(), json!("job-1"));
+    job.data = Some(data.clone());
+    let mut job = api.create_node(&job).await.expect("create job");
+    job.state = State::Done;
+    job.result = Some(ResultValue::Fail);
+    let node = |name: String, parent_path: &[String], result| {
+        let mut t = Node::new(NodeKind::Test, &name);
+        t.path = parent_path.to_vec();
+        t.path.push(name);
+        t.state = State::Done;
+        t.result = Some(result);
+        t.data = Some(data.clone());
+        t
+    };
+    let parent_path = match suite {
+        Some(s) => {
+            let mut p = job.path.clone();
+            p.push(s.into());
+            p
+        }
+        None => job.path.clone(),
+    };
+    let leaves: Vec<Hierarchy> = (0..cases)
+        .map(|i| {
+            let leaf = match suite {
+                Some(s) => format!("{s}_case_{i}"),
+                None => format!("case_{i}"),
+            };
+            let result = if i % 10 == 0 {
+                ResultValue::Fail
+            } else {
+                ResultValue::Pass
+            };
+            Hierarchy {
+                node: node(leaf, &parent_path, result),
+                child_nodes: vec![],
+            }
+        })
+        .collect();
+    let children = match suite {
+        Some(s) => vec![Hierarchy {
+            node: node(s.into(), &job.path, ResultValue::Fail),
+            child_nodes: leaves,
+        }],
+        None => leaves,
+    };
+    api.submit_results(&Hierarchy {
+        node: job,
+        child_nodes: children,
+    })
+    .await
+    .expect("submit results")
 }

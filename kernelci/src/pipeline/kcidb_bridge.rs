@@ -82,8 +82,11 @@ pub struct BridgeOptions {
     pub settle: Duration,
     /// Delays between attempts of a failed batch (attempts are unlimited).
     pub batch_retry: RetryPolicy,
-    /// Download logs for `log_excerpt`; `None` sends no excerpt.
+    /// Download logs for `log_excerpt` with this timeout; `None` sends no excerpt.
     pub log_excerpts: Option<Duration>,
+    /// Only logs on these hosts are downloaded (empty: any; see
+    /// [`crate::kcidb::excerpt::storage_hosts`]).
+    pub excerpt_hosts: Vec<String>,
     /// Only send nodes whose `submitter` is this (upstream does this for its production API
     /// users with `service:pipeline`); other nodes are marked and not sent.
     pub only_submitter: Option<String>,
@@ -107,6 +110,7 @@ impl Default for BridgeOptions {
                 max_delay: Duration::from_secs(600),
             },
             log_excerpts: Some(Duration::from_secs(60)),
+            excerpt_hosts: Vec::new(),
             only_submitter: None,
             queue_capacity: 100_000,
         }
@@ -192,7 +196,9 @@ impl KcidbBridge {
         submitter: Arc<dyn KcidbSubmitter>,
         options: BridgeOptions,
     ) -> KcidbBridge {
-        let excerpts = options.log_excerpts.map(LogExcerpts::new);
+        let excerpts = options
+            .log_excerpts
+            .map(|t| LogExcerpts::new(t).with_allowed_hosts(options.excerpt_hosts.clone()));
         KcidbBridge {
             mapper: Arc::new(mapper),
             submitter,
@@ -687,11 +693,23 @@ impl KcidbBridge {
             api.bulk_set(chunk, PROCESSED_FIELD, "true").await?;
         }
         let mut changed = Vec::new();
+        let mut refused = Vec::new();
         for node in nodes_by_id(api, &ids).await? {
             let Some(id) = node.id else { continue };
             if nodes.get(&id).is_some_and(|p| *p != fingerprint(&node)) {
                 changed.push(id);
+            } else if !node.processed_by_kcidb_bridge {
+                refused.push(id);
             }
+        }
+        if !refused.is_empty() {
+            // The API skips nodes this token may not edit: they would be sent again.
+            return Err(KcidbError::Config(format!(
+                "the API did not mark {} node(s) (e.g. {}): the bridge's token must be allowed \
+                 to edit every node (an admin or service token)",
+                refused.len(),
+                refused[0]
+            )));
         }
         if !changed.is_empty() {
             tracing::info!(
