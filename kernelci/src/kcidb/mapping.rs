@@ -553,26 +553,25 @@ impl Mapper {
             misc: None,
         };
         if status != Some(Status::Skip) {
-            if let Some(job) = lineage().find(|n| n.data_str("job_id").is_some()) {
-                if let Some(job_id) = job.data_str("job_id") {
-                    env_misc.insert("job_id".into(), job_id.into());
-                    if let Some(ctx) = job.data_path("job_context").filter(|v| !v.is_null()) {
-                        env_misc.insert("job_context".into(), ctx.clone());
-                    }
-                    if let Some(lab) = job
-                        .data_str("runtime")
-                        .and_then(|r| self.config.labs.get(r))
-                        && lab.lava
-                        && let Some(base) = lab.url.as_deref().and_then(|u| url::Url::parse(u).ok())
-                        && let Some(host) = base.host_str()
-                    {
-                        let port = base.port().map(|p| format!(":{p}")).unwrap_or_default();
-                        env_misc.insert(
-                            "job_url".into(),
-                            format!("{}://{host}{port}/scheduler/job/{job_id}", base.scheme())
-                                .into(),
-                        );
-                    }
+            if let Some(job) = lineage().find(|n| n.data_str("job_id").is_some())
+                && let Some(job_id) = job.data_str("job_id")
+            {
+                env_misc.insert("job_id".into(), job_id.into());
+                if let Some(ctx) = job.data_path("job_context").filter(|v| !v.is_null()) {
+                    env_misc.insert("job_context".into(), ctx.clone());
+                }
+                if let Some(lab) = job
+                    .data_str("runtime")
+                    .and_then(|r| self.config.labs.get(r))
+                    && lab.lava
+                    && let Some(base) = lab.url.as_deref().and_then(|u| url::Url::parse(u).ok())
+                    && let Some(host) = base.host_str()
+                {
+                    let port = base.port().map(|p| format!(":{p}")).unwrap_or_default();
+                    env_misc.insert(
+                        "job_url".into(),
+                        format!("{}://{host}{port}/scheduler/job/{job_id}", base.scheme()).into(),
+                    );
                 }
             }
             if !passed_or_skipped(node)

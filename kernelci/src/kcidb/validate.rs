@@ -475,13 +475,11 @@ impl Checker {
                     match key.as_str() {
                         "value" => self.rule(&p, value, Rule::Number),
                         "unit" => self.rule(&p, value, TEXT),
-                        "prefix" => {
-                            if !matches!(value.as_str(), Some("metric" | "binary")) {
-                                self.err(
-                                    &p,
-                                    format!("{} is not one of ['metric', 'binary']", short(value)),
-                                );
-                            }
+                        "prefix" if !matches!(value.as_str(), Some("metric" | "binary")) => {
+                            self.err(
+                                &p,
+                                format!("{} is not one of ['metric', 'binary']", short(value)),
+                            );
                         }
                         _ => {}
                     }

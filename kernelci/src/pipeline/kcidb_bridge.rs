@@ -440,12 +440,12 @@ impl KcidbBridge {
         tracing::warn!(service = %ctx.name(), state, nodes = prints.len(),
             "a submission was interrupted; finishing it");
         let ids: Vec<ObjectId> = prints.keys().copied().collect();
-        if state == "sent" {
-            if let Err(e) = self.mark(ctx.api(), &prints).await {
-                tracing::warn!(service = %ctx.name(), error = %e,
-                    "cannot mark the nodes of the interrupted submission yet");
-                return Vec::new();
-            }
+        if state == "sent"
+            && let Err(e) = self.mark(ctx.api(), &prints).await
+        {
+            tracing::warn!(service = %ctx.name(), error = %e,
+                "cannot mark the nodes of the interrupted submission yet");
+            return Vec::new();
         }
         if let Err(e) = ctx.api().delete_kv(JOURNAL_NAMESPACE, &key).await {
             tracing::warn!(service = %ctx.name(), error = %e, "cannot clear the journal");
