@@ -19,6 +19,7 @@
 //! | `src/` | the tarball service's git work trees |
 //! | `jobs/` | generated job definitions and job work directories |
 //! | `demo/` | with `--demo`: the demo tree (`demo/linux`) and its config (`demo/config`) |
+//! | `kcidb/` | KCIDB documents the bridge wrote (when `KCIDB_REST` is not set) |
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -244,6 +245,7 @@ jobs:
     kind: job
     params:
       command: sh tools/testing/selftests/demo/run.sh
+    kcidb_test_suite: kselftest.demo
 
 scheduler:
   - job: kbuild-demo-x86
@@ -669,6 +671,15 @@ pub async fn run(
         "report".into(),
         tokio::spawn(async move { reporter.run(&c).await.map_err(|e| e.to_string()) }),
     ));
+    // The KCIDB bridge: to KCIDB_REST when set, else documents in <data>/kcidb/.
+    let (kcidb, kcidb_to) =
+        crate::cli::kcidb::up_bridge(&config, &setup.settings, &url, &data.join("kcidb"))
+            .map_err(|e| UpError::Service(format!("kcidb bridge: {e}")))?;
+    let c = ctx("kcidb");
+    tasks.push((
+        "kcidb".into(),
+        tokio::spawn(async move { kcidb.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
     let trigger_line = if poll.is_zero() {
         "trigger (one pass: set [trigger] poll_period or --poll-period to keep polling)".into()
     } else {
@@ -676,7 +687,7 @@ pub async fn run(
     };
     let _ = writeln!(
         out,
-        "services: {trigger_line}, tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report"
+        "services: {trigger_line}, tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report, kcidb ({kcidb_to})"
     );
 
     // --- progress, until shutdown (or the first report) ---

@@ -26,6 +26,8 @@
 //!   regressions, report, LAVA callback, job retry) and the job runner;
 //! - [`random`]: every random value (tokens, names, picks) from one helper;
 //! - [`retry`]: one retry policy with jittered exponential backoff (on `backon`);
+//! - `kcidb` (feature `kcidb`): KCIDB objects, the node → KCIDB mapping, schema validation,
+//!   the REST and spool submitters (the bridge service is in `pipeline`);
 //! - [`report`]: the result report, rendered as upstream and sent over SMTP (feature `email`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
@@ -50,6 +52,8 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "git")]
 pub mod git;
+#[cfg(feature = "kcidb")]
+pub mod kcidb;
 pub mod models;
 #[cfg(feature = "pipeline")]
 pub mod pipeline;

@@ -364,31 +364,44 @@ pub async fn batch_set(app: &App, req: &Request) -> Result<Response, ApiError> {
         "false" | "False" => Value::Bool(false),
         other => Value::String(other.to_owned()),
     };
-    let mut updated = 0u64;
-    for (i, raw) in nodes.iter().enumerate() {
-        let Some(s) = raw.as_str() else {
-            return Err(ApiError::validation(
-                "body",
-                &format!("nodes.{i}"),
-                "string_type",
-                "Input should be a valid string",
-                raw,
-            ));
-        };
-        let id = object_id(s)?;
-        let node = app
-            .store
-            .get_node(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("Node not found with id: {id}")))?;
-        if !can_edit(&user, &node) {
-            continue;
+    // The editable nodes are set in one store write (one transaction), not one per node; an
+    // error (a missing node, a bad id) still stops the request with the nodes before it set,
+    // as upstream.
+    let mut editable = Vec::with_capacity(nodes.len());
+    let walk: Result<(), ApiError> = async {
+        for (i, raw) in nodes.iter().enumerate() {
+            let Some(s) = raw.as_str() else {
+                return Err(ApiError::validation(
+                    "body",
+                    &format!("nodes.{i}"),
+                    "string_type",
+                    "Input should be a valid string",
+                    raw,
+                ));
+            };
+            let id = object_id(s)?;
+            let node = app
+                .store
+                .get_node(id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("Node not found with id: {id}")))?;
+            if !can_edit(&user, &node) {
+                continue;
+            }
+            if field != "processed_by_kcidb_bridge" {
+                return Err(ApiError::bad_request("Field not supported"));
+            }
+            editable.push(id);
         }
-        if field != "processed_by_kcidb_bridge" {
-            return Err(ApiError::bad_request("Field not supported"));
-        }
-        updated += app.store.set_field(&[id], &field, typed.clone()).await?;
+        Ok(())
     }
+    .await;
+    let updated = if editable.is_empty() {
+        0
+    } else {
+        app.store.set_field(&editable, &field, typed).await?
+    };
+    walk?;
     ok(json!(updated))
 }
 

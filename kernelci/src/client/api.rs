@@ -88,6 +88,22 @@ pub trait Api: Send + Sync + fmt::Debug {
 
     /// `POST /ack/{id}`.
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()>;
+
+    /// `GET /nodes/fast`: every matching node, unpaged (upstream's fast listing).
+    async fn find_nodes_fast<'q>(&self, query: &'q [(&'q str, &'q str)])
+    -> ClientResult<Vec<Node>>;
+
+    /// `PUT /batch/nodeset`: sets `field` to `value` on the nodes `ids`; returns how many.
+    async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64>;
+
+    /// `GET /kv/{namespace}/{key}`: a stored value (`None` when absent).
+    async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>>;
+
+    /// `POST /kv/{namespace}/{key}`: stores a value.
+    async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()>;
+
+    /// `DELETE /kv/{namespace}/{key}`: removes a value.
+    async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()>;
 }
 
 #[async_trait]
@@ -165,6 +181,29 @@ impl Api for ApiClient {
 
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
         ApiClient::ack(self, id, sequence_id).await
+    }
+
+    async fn find_nodes_fast<'q>(
+        &self,
+        query: &'q [(&'q str, &'q str)],
+    ) -> ClientResult<Vec<Node>> {
+        ApiClient::find_nodes_fast(self, query).await
+    }
+
+    async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64> {
+        ApiClient::bulk_set(self, ids, field, value).await
+    }
+
+    async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>> {
+        ApiClient::get_kv(self, namespace, key).await
+    }
+
+    async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()> {
+        ApiClient::set_kv(self, namespace, key, value).await
+    }
+
+    async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()> {
+        ApiClient::delete_kv(self, namespace, key).await
     }
 }
 
@@ -246,6 +285,29 @@ impl<T: Api + ?Sized> Api for Arc<T> {
 
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
         (**self).ack(id, sequence_id).await
+    }
+
+    async fn find_nodes_fast<'q>(
+        &self,
+        query: &'q [(&'q str, &'q str)],
+    ) -> ClientResult<Vec<Node>> {
+        (**self).find_nodes_fast(query).await
+    }
+
+    async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64> {
+        (**self).bulk_set(ids, field, value).await
+    }
+
+    async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>> {
+        (**self).get_kv(namespace, key).await
+    }
+
+    async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()> {
+        (**self).set_kv(namespace, key, value).await
+    }
+
+    async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()> {
+        (**self).delete_kv(namespace, key).await
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::metrics::Metrics;
 use crate::client::ListenerHealth;
 use crate::models::Timestamp;
 
@@ -205,8 +206,14 @@ impl Liveness {
 }
 
 /// Serves `GET /health` on `listener` until `shutdown`: `200 OK` while `liveness` is alive,
-/// `503` with the stuck components otherwise, `404` for other paths.
-pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: Shutdown) {
+/// `503` with the stuck components otherwise; `GET /metrics`: `metrics` in the Prometheus
+/// text format; `404` for other paths.
+pub async fn serve_health(
+    listener: TcpListener,
+    liveness: Liveness,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => return,
@@ -215,7 +222,7 @@ pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: S
         let Ok((mut stream, _)) = accepted else {
             continue;
         };
-        let liveness = liveness.clone();
+        let (liveness, metrics) = (liveness.clone(), metrics.clone());
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(512);
             let mut chunk = [0u8; 512];
@@ -239,6 +246,7 @@ pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: S
                     Ok(()) => ("200 OK", "OK".to_owned()),
                     Err(stuck) => ("503 Service Unavailable", stuck),
                 },
+                ("GET" | "HEAD", "/metrics") => ("200 OK", metrics.render()),
                 _ => ("404 Not Found", "Not Found".to_owned()),
             };
             let body = if method == "HEAD" { "" } else { body.as_str() };

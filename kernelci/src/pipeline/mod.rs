@@ -5,9 +5,12 @@
 pub mod fault;
 pub mod job_retry;
 pub mod jobrunner;
+#[cfg(feature = "kcidb")]
+pub mod kcidb_bridge;
 pub mod ktap;
 pub mod lava_callback;
 pub mod lifecycle;
+pub mod metrics;
 pub mod regression;
 pub mod reporter;
 pub mod rules;

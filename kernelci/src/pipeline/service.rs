@@ -15,9 +15,9 @@
 //! shutdown signal and the liveness register in [`super::lifecycle`], the crash points of the
 //! crash-safety tests in [`super::fault`]; their public items are re-exported here.
 //!
-//! [`ServiceContext::serve_health`] answers `GET /health` with `200 OK` while every loop is
-//! alive, and `503` once one of them has made no progress (no event, no keep-alive from the
-//! server, no poll pass) for [`Liveness::stuck_after`]. On SIGINT or SIGTERM
+//! [`ServiceContext::serve_health`] answers `GET /metrics` with the service's [`Metrics`]
+//! (Prometheus text) and `GET /health` with `200 OK` while every loop is alive, and `503`
+//! once one of them has made no progress (no event, no keep-alive from the server, no poll pass) for [`Liveness::stuck_after`]. On SIGINT or SIGTERM
 //! ([`Shutdown::on_signals`]) the current event is finished and acknowledged, then the loops
 //! return.
 //!
@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 pub use async_trait::async_trait;
 use tokio::net::TcpListener;
 
+use super::metrics::Metrics;
 use crate::ErrorKind;
 use crate::client::{Api, ClientError, Listener, ListenerConfig, NodeEventFilter, ReceivedEvent};
 use crate::models::{Node, ObjectId};
@@ -251,6 +252,7 @@ pub struct ServiceContext {
     api: Arc<dyn Api>,
     shutdown: Shutdown,
     liveness: Liveness,
+    metrics: Metrics,
 }
 
 impl ServiceContext {
@@ -262,6 +264,7 @@ impl ServiceContext {
             api: api.into(),
             shutdown: Shutdown::new(),
             liveness: Liveness::default(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -295,6 +298,11 @@ impl ServiceContext {
     /// The liveness register.
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    /// The metrics served at `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The durable subscriber id for `channel`: `<name>:<channel>`, as upstream.
@@ -339,6 +347,7 @@ impl ServiceContext {
         tokio::spawn(serve_health(
             listener,
             self.liveness.clone(),
+            self.metrics.clone(),
             self.shutdown.clone(),
         ));
         Ok(bound)
