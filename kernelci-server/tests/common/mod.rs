@@ -46,7 +46,8 @@ pub async fn app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig) -> TestAp
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         Arc::new(LocalBus::new()),
-    );
+    )
+    .expect("app");
     app.bootstrap().await.expect("bootstrap");
     let mut t = TestApp {
         app,
