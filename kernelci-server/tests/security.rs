@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestApp, app_with};
+use common::{TestApp, app_with, mails, word_after};
 use kernelci::store::{EventMode, NodeStore};
-use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
+use kernelci::testsuite::smtp::SmtpServer;
 use kernelci_server::App;
 use kernelci_server::app::StartError;
 use kernelci_server::config::ServerConfig;
@@ -51,25 +51,6 @@ fn forged_forgot_password() -> String {
          Connection: close\r\n\r\n{body}",
         body.len()
     )
-}
-
-async fn mails(smtp: &SmtpServer, n: usize) -> Vec<ReceivedMail> {
-    let got = tokio::task::block_in_place(|| smtp.wait_for_messages(n, Duration::from_secs(15)));
-    assert_eq!(got.len(), n, "messages: {got:#?}\nlog:\n{}", smtp.log());
-    got
-}
-
-/// The text after `prefix` up to the next white space.
-fn word_after(text: &str, prefix: &str) -> String {
-    let start = text
-        .find(prefix)
-        .unwrap_or_else(|| panic!("no {prefix:?} in {text:?}"))
-        + prefix.len();
-    text[start..]
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Starts a server as an operator would (`App::open` over a SQLite file, a real socket) with
