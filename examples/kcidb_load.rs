@@ -60,7 +60,8 @@ fn start_server(db: &std::path::Path) -> String {
         Arc::new(store.clone()),
         Arc::new(store),
         Arc::new(LocalBus::new()),
-    );
+    )
+    .expect("app");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()

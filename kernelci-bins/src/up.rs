@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `kernelci.sqlite` | the node store, users, event log |
 //! | `storage/` | artifacts (tarballs, logs, kernels), served at `<url>/storage/` |
-//! | `secret-key`, `admin-password` | generated on first start unless `SECRET_KEY` / `KCI_INITIAL_PASSWORD` are set |
+//! | `secret-key`, `admin-password`, `storage-token` | generated on first start (from the operating system's randomness, mode 0600) unless `SECRET_KEY` / `KCI_INITIAL_PASSWORD` / `KCI_STORAGE_TOKEN` are set |
 //! | `src/` | the tarball service's git work trees |
 //! | `jobs/` | generated job definitions and job work directories |
 //! | `demo/` | with `--demo`: the demo tree (`demo/linux`) and its config (`demo/config`) |
@@ -46,6 +46,9 @@ use kernelci::runtime::registry::RuntimeContext;
 use kernelci::runtime::template::TemplateEngine;
 use kernelci::storage::Storage;
 use serde_json::Value;
+
+mod secrets;
+use secrets::{persistent_secret, random_hex, signing_secret};
 
 /// The job templates shipped with the binary, written into the demo config so `kci up --demo`
 /// works from any directory.
@@ -147,6 +150,9 @@ pub enum UpError {
     /// The demo tree could not be made.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// A secret could not be made or is too weak.
+    #[error("{0}")]
+    Secret(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
@@ -156,8 +162,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
     }
 }
 
-/// What a finished `kci up --exit-after-report` run saw.
-#[derive(Debug, Clone)]
+/// What a finished `kci up --exit-after-report` run saw. Its `Debug` output hides the token.
+#[derive(Clone)]
 pub struct UpSummary {
     /// The API URL.
     pub url: String,
@@ -167,37 +173,14 @@ pub struct UpSummary {
     pub token: String,
 }
 
-/// Reads `path`, or writes `generate()` into it (mode 0600) on first use.
-fn persistent_secret(path: &Path, generate: impl FnOnce() -> String) -> Result<String, UpError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-        _ => {
-            let value = generate();
-            std::fs::write(path, format!("{value}\n")).map_err(io(path))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io(path))?;
-            }
-            Ok(value)
-        }
+impl std::fmt::Debug for UpSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpSummary")
+            .field("url", &self.url)
+            .field("checkout", &self.checkout)
+            .field("token", &"<redacted>")
+            .finish()
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // getrandom failing means no entropy source at all; fall back to time-based noise.
-    if getrandom::fill(&mut buf).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8);
-        }
-    }
-    hex::encode(buf)
 }
 
 /// The YAML config the demo follows: one tree (the demo tree over `file://`), a kbuild job on
@@ -452,20 +435,29 @@ pub async fn run(
     };
 
     // --- the API server, embedded default ---
-    let secret = match std::env::var("SECRET_KEY") {
-        Ok(s) if !s.trim().is_empty() => s,
-        _ => persistent_secret(&data.join("secret-key"), || random_hex(32))?,
-    };
-    let password = match std::env::var("KCI_INITIAL_PASSWORD") {
-        Ok(s) if !s.is_empty() => s,
-        _ => persistent_secret(&data.join("admin-password"), || random_hex(12))?,
-    };
     let mut server_config =
         <kernelci_server::config::ServerConfig as clap::Parser>::try_parse_from([
             "kernelci-server",
         ])
         .map_err(|e| UpError::Server(format!("server settings from the environment: {e}")))?;
+    let secret = signing_secret(
+        std::env::var("SECRET_KEY").ok(),
+        &data.join("secret-key"),
+        server_config.allow_weak_secret,
+    )?;
+    let password = match std::env::var("KCI_INITIAL_PASSWORD") {
+        Ok(s) if !s.is_empty() => s,
+        _ => persistent_secret(&data.join("admin-password"), || random_hex(16))?,
+    };
     server_config.listen = opts.listen;
+    // Links in the server's e-mails: PUBLIC_BASE_URL, else the address given to listen on
+    // (configured, never taken from a request) when it names one host and port.
+    if server_config.public_base_url.is_none()
+        && !opts.listen.ip().is_unspecified()
+        && opts.listen.port() != 0
+    {
+        server_config.public_base_url = Some(format!("http://{}", opts.listen));
+    }
     server_config.database = Some(format!(
         "sqlite://{}",
         data.join("kernelci.sqlite").display()

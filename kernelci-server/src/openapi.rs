@@ -122,8 +122,9 @@ impl Route {
     }
 
     /// Every status it can answer, sorted: success, auth (401; 403 for verified-only and
-    /// admin routes), its own errors, and for API routes 400 and 422 (bad input), 413 (body
-    /// over the limit) when it takes a body, 503 and 504 (store unavailable or too slow).
+    /// admin routes), its own errors, and for API routes 400 and 422 (bad input), 408 and 413
+    /// (body too slow or over the limit) when it takes a body, 503 and 504 (store unavailable
+    /// or too slow).
     pub fn statuses(&self) -> Vec<u16> {
         let mut out = vec![self.ok];
         match self.access {
@@ -135,7 +136,7 @@ impl Route {
         if self.is_api() {
             out.extend([400, 422, 503, 504]);
             if self.body.is_some() {
-                out.push(413);
+                out.extend([408, 413]);
             }
         }
         out.sort_unstable();
@@ -155,10 +156,12 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/user/login",
-        "Log in (OAuth2 password form); returns a bearer token",
+        "Log in (OAuth2 password form); returns a bearer token (429: too many failed \
+         attempts from this address, see `--login-rate`)",
         Public,
         Some("form"),
-    ),
+    )
+    .errors(&[429]),
     r(
         "POST",
         "/user/logout",
@@ -210,12 +213,13 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/user/forgot-password",
         "Request a password reset: the token goes by e-mail (400: SMTP not configured; \
-         500: the e-mail could not be sent)",
+         429: too many requests from this address, see `--forgot-password-rate`; 500: the \
+         e-mail could not be sent)",
         Public,
         Some("json"),
     )
     .ok(202)
-    .errors(&[500]),
+    .errors(&[429, 500]),
     r(
         "POST",
         "/user/reset-password",
@@ -228,10 +232,11 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/user/update-password",
-        "Change a password (form)",
+        "Change a password (form; failed checks count as failed logins: 429)",
         Public,
         Some("form"),
-    ),
+    )
+    .errors(&[429]),
     r(
         "POST",
         "/user/tokens",
@@ -493,9 +498,11 @@ fn describe(status: u16) -> &'static str {
         403 => "Not allowed: unverified user, not an admin, or not the owner",
         404 => "Not found",
         409 => "Conflict",
+        408 => "The request body did not arrive within the server's time (--body-timeout)",
         410 => "Gone: the events were removed by retention",
         413 => "Request body over the server's limit",
         422 => "Validation error",
+        429 => "Too many attempts from this address; retry after `Retry-After` seconds",
         500 => "Server error (see the summary)",
         503 => "The store or the event bus is unavailable",
         504 => "The store did not answer in time",
@@ -710,14 +717,22 @@ fn links(route: &Route) -> Map<String, Value> {
 /// Query parameters of a route: pagination on the paginated lists, upstream's flags.
 fn query_parameters(route: &Route) -> Vec<Value> {
     let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
-    let paged = || {
+    let paged = |maximum: Option<u64>| {
+        let mut limit = json!({"type": "integer", "minimum": 1});
+        if let Some(m) = maximum {
+            limit["maximum"] = json!(m);
+        }
         vec![
-            q("limit", json!({"type": "integer", "minimum": 1})),
+            q("limit", limit),
             q("offset", json!({"type": "integer", "minimum": 0})),
         ]
     };
     match (route.method, route.path) {
-        ("GET", "/nodes" | "/users" | "/user-groups" | "/telemetry" | "/events") => paged(),
+        // Streamed: no maximum.
+        ("GET", "/nodes" | "/events") => paged(None),
+        ("GET", "/users" | "/user-groups" | "/telemetry") => {
+            paged(Some(crate::routes::MAX_PAGE_LIMIT))
+        }
         ("GET", "/telemetry/stats") => {
             vec![json!({"name": "group_by", "in": "query", "required": true, "schema": string()})]
         }

@@ -7,6 +7,7 @@ use common::{ADMIN_PASSWORD, app, app_with};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use kernelci::models::{ObjectId, User};
 use kernelci::store::UserStore;
+use kernelci_server::config::TEST_SECRET_KEY;
 use serde_json::{Value, json};
 
 fn now() -> i64 {
@@ -175,9 +176,12 @@ async fn whoami_and_verification_levels() {
         .assert_detail(401, "Unauthorized");
 }
 
+/// A second accepted signing key (`UNIFIED_SECRET`), 32 bytes or more.
+const UNIFIED: &str = "unified-secret-of-thirty-two-bytes-or-more";
+
 #[tokio::test]
 async fn jwt_edge_cases() {
-    let t = app_with(|c| c.unified_secret = Some("unified".into())).await;
+    let t = app_with(|c| c.unified_secret = Some(UNIFIED.into())).await;
     let admin = t.get_as(&t.admin, "/whoami").await.json();
     let sub = admin["id"].as_str().unwrap();
     let good = |secret: &str| {
@@ -188,14 +192,14 @@ async fn jwt_edge_cases() {
     };
     // Accepted: primary secret, UNIFIED_SECRET, no exp, string aud.
     for tok in [
-        good("test-secret"),
-        good("unified"),
+        good(TEST_SECRET_KEY),
+        good(UNIFIED),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": sub, "aud": ["fastapi-users:auth"]}),
         ),
         jwt(
-            "unified",
+            UNIFIED,
             &json!({"sub": sub, "aud": "fastapi-users:auth", "email": "x", "permissions": []}),
         ),
     ] {
@@ -207,23 +211,23 @@ async fn jwt_edge_cases() {
     let refused = [
         good("forged"),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": sub, "aud": ["fastapi-users:auth"], "exp": now() - 10}),
         ),
-        jwt("test-secret", &json!({"sub": sub, "exp": now() + 600})),
+        jwt(TEST_SECRET_KEY, &json!({"sub": sub, "exp": now() + 600})),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": sub, "aud": ["fastapi-users:reset"], "exp": now() + 600}),
         ),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": ObjectId::new().to_hex(), "aud": ["fastapi-users:auth"]}),
         ),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": "zz", "aud": ["fastapi-users:auth"]}),
         ),
-        jwt("test-secret", &json!({"aud": ["fastapi-users:auth"]})),
+        jwt(TEST_SECRET_KEY, &json!({"aud": ["fastapi-users:auth"]})),
         format!("{header_none}.{payload}."),
         "garbage".to_owned(),
     ];
@@ -233,7 +237,7 @@ async fn jwt_edge_cases() {
             .assert_detail(401, "Unauthorized");
     }
     // Scheme is case-insensitive; other schemes and no header are 401.
-    let ok = good("test-secret");
+    let ok = good(TEST_SECRET_KEY);
     let r = t
         .req("GET", "/whoami")
         .header("authorization", &format!("bearer {ok}"))
@@ -463,7 +467,7 @@ async fn invite_and_accept_invite() {
         .assert_detail(400, "Invalid or expired invite token");
     let sub = inv["user"]["id"].as_str().unwrap();
     let wrong_purpose = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": sub, "email": "frank@example.org", "purpose": "reset", "exp": now() + 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -472,7 +476,7 @@ async fn invite_and_accept_invite() {
         .await
         .assert_detail(400, "Invalid invite token");
     let wrong_email = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": sub, "email": "x@example.org", "purpose": "invite", "exp": now() + 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -481,7 +485,7 @@ async fn invite_and_accept_invite() {
         .await
         .assert_detail(400, "Invalid invite token");
     let expired = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": sub, "email": "frank@example.org", "purpose": "invite", "exp": now() - 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -490,7 +494,7 @@ async fn invite_and_accept_invite() {
         .await
         .assert_detail(400, "Invalid or expired invite token");
     let unknown = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": ObjectId::new().to_hex(), "email": "frank@example.org", "purpose": "invite", "exp": now() + 60}),
     );
     t.req("POST", "/user/accept-invite")
