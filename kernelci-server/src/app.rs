@@ -31,6 +31,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Invite and password-reset e-mails.
     pub mailer: Mailer,
+    /// The web viewer's cache and settings.
+    pub viewer: crate::viewer::Viewer,
 }
 
 impl std::fmt::Debug for App {
@@ -107,6 +109,7 @@ impl App {
             pubsub,
             metrics: Metrics::default(),
             mailer,
+            viewer: crate::viewer::Viewer::from_env(),
         })
     }
 

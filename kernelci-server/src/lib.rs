@@ -5,6 +5,7 @@
 //! - [`router`]: version prefixes, dispatch, logging; [`routes`]: the handlers;
 //! - [`auth`]: JWTs, password hashes, revocable tokens; [`pubsub`]: subscriptions over the
 //!   durable event log;
+//! - [`viewer`]: the web views (trees, revisions, results, logs, compare, health, nodes);
 //! - [`storage_upload`]: the kernelci-storage upload endpoint; [`mail`]: invite and
 //!   password-reset e-mails over SMTP.
 //!
@@ -31,6 +32,7 @@ pub mod pubsub;
 pub mod router;
 pub mod routes;
 pub mod storage_upload;
+pub mod viewer;
 
 use std::convert::Infallible;
 use std::future::Future;

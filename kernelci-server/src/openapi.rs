@@ -751,6 +751,8 @@ pub fn document() -> Value {
             .or_insert_with(|| json!({}));
         entry[route.method.to_lowercase()] = op;
     }
+    // Our extension: the viewer's data endpoints.
+    paths.extend(crate::viewer::openapi::paths());
     json!({
         "openapi": "3.1.0",
         "info": {"title": "KernelCI API", "version": env!("CARGO_PKG_VERSION"),

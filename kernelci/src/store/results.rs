@@ -69,14 +69,15 @@ impl ResultCategory {
 }
 
 /// The three status groups every count is shown in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusGroup {
     /// `pass`.
     Pass,
     /// `fail`.
     Fail,
-    /// `skip`, `incomplete` or no result yet.
+    /// `skip`, `incomplete` or no result yet (the default: nothing known).
+    #[default]
     Inconclusive,
 }
 
