@@ -378,7 +378,7 @@ pub async fn result_detail(app: &App, id: &str, limit: u64) -> Result<ResultDeta
     let chain = ancestors(app, &node).await?;
     let has_children = app
         .store
-        .count_nodes(&eq(Filter::all(), "parent", id))
+        .count_nodes(&Filter::all().and_eq("parent", id)?)
         .await?
         > 0;
     let checkout = chain

@@ -55,6 +55,9 @@ fn env() -> &'static Result<Environment<'static>, String> {
     static ENV: OnceLock<Result<Environment<'static>, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
+        env.add_filter("urlencode", |s: String| {
+            form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+        });
         for (name, text) in TEMPLATES {
             env.add_template(name, text)
                 .map_err(|e| format!("template {name}: {e}"))?;
@@ -538,5 +541,33 @@ mod tests {
             &json!({"status": 400, "detail": "<script>alert(1)</script>", "nav": ""}),
         );
         assert!(r.is_ok());
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::viewer::model::{ResultDetail, RunEntry};
+
+    #[test]
+    fn result_page_renders() {
+        let mut d = ResultDetail::default();
+        d.history.push(RunEntry {
+            commit: "0123456789abcdef".into(),
+            ..RunEntry::default()
+        });
+        d.artifacts.push(crate::viewer::model::ArtifactLink {
+            key: "log".into(),
+            url: "http://x/log.txt".into(),
+            node: "n".into(),
+            is_log: true,
+        });
+        let mut v = serde_json::to_value(&d).unwrap();
+        v["history"][0]["status"] = json!("fail");
+        let r = render(
+            "result.html",
+            &json!({"nav": "trees", "d": v, "tab": "test"}),
+        );
+        assert!(r.is_ok(), "{:?}", r.err().map(|e| e.body));
     }
 }
