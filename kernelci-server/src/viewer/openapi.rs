@@ -190,10 +190,16 @@ fn schema_is_array(p: &Value) -> bool {
     p["schema"]["type"] == "array"
 }
 
-/// The `paths` entries of the viewer's data endpoints.
-pub fn paths() -> Map<String, Value> {
-    let mut out = Map::new();
+/// Adds the viewer's parameters, answer schemas and tag to its operations in `paths` (the
+/// operations themselves come from the route table, `crate::openapi::ROUTES`).
+pub fn enrich(paths: &mut Map<String, Value>) {
     for e in ENDPOINTS {
+        let Some(op) = paths.get_mut(e.path).and_then(|p| p.get_mut("get")) else {
+            continue;
+        };
+        op["summary"] = json!(e.summary);
+        op["tags"] = json!(["viewer"]);
+        op["x-kernelci-extension"] = json!(true);
         let mut params: Vec<Value> = e
             .path
             .split('/')
@@ -219,34 +225,9 @@ pub fn paths() -> Map<String, Value> {
                 ));
             }
         }
-        let error = json!({"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        let mut responses = Map::new();
-        responses.insert(
-            "200".into(),
-            json!({"description": "Success", "content": {"application/json": {"schema": schema_of(&(e.example)())}}}),
-        );
-        for status in ["400", "404", "503", "504"] {
-            responses.insert(status.into(), error.clone());
-        }
-        if e.path.starts_with("/viewer/api/log") {
-            responses.insert("403".into(), error.clone());
-            responses.insert("502".into(), error.clone());
-        }
-        let op_id = format!(
-            "get_{}",
-            e.path
-                .replace(['/', '{', '}'], "_")
-                .trim_matches('_')
-                .replace("__", "_")
-        );
-        out.insert(
-            e.path.to_owned(),
-            json!({"get": {"summary": e.summary, "operationId": op_id, "tags": ["viewer"],
-                           "x-kernelci-extension": true, "parameters": params,
-                           "responses": responses}}),
-        );
+        op["parameters"] = json!(params);
+        op["responses"]["200"]["content"]["application/json"]["schema"] = schema_of(&(e.example)());
     }
-    out
 }
 
 #[cfg(test)]
@@ -255,8 +236,11 @@ mod tests {
 
     #[test]
     fn every_endpoint_has_a_derived_schema() {
-        let p = paths();
-        assert_eq!(p.len(), ENDPOINTS.len());
+        let doc = crate::openapi::document();
+        let p = doc["paths"].as_object().unwrap();
+        for e in ENDPOINTS {
+            assert_eq!(p[e.path]["get"]["tags"], json!(["viewer"]), "{}", e.path);
+        }
         let trees = &p["/viewer/api/trees"]["get"]["responses"]["200"]["content"]["application/json"]
             ["schema"];
         assert_eq!(trees["properties"]["items"]["type"], "array");
