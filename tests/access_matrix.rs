@@ -349,6 +349,47 @@ const TABLE: &[Row] = &[
         Rule::Public(200),
     ),
     Row("GET", "/metrics", Fx::Nothing, Rule::Public(200)),
+    // The viewer's data: public reads. Alice's node is a test: the revision routes answer
+    // "not a checkout" (400), the log route "no log artifact" (404).
+    Row("GET", "/viewer/api/trees", Fx::Nothing, Rule::Public(200)),
+    Row(
+        "GET",
+        "/viewer/api/checkout/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row(
+        "GET",
+        "/viewer/api/checkout/{id}/results",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row(
+        "GET",
+        "/viewer/api/checkout/{id}/history",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row(
+        "GET",
+        "/viewer/api/result/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(200),
+    ),
+    Row(
+        "GET",
+        "/viewer/api/log/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(404),
+    ),
+    Row("GET", "/viewer/api/log", Fx::Nothing, Rule::Public(400)),
+    Row(
+        "GET",
+        "/viewer/api/compare/{id}/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row("GET", "/viewer/api/health", Fx::Nothing, Rule::Public(200)),
 ];
 
 /// The test's world: the server, the callers' long-lived tokens, the bad tokens.

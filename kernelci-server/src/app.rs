@@ -36,6 +36,8 @@ pub struct App {
     pub login_limiter: RateLimiter,
     /// `forgot-password` requests per client.
     pub forgot_password_limiter: RateLimiter,
+    /// The web viewer's cache and settings.
+    pub viewer: crate::viewer::Viewer,
 }
 
 impl std::fmt::Debug for App {
@@ -167,6 +169,7 @@ impl App {
             pubsub,
             metrics: Metrics::default(),
             mailer,
+            viewer: crate::viewer::Viewer::from_env(),
         }))
     }
 

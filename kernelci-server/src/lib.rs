@@ -5,6 +5,7 @@
 //! - [`router`]: version prefixes, dispatch, logging; [`routes`]: the handlers;
 //! - [`auth`]: JWTs, password hashes, revocable tokens; [`pubsub`]: subscriptions over the
 //!   durable event log;
+//! - [`viewer`]: the web views (trees, revisions, results, logs, compare, health, nodes);
 //! - [`storage_upload`]: the kernelci-storage upload endpoint; [`mail`]: invite and
 //!   password-reset e-mails over SMTP;
 //! - [`proxy`]: the client's address behind trusted proxies; [`ratelimit`]: login and
@@ -44,6 +45,7 @@ pub mod routes;
 pub mod serve;
 pub mod storage_upload;
 pub mod stream;
+pub mod viewer;
 
 use std::convert::Infallible;
 use std::future::Future;

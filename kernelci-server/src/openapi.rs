@@ -486,6 +486,51 @@ pub const ROUTES: &[Route] = &[
         None,
     )
     .content(Metrics),
+    // Our extension: the viewer's data (schemas and parameters: `viewer::openapi`).
+    r("GET", "/viewer/api/trees", "Viewer: trees", Public, None),
+    r(
+        "GET",
+        "/viewer/api/checkout/{id}",
+        "Viewer: revision",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r(
+        "GET",
+        "/viewer/api/checkout/{id}/results",
+        "Viewer: results",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r(
+        "GET",
+        "/viewer/api/checkout/{id}/history",
+        "Viewer: history",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r(
+        "GET",
+        "/viewer/api/result/{id}",
+        "Viewer: result",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r("GET", "/viewer/api/log/{id}", "Viewer: log", Public, None).errors(&[403, 404, 502]),
+    r("GET", "/viewer/api/log", "Viewer: log by URL", Public, None).errors(&[403, 404, 502]),
+    r(
+        "GET",
+        "/viewer/api/compare/{base}/{target}",
+        "Viewer: compare",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r("GET", "/viewer/api/health", "Viewer: health", Public, None),
 ];
 
 fn describe(status: u16) -> &'static str {
@@ -795,6 +840,8 @@ pub fn document() -> Value {
             .or_insert_with(|| json!({}));
         entry[route.method.to_lowercase()] = op;
     }
+    // Our extension: the viewer's data endpoints, with their parameters and answer schemas.
+    crate::viewer::openapi::enrich(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "KernelCI API", "version": env!("CARGO_PKG_VERSION"),

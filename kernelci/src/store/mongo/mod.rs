@@ -60,6 +60,7 @@ mod events;
 mod indexes;
 mod kv;
 mod nodes;
+mod results;
 mod telemetry;
 mod users;
 

@@ -8,8 +8,9 @@
 //! | [`events`] | [`event_log_suite!`](crate::event_log_suite) | `EventLog` |
 //! | [`node_events`] | [`node_event_suite!`](crate::node_event_suite) | `NodeStore + EventLog` |
 //! | [`telemetry`] | [`telemetry_store_suite!`](crate::telemetry_store_suite) | `TelemetryStore` |
+//! | [`results`] | [`results_store_suite!`](crate::results_store_suite) | `ResultsStore + NodeStore` |
 //!
-//! [`store_suite!`](crate::store_suite) runs all six on a store that implements every trait.
+//! [`store_suite!`](crate::store_suite) runs all seven on a store that implements every trait.
 //! Each macro takes an async expression that makes a fresh, empty store and a guard that keeps
 //! its resources alive, and writes one `#[tokio::test]` per check in a module named after the
 //! trait (`node_store::node_round_trip`, ...):
@@ -34,6 +35,7 @@ pub mod events;
 pub mod kv;
 pub mod node_events;
 pub mod nodes;
+pub mod results;
 pub mod telemetry;
 pub mod users;
 
@@ -171,6 +173,23 @@ macro_rules! telemetry_store_suite {
     };
 }
 
+/// Runs the [`ResultsStore`](crate::store::ResultsStore) suite ([`results`]) in a module
+/// `results_store` (the store must be a `NodeStore` too, to hold the nodes counted).
+#[macro_export]
+macro_rules! results_store_suite {
+    (@run $($make:tt)+) => {
+        $crate::__store_suite_tests!(results_store, results, $($make)+;
+            counts_match_reference, find_results_failures_first, node_results_match_reference,
+            latest_checkouts_per_branch);
+    };
+    (option $make:expr) => {
+        $crate::results_store_suite!(@run option $make);
+    };
+    ($make:expr) => {
+        $crate::results_store_suite!(@run $make);
+    };
+}
+
 /// Runs every store suite on a store that implements every store trait
 /// ([`Store`](crate::store::Store)).
 #[macro_export]
@@ -182,6 +201,7 @@ macro_rules! store_suite {
         $crate::event_log_suite!($($make)+);
         $crate::node_event_suite!($($make)+);
         $crate::telemetry_store_suite!($($make)+);
+        $crate::results_store_suite!($($make)+);
     };
     (option $make:expr) => {
         $crate::store_suite!(@run option $make);
