@@ -86,16 +86,17 @@ fn opt_groups(body: &Value) -> Result<Option<Vec<String>>, ApiError> {
                         v,
                     )
                 })?;
-                if out.iter().any(|g| g == s) {
-                    return Err(ApiError::validation(
-                        "body",
-                        "groups",
-                        "value_error",
-                        "Value error, Groups must be unique",
-                        items,
-                    ));
-                }
                 out.push(s.to_owned());
+            }
+            let mut errors = kernelci::models::ValidationErrors::default();
+            kernelci::models::input::check_unique_groups(&out, &mut errors);
+            if let Some(dup) = errors.problems.first_mut() {
+                // The same validator as a node's `user_groups`, on the `groups` field.
+                dup.loc = vec![Value::from("groups")];
+                return Err(ApiError::unprocessable_input(
+                    &[Value::from("body")],
+                    &errors,
+                ));
             }
             Ok(Some(out))
         }

@@ -9,9 +9,11 @@
 //! that names every failing field.
 
 pub mod ids;
+pub mod input;
 pub mod kinds;
 pub mod node;
 pub mod sample;
+pub mod shape;
 pub mod time;
 pub mod user;
 pub mod validate;
