@@ -437,3 +437,34 @@ async fn query_numbers_have_pydantic_bounds() {
         .await
         .assert_422("int_parsing", json!(["query", "limit"]));
 }
+
+#[tokio::test]
+async fn error_lists_are_bounded() {
+    let t = app().await;
+    let user = t.user_token("alice", &[]).await;
+    // A body of many wrong items answers with the first 1,000 problems, not one per item.
+    let d = post_422(
+        &t,
+        &user,
+        json!({"kind": "test", "name": "x", "path": vec![1; 5000]}),
+    )
+    .await;
+    assert_eq!(d.as_array().unwrap().len(), 1000);
+    assert_eq!(d[999]["loc"], json!(["body", "path", 999]));
+    let r = t
+        .post_as(
+            &user,
+            "/node",
+            &json!({"kind": "kbuild", "name": "k", "path": ["k"],
+                    "data": {"fragments": vec![1; 3000]}}),
+        )
+        .await;
+    let text = text_400(&r);
+    assert!(
+        text.starts_with("3000 validation errors for Kbuild\ndata.fragments.0\n"),
+        "{}",
+        &text[..200]
+    );
+    assert!(text.ends_with("\n(2000 more not shown)"));
+    assert_eq!(text.lines().count(), 1 + 2 * 1000 + 1);
+}

@@ -136,23 +136,8 @@ impl ErrorCode {
 
     /// The wire string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJobParams => "invalid_job_params",
-            ErrorCode::SubmitError => "submit_error",
-            ErrorCode::NodeTimeout => "node_timeout",
-            ErrorCode::Infrastructure => "Infrastructure",
-            ErrorCode::Canceled => "Canceled",
-            ErrorCode::Job => "Job",
-            ErrorCode::Bug => "Bug",
-            ErrorCode::Test => "Test",
-            ErrorCode::Configuration => "Configuration",
-            ErrorCode::LavaTimeout => "LAVATimeout",
-            ErrorCode::MultinodeTimeout => "MultinodeTimeout",
-            ErrorCode::ObjectNotPersisted => "ObjectNotPersisted",
-            ErrorCode::UnexistingPermissionCodename => "Unexisting permission codename.",
-            ErrorCode::JobGenerationError => "job_generation_error",
-            ErrorCode::KbuildInternalError => "kbuild_internal_error",
-        }
+        // The variants are declared in the order of the names.
+        ERROR_CODE_NAMES[self as usize]
     }
 }
 

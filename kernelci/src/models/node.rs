@@ -45,12 +45,8 @@ impl State {
 
     /// The wire string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Available => "available",
-            State::Closing => "closing",
-            State::Done => "done",
-        }
+        // The variants are declared in the order of the names.
+        Self::NAMES[self as usize]
     }
 
     /// The upstream state machine (api spec §4.4): a node only moves forward
@@ -114,12 +110,8 @@ impl ResultValue {
 
     /// The wire string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ResultValue::Pass => "pass",
-            ResultValue::Fail => "fail",
-            ResultValue::Skip => "skip",
-            ResultValue::Incomplete => "incomplete",
-        }
+        // The variants are declared in the order of the names.
+        Self::NAMES[self as usize]
     }
 }
 
@@ -528,6 +520,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Transition not allowed with state: running"
+        );
+    }
+
+    #[test]
+    fn wire_names_match_serde() {
+        for st in State::ALL {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        for r in ResultValue::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(
+            "finished".parse::<State>().unwrap_err().to_string(),
+            "1 validation error\nstate\n  Input should be 'running', 'available', 'closing' or \
+             'done' [type=enum, input_value='finished', input_type=str]"
         );
     }
 

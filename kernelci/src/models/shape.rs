@@ -103,7 +103,12 @@ pub fn check_object(
     obj: &mut Map<String, Value>,
     errors: &mut ValidationErrors,
 ) {
-    let whole = Value::Object(obj.clone());
+    // pydantic shows the whole object as the input of a missing field; copied only then.
+    let whole = fields
+        .iter()
+        .any(|f| f.required && !obj.contains_key(f.name))
+        .then(|| Value::Object(obj.clone()))
+        .unwrap_or(Value::Null);
     for f in fields {
         match obj.get_mut(f.name) {
             None if f.required => errors.add(at(loc, f.name), "missing", "Field required", &whole),

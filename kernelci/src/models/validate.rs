@@ -60,21 +60,31 @@ fn dotted(loc: &[Value]) -> String {
 pub struct ValidationErrors {
     /// The model's class name, as pydantic names it in `N validation errors for <Model>`.
     pub model: String,
-    /// The problems, in the model's field order.
+    /// The problems, in the model's field order; at most [`ValidationErrors::MAX_KEPT`].
     pub problems: Vec<ValidationError>,
+    /// Problems found beyond [`ValidationErrors::MAX_KEPT`]: counted, not kept.
+    pub omitted: usize,
 }
 
 impl ValidationErrors {
+    /// How many problems are kept: a hostile body (a list of a million wrong items) must not
+    /// turn into an answer or a text many times its size.
+    pub const MAX_KEPT: usize = 1000;
+
     /// No problems yet, for `model`.
     pub fn for_model(model: impl Into<String>) -> ValidationErrors {
         ValidationErrors {
             model: model.into(),
-            problems: Vec::new(),
+            ..ValidationErrors::default()
         }
     }
 
     /// Records a problem of pydantic type `kind` at `loc`.
     pub fn add(&mut self, loc: Vec<Value>, kind: &str, message: impl Into<String>, input: &Value) {
+        if self.problems.len() >= Self::MAX_KEPT {
+            self.omitted += 1;
+            return;
+        }
         self.problems.push(ValidationError {
             path: dotted(&loc),
             loc,
@@ -94,15 +104,23 @@ impl ValidationErrors {
         input: &Value,
         ctx: Value,
     ) {
+        let kept = self.problems.len();
         self.add(loc, kind, message, input);
-        if let Some(last) = self.problems.last_mut() {
+        if self.problems.len() > kept
+            && let Some(last) = self.problems.last_mut()
+        {
             last.ctx = Some(ctx);
         }
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.omitted == 0
+    }
+
+    /// How many problems were found, kept or not.
+    pub fn count(&self) -> usize {
+        self.problems.len() + self.omitted
     }
 
     /// `Ok` when empty, else the errors as a [`ModelError::Validation`].
@@ -124,7 +142,7 @@ impl ValidationErrors {
 /// and `  <msg> [type=<type>, input_value=<repr>, input_type=<type>]`.
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
+        let n = self.count();
         write!(f, "{n} validation error{}", if n == 1 { "" } else { "s" })?;
         if !self.model.is_empty() {
             write!(f, " for {}", self.model)?;
@@ -141,6 +159,9 @@ impl fmt::Display for ValidationErrors {
                 super::shape::shown_input(&e.input),
                 super::shape::python_type(&e.input)
             )?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n({} more not shown)", self.omitted)?;
         }
         Ok(())
     }
