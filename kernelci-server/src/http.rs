@@ -135,7 +135,7 @@ impl Request {
             return Err(ApiError::bound("query", name, raw, "ge", json!(min)));
         }
         // NaN compares false everywhere: pydantic reports it against the upper bound.
-        if !(x <= max) {
+        if x > max || x.is_nan() {
             return Err(ApiError::bound("query", name, raw, "le", json!(max)));
         }
         Ok(Some(x))

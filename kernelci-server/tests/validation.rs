@@ -468,3 +468,39 @@ async fn error_lists_are_bounded() {
     assert!(text.ends_with("\n(2000 more not shown)"));
     assert_eq!(text.lines().count(), 1 + 2 * 1000 + 1);
 }
+
+#[tokio::test]
+async fn user_booleans_are_read_as_pydantic_reads_them() {
+    let t = app().await;
+    let r = t
+        .post_as(
+            &t.admin,
+            "/user/invite",
+            &json!({"username": "bob", "email": "bob@example.org", "is_superuser": "maybe"}),
+        )
+        .await;
+    assert_eq!(
+        r.detail(),
+        json!([{"type": "bool_parsing", "loc": ["body", "is_superuser"],
+                "msg": "Input should be a valid boolean, unable to interpret input",
+                "input": "maybe"}])
+    );
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "bob", "email": "bob@example.org", "send_email": [true]}),
+    )
+    .await
+    .assert_422("bool_type", json!(["body", "send_email"]));
+    // `"true"` is a boolean to pydantic, as upstream's clients may send it.
+    let r = t
+        .post_as(
+            &t.admin,
+            "/user/invite",
+            &json!({"username": "bob", "email": "bob@example.org", "send_email": "false",
+                    "return_token": "true"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["token"].is_string(), "{}", r.text());
+}

@@ -57,17 +57,23 @@ fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError>
     }
 }
 
+/// An optional boolean, read as pydantic reads `bool` (`true`, `"yes"`, `1`, ...).
 fn opt_bool(body: &Value, name: &str) -> Result<Option<bool>, ApiError> {
+    use kernelci::models::shape::{Shape, check_value};
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ApiError::validation(
-            "body",
-            name,
-            "bool_type",
-            "Input should be a valid boolean",
-            other,
-        )),
+        Some(v) => {
+            let mut v = v.clone();
+            let mut errors = kernelci::models::ValidationErrors::default();
+            check_value(Shape::Bool, &[Value::from(name)], &mut v, &mut errors);
+            if !errors.is_empty() {
+                return Err(ApiError::unprocessable_input(
+                    &[Value::from("body")],
+                    &errors,
+                ));
+            }
+            Ok(v.as_bool())
+        }
     }
 }
 

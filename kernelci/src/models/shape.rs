@@ -104,11 +104,14 @@ pub fn check_object(
     errors: &mut ValidationErrors,
 ) {
     // pydantic shows the whole object as the input of a missing field; copied only then.
-    let whole = fields
+    let whole = if fields
         .iter()
         .any(|f| f.required && !obj.contains_key(f.name))
-        .then(|| Value::Object(obj.clone()))
-        .unwrap_or(Value::Null);
+    {
+        Value::Object(obj.clone())
+    } else {
+        Value::Null
+    };
     for f in fields {
         match obj.get_mut(f.name) {
             None if f.required => errors.add(at(loc, f.name), "missing", "Field required", &whole),
@@ -146,8 +149,8 @@ fn lax_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => match n.as_f64() {
-            Some(x) if x == 0.0 => Some(false),
-            Some(x) if x == 1.0 => Some(true),
+            Some(0.0) => Some(false),
+            Some(1.0) => Some(true),
             _ => None,
         },
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
