@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use kernelci::models::ModelError;
+use kernelci::models::{ModelError, ValidationErrors};
 use kernelci::query::QueryError;
 use kernelci::store::{Conflict, Entity, StoreError};
 use serde::Serialize;
@@ -73,7 +73,7 @@ impl Request {
                 "loc": ["body", e.column().saturating_sub(1)],
                 "msg": "JSON decode error",
                 "input": {},
-                "ctx": {"error": e.to_string()},
+                "ctx": {"error": python_json_error(&e)},
             }]))
         })
     }
@@ -86,6 +86,59 @@ impl Request {
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// An integer query parameter read as FastAPI reads `int = Query(ge=min)`: 422
+    /// `int_parsing` when it is no integer, `greater_than_equal` below `min`.
+    pub fn query_int(&self, name: &str, min: i64) -> Result<Option<i64>, ApiError> {
+        let Some(raw) = self.query_param(name) else {
+            return Ok(None);
+        };
+        let t = raw.trim();
+        let n = t.parse::<i64>().ok().or_else(|| {
+            t.parse::<f64>()
+                .ok()
+                .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e18)
+                .map(|x| x as i64)
+        });
+        let Some(n) = n else {
+            return Err(ApiError::validation(
+                "query",
+                name,
+                "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer",
+                raw,
+            ));
+        };
+        if n < min {
+            return Err(ApiError::bound("query", name, raw, "ge", json!(min)));
+        }
+        Ok(Some(n))
+    }
+
+    /// A number query parameter read as FastAPI reads `float = Query(ge=min, le=max)`: 422
+    /// `float_parsing`, `greater_than_equal` or `less_than_equal`.
+    pub fn query_float(&self, name: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
+        let Some(raw) = self.query_param(name) else {
+            return Ok(None);
+        };
+        let Ok(x) = raw.trim().parse::<f64>() else {
+            return Err(ApiError::validation(
+                "query",
+                name,
+                "float_parsing",
+                "Input should be a valid number, unable to parse string as a number",
+                raw,
+            ));
+        };
+        if x < min {
+            return Err(ApiError::bound("query", name, raw, "ge", json!(min)));
+        }
+        // NaN compares false everywhere: pydantic reports it against the upper bound.
+        if x > max || x.is_nan() {
+            return Err(ApiError::bound("query", name, raw, "le", json!(max)));
+        }
+        Ok(Some(x))
     }
 
     /// A boolean query flag, read as upstream's FastAPI reads `bool` (true/1/yes/on).
@@ -102,6 +155,33 @@ impl Request {
                 )
             }),
         }
+    }
+}
+
+/// What Python's `json` module says about a body serde_json could not parse (upstream shows
+/// that text in the 422's `ctx.error`), e.g. `Expecting value`.
+fn python_json_error(e: &serde_json::Error) -> &'static str {
+    let text = e.to_string();
+    if e.is_eof() {
+        if text.contains("string") {
+            "Unterminated string starting at"
+        } else {
+            "Expecting value"
+        }
+    } else if text.starts_with("trailing characters") {
+        "Extra data"
+    } else if text.starts_with("key must be a string") {
+        "Expecting property name enclosed in double quotes"
+    } else if text.starts_with("expected `:`") {
+        "Expecting ':' delimiter"
+    } else if text.starts_with("expected `,`") {
+        "Expecting ',' delimiter"
+    } else if text.starts_with("control character") {
+        "Invalid control character at"
+    } else if text.starts_with("invalid escape") || text.starts_with("invalid unicode") {
+        "Invalid \\escape"
+    } else {
+        "Expecting value"
     }
 }
 
@@ -149,14 +229,30 @@ impl ApiError {
 
     /// 422 for a query integer above `max` (pydantic's `less_than_equal`).
     pub fn above_maximum(field: &str, value: u64, max: u64) -> ApiError {
+        ApiError::bound("query", field, &value.to_string(), "le", json!(max))
+    }
+
+    /// 422 for a value outside a bound: `bound` is `ge` (`greater_than_equal`) or `le`
+    /// (`less_than_equal`), with pydantic's text (`Input should be greater than or equal to
+    /// 0`; a whole float bound is written without its `.0`).
+    pub fn bound(place: &str, field: &str, input: &str, bound: &str, limit: Value) -> ApiError {
+        let (ty, words) = if bound == "ge" {
+            ("greater_than_equal", "greater than or equal to")
+        } else {
+            ("less_than_equal", "less than or equal to")
+        };
+        let shown = match limit.as_f64() {
+            Some(x) if x.fract() == 0.0 => format!("{}", x as i64),
+            _ => limit.to_string(),
+        };
         let mut e = ApiError::validation(
-            "query",
+            place,
             field,
-            "less_than_equal",
-            &format!("Input should be less than or equal to {max}"),
-            value.to_string(),
+            ty,
+            &format!("Input should be {words} {shown}"),
+            input,
         );
-        e.body["detail"][0]["ctx"] = json!({ "le": max });
+        e.body["detail"][0]["ctx"] = json!({ bound: limit });
         e
     }
 
@@ -225,21 +321,31 @@ impl ApiError {
         }
     }
 
-    /// 422 from a model decode error, 400 from a validation error (upstream's split).
+    /// 422 with pydantic's error list for `errors`, each location under `prefix` (`["body"]`
+    /// for a request body).
+    pub fn unprocessable_input(prefix: &[Value], errors: &ValidationErrors) -> ApiError {
+        ApiError::unprocessable(errors.to_detail(prefix))
+    }
+
+    /// 422 from a model decode error, 400 from a validation error (upstream's split: the
+    /// request model's checks are 422s, the kind sub-model's are 400s with pydantic's text).
+    /// The decoder's own words never reach the client.
     pub fn from_model(e: ModelError) -> ApiError {
         match &e {
-            ModelError::Decode {
-                path,
-                message,
-                syntax,
-            } => {
+            ModelError::Decode { path, syntax, .. } => {
                 if *syntax {
                     ApiError::unprocessable(json!([{
                         "type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error",
-                        "input": {}, "ctx": {"error": message},
+                        "input": {}, "ctx": {"error": "Expecting value"},
                     }]))
                 } else {
-                    ApiError::validation("body", path, "value_error", message, Value::Null)
+                    ApiError::validation(
+                        "body",
+                        path,
+                        "value_error",
+                        "Value error, the input does not match the model",
+                        Value::Null,
+                    )
                 }
             }
             _ => ApiError::bad_request(e.to_string()),
@@ -297,15 +403,7 @@ impl From<QueryError> for ApiError {
                 // offset >= 0), anything else `int_parsing`.
                 if value.trim().parse::<i64>().is_ok() {
                     let min = if key == "limit" { 1 } else { 0 };
-                    let mut err = ApiError::validation(
-                        "query",
-                        key,
-                        "greater_than_equal",
-                        &format!("Input should be greater than or equal to {min}"),
-                        value,
-                    );
-                    err.body["detail"][0]["ctx"] = json!({ "ge": min });
-                    err
+                    ApiError::bound("query", key, value, "ge", json!(min))
                 } else {
                     ApiError::validation(
                         "query",

@@ -1,6 +1,6 @@
 //! Node routes: get, find, count, create, replace, patch, batch set, hierarchy.
 
-use kernelci::models::{Node, NodePatch, ObjectId, User};
+use kernelci::models::{Node, NodePatch, ObjectId, User, input};
 use kernelci::query::{Query, QueryError};
 use kernelci::store::{Cursor, EventMode, FindOptions, StoreError, UpdateRule};
 use serde_json::{Value, json};
@@ -53,34 +53,14 @@ pub async fn get(app: &App, id: &str) -> Result<Response, ApiError> {
     }
 }
 
-/// The checks pydantic makes while parsing a `Node` body, so they are 422s (api spec §3.4),
-/// not the 400 of the kind validation that follows: `user_groups` unique, `artifacts` absolute
-/// http(s) URLs.
-fn check_body_fields(node: &Node) -> Result<(), ApiError> {
-    let mut seen = std::collections::BTreeSet::new();
-    for g in &node.user_groups {
-        if !seen.insert(g) {
-            return Err(ApiError::validation(
-                "body",
-                "user_groups",
-                "value_error",
-                "Value error, Groups must be unique",
-                &node.user_groups,
-            ));
-        }
+/// A `Node` body checked the way FastAPI checks it (422 with pydantic's list, locations under
+/// `prefix`) and decoded.
+fn node_body(mut body: Value, prefix: &[Value]) -> Result<Node, ApiError> {
+    let errors = input::check_node_input(&mut body);
+    if !errors.is_empty() {
+        return Err(ApiError::unprocessable_input(prefix, &errors));
     }
-    for (name, value) in node.artifacts.iter().flatten() {
-        let err = match value.as_str() {
-            Some(url) => kernelci::models::normalise_http_url(url).err(),
-            None => Some("URL input should be a string".to_owned()),
-        };
-        if let Some(msg) = err {
-            let mut e = ApiError::validation("body", "artifacts", "url_parsing", &msg, value);
-            e.body["detail"][0]["loc"] = json!(["body", "artifacts", name]);
-            return Err(e);
-        }
-    }
-    Ok(())
+    Ok(input::node_from_input(body)?)
 }
 
 fn parse_query(req: &Request) -> Result<Query, ApiError> {
@@ -266,8 +246,7 @@ pub async fn create(app: &App, req: &Request) -> Result<Response, ApiError> {
         .or_else(|| body.get("_id"))
         .filter(|v| !v.is_null())
         .cloned();
-    let mut node = Node::from_value(body)?;
-    check_body_fields(&node)?;
+    let mut node = node_body(body, &[Value::from("body")])?;
     node.coerce_version_numbers();
     node.validate()?;
     if let Some(parent) = node.parent
@@ -340,8 +319,7 @@ pub async fn replace(app: &App, req: &Request, id: &str) -> Result<Response, Api
     let (_user, stored) = editable(app, req, id).await?;
     // Upstream reset an omitted `created` to now; the creation time is kept instead.
     let keep_created = body.get("created").is_none_or(Value::is_null);
-    let mut node = Node::from_value(body)?;
-    check_body_fields(&node)?;
+    let mut node = node_body(body, &[Value::from("body")])?;
     if keep_created {
         node.created = stored.created;
     }
@@ -372,7 +350,15 @@ pub async fn replace(app: &App, req: &Request, id: &str) -> Result<Response, Api
 pub async fn patch(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
     let body = req.json()?;
     let (_user, stored) = editable(app, req, id).await?;
-    let patch: NodePatch = kernelci::models::validate::decode_value(body)?;
+    let mut body = body;
+    let errors = input::check_patch_input(&mut body);
+    if !errors.is_empty() {
+        return Err(ApiError::unprocessable_input(
+            &[Value::from("body")],
+            &errors,
+        ));
+    }
+    let patch: NodePatch = input::patch_from_input(body)?;
     if patch.is_empty() {
         return Err(ApiError::bad_request("No fields to update"));
     }
@@ -502,51 +488,37 @@ struct Flat {
 fn flatten(
     h: &Value,
     parent: Option<ObjectId>,
-    path: &str,
+    loc: &[Value],
     out: &mut Flat,
 ) -> Result<(), ApiError> {
+    let at = |key: &str| {
+        let mut l = loc.to_vec();
+        l.push(Value::from(key));
+        l
+    };
     let obj = h.as_object().ok_or_else(|| {
-        ApiError::validation(
-            "body",
-            path,
-            "model_type",
-            "Input should be a valid dictionary",
-            h,
-        )
+        ApiError::unprocessable(json!([{
+            "type": "model_type", "loc": loc, "msg": "Input should be a valid dictionary or instance of Hierarchy",
+            "input": h, "ctx": {"class_name": "Hierarchy"},
+        }]))
     })?;
-    let node_v = obj
-        .get("node")
-        .ok_or_else(|| ApiError::missing("body", format!("{path}.node").trim_start_matches('.')))?;
+    let missing = |key: &str| {
+        ApiError::unprocessable(json!([{
+            "type": "missing", "loc": at(key), "msg": "Field required", "input": h,
+        }]))
+    };
+    let node_v = obj.get("node").ok_or_else(|| missing("node"))?;
     let children = match obj.get("child_nodes") {
         Some(Value::Array(a)) => a,
         Some(other) => {
-            return Err(ApiError::validation(
-                "body",
-                &format!("{path}.child_nodes"),
-                "list_type",
-                "Input should be a valid list",
-                other,
-            ));
+            return Err(ApiError::unprocessable(json!([{
+                "type": "list_type", "loc": at("child_nodes"), "msg": "Input should be a valid list",
+                "input": other,
+            }])));
         }
-        None => {
-            return Err(ApiError::missing(
-                "body",
-                format!("{path}.child_nodes").trim_start_matches('.'),
-            ));
-        }
+        None => return Err(missing("child_nodes")),
     };
-    let mut node = Node::from_value(node_v.clone()).map_err(|e| match e {
-        kernelci::models::ModelError::Decode {
-            path: p, message, ..
-        } => ApiError::validation(
-            "body",
-            format!("{path}.node.{p}").trim_start_matches('.'),
-            "value_error",
-            &message,
-            Value::Null,
-        ),
-        other => ApiError::from(other),
-    })?;
+    let mut node = node_body(node_v.clone(), &at("node"))?;
     if parent.is_some() {
         node.parent = parent;
     }
@@ -556,7 +528,9 @@ fn flatten(
     let id = node.id;
     out.nodes.push(node);
     for (i, c) in children.iter().enumerate() {
-        flatten(c, id, &format!("{path}.child_nodes.{i}"), out)?;
+        let mut child_loc = at("child_nodes");
+        child_loc.push(Value::from(i));
+        flatten(c, id, &child_loc, out)?;
     }
     Ok(())
 }
@@ -570,7 +544,7 @@ pub async fn hierarchy(app: &App, req: &Request, id: &str) -> Result<Response, A
         n.remove("_id");
     }
     let mut flat = Flat { nodes: Vec::new() };
-    flatten(&body, None, "", &mut flat)?;
+    flatten(&body, None, &[Value::from("body")], &mut flat)?;
     for node in &mut flat.nodes {
         if node.owner.as_deref().is_none_or(str::is_empty) {
             node.owner = Some(user.username.clone());

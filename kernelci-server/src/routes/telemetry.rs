@@ -156,30 +156,12 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
         match k.as_str() {
             "since" | "until" => {}
             "limit" => {
-                limit = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    ApiError::validation(
-                        "query",
-                        "limit",
-                        "greater_than_equal",
-                        "Input should be a valid integer >= 1",
-                        v,
-                    )
-                })?;
+                limit = req.query_int("limit", 1)?.map_or(limit, |n| n as u64);
                 if limit > MAX_PAGE_LIMIT {
                     return Err(ApiError::above_maximum("limit", limit, MAX_PAGE_LIMIT));
                 }
             }
-            "offset" => {
-                offset = v.parse().map_err(|_| {
-                    ApiError::validation(
-                        "query",
-                        "offset",
-                        "int_parsing",
-                        "Input should be a valid integer",
-                        v,
-                    )
-                })?
-            }
+            "offset" => offset = req.query_int("offset", 0)?.map_or(offset, |n| n as u64),
             "is_infra_error" => {
                 let b = match v.to_ascii_lowercase().as_str() {
                     "true" => true,
@@ -339,34 +321,8 @@ pub async fn anomalies(app: &App, req: &Request) -> Result<Response, ApiError> {
             )));
         }
     };
-    let threshold = match req.query_param("threshold") {
-        None => 0.5,
-        Some(v) => v
-            .parse::<f64>()
-            .ok()
-            .filter(|t| (0.0..=1.0).contains(t))
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "query",
-                    "threshold",
-                    "less_than_equal",
-                    "Input should be a number between 0 and 1",
-                    v,
-                )
-            })?,
-    };
-    let min_total = match req.query_param("min_total") {
-        None => 3u64,
-        Some(v) => v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-            ApiError::validation(
-                "query",
-                "min_total",
-                "greater_than_equal",
-                "Input should be greater than or equal to 1",
-                v,
-            )
-        })?,
-    };
+    let threshold = req.query_float("threshold", 0.0, 1.0)?.unwrap_or(0.5);
+    let min_total = req.query_int("min_total", 1)?.map_or(3, |n| n as u64);
     let scope = req.query_param("scope").unwrap_or("device_type");
     if scope != "device_type" && scope != "device" {
         return Err(ApiError::validation(

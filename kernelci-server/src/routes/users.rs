@@ -57,17 +57,23 @@ fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError>
     }
 }
 
+/// An optional boolean, read as pydantic reads `bool` (`true`, `"yes"`, `1`, ...).
 fn opt_bool(body: &Value, name: &str) -> Result<Option<bool>, ApiError> {
+    use kernelci::models::shape::{Shape, check_value};
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ApiError::validation(
-            "body",
-            name,
-            "bool_type",
-            "Input should be a valid boolean",
-            other,
-        )),
+        Some(v) => {
+            let mut v = v.clone();
+            let mut errors = kernelci::models::ValidationErrors::default();
+            check_value(Shape::Bool, &[Value::from(name)], &mut v, &mut errors);
+            if !errors.is_empty() {
+                return Err(ApiError::unprocessable_input(
+                    &[Value::from("body")],
+                    &errors,
+                ));
+            }
+            Ok(v.as_bool())
+        }
     }
 }
 
@@ -86,16 +92,17 @@ fn opt_groups(body: &Value) -> Result<Option<Vec<String>>, ApiError> {
                         v,
                     )
                 })?;
-                if out.iter().any(|g| g == s) {
-                    return Err(ApiError::validation(
-                        "body",
-                        "groups",
-                        "value_error",
-                        "Value error, Groups must be unique",
-                        items,
-                    ));
-                }
                 out.push(s.to_owned());
+            }
+            let mut errors = kernelci::models::ValidationErrors::default();
+            kernelci::models::input::check_unique_groups(&out, &mut errors);
+            if let Some(dup) = errors.problems.first_mut() {
+                // The same validator as a node's `user_groups`, on the `groups` field.
+                dup.loc = vec![Value::from("groups")];
+                return Err(ApiError::unprocessable_input(
+                    &[Value::from("body")],
+                    &errors,
+                ));
             }
             Ok(Some(out))
         }

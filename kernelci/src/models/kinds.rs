@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ObjectId;
+use super::shape::{self, Field, Shape};
 use super::validate::{ModelError, ValidationErrors};
 
 /// The kinds a node can be written as.
@@ -135,23 +136,8 @@ impl ErrorCode {
 
     /// The wire string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJobParams => "invalid_job_params",
-            ErrorCode::SubmitError => "submit_error",
-            ErrorCode::NodeTimeout => "node_timeout",
-            ErrorCode::Infrastructure => "Infrastructure",
-            ErrorCode::Canceled => "Canceled",
-            ErrorCode::Job => "Job",
-            ErrorCode::Bug => "Bug",
-            ErrorCode::Test => "Test",
-            ErrorCode::Configuration => "Configuration",
-            ErrorCode::LavaTimeout => "LAVATimeout",
-            ErrorCode::MultinodeTimeout => "MultinodeTimeout",
-            ErrorCode::ObjectNotPersisted => "ObjectNotPersisted",
-            ErrorCode::UnexistingPermissionCodename => "Unexisting permission codename.",
-            ErrorCode::JobGenerationError => "job_generation_error",
-            ErrorCode::KbuildInternalError => "kbuild_internal_error",
-        }
+        // The variants are declared in the order of the names.
+        ERROR_CODE_NAMES[self as usize]
     }
 }
 
@@ -161,9 +147,7 @@ impl FromStr for ErrorCode {
         ErrorCode::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                ModelError::invalid("error_code", format!("'{s}' is not a valid error code"))
-            })
+            .ok_or_else(|| ModelError::not_one_of("error_code", &ERROR_CODE_NAMES, s))
     }
 }
 
@@ -389,270 +373,166 @@ pub struct RegressionData {
     pub extra: Map<String, Value>,
 }
 
-/// The shape a field must have.
-#[derive(Clone, Copy)]
-enum Shape {
-    Str,
-    Int,
-    Bool,
-    StrList,
-    Object,
-    Oid,
-    OidList,
-    Url,
-    Revision,
-    ErrorCode,
-    CheckoutErrorCode,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn check(shape: Shape, path: &str, v: &Value, errors: &mut ValidationErrors) {
-    // Every field of every data model is optional: null is fine.
-    if v.is_null() {
-        return;
-    }
-    let expect = |want: &str, errors: &mut ValidationErrors| {
-        errors.push(
-            path,
-            format!("Input should be {want}, got {}", type_name(v)),
-        );
-    };
-    match shape {
-        Shape::Str => {
-            if !v.is_string() {
-                expect("a valid string", errors)
-            }
-        }
-        Shape::Int => {
-            if !(v.is_i64() || v.is_u64()) {
-                expect("a valid integer", errors)
-            }
-        }
-        Shape::Bool => {
-            if !v.is_boolean() {
-                expect("a valid boolean", errors)
-            }
-        }
-        Shape::Object => {
-            if !v.is_object() {
-                expect("a valid object", errors)
-            }
-        }
-        Shape::StrList => match v.as_array() {
-            Some(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    if !item.is_string() {
-                        errors.push(format!("{path}.{i}"), "Input should be a valid string");
-                    }
-                }
-            }
-            None => expect("a valid list", errors),
-        },
-        Shape::Oid => match v.as_str() {
-            Some(s) if ObjectId::parse_str(s).is_ok() => {}
-            Some(s) => errors.push(path, format!("'{s}' is not a valid ObjectId")),
-            None => expect("an ObjectId string", errors),
-        },
-        Shape::OidList => match v.as_array() {
-            Some(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    check(Shape::Oid, &format!("{path}.{i}"), item, errors);
-                    if item.is_null() {
-                        errors.push(format!("{path}.{i}"), "Input should be an ObjectId string");
-                    }
-                }
-            }
-            None => expect("a valid list", errors),
-        },
-        Shape::Url => match v.as_str() {
-            Some(s) if url::Url::parse(s).is_ok() => {}
-            Some(_) => errors.push(path, "Input should be a valid URL"),
-            None => expect("a valid URL string", errors),
-        },
-        Shape::ErrorCode => match v.as_str() {
-            Some(s) if s.parse::<ErrorCode>().is_ok() => {}
-            _ => errors.push(
-                path,
-                format!(
-                    "Input should be one of {}",
-                    ErrorCode::ALL
-                        .iter()
-                        .map(|c| format!("'{}'", c.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-        },
-        Shape::CheckoutErrorCode => match v.as_str() {
-            Some("node_timeout" | "git_checkout_failure" | "git_commit_error") => {}
-            _ => errors.push(
-                path,
-                "Input should be 'node_timeout', 'git_checkout_failure' or 'git_commit_error'",
-            ),
-        },
-        Shape::Revision => check_revision(path, v, errors),
-    }
-}
-
-fn check_fields(
-    fields: &[(&str, Shape)],
-    prefix: &str,
-    obj: &Map<String, Value>,
-    errors: &mut ValidationErrors,
-) {
-    for (name, shape) in fields {
-        if let Some(v) = obj.get(*name) {
-            check(*shape, &format!("{prefix}.{name}"), v, errors);
-        }
-    }
-}
-
-fn check_revision(path: &str, v: &Value, errors: &mut ValidationErrors) {
-    let Some(obj) = v.as_object() else {
-        errors.push(
-            path,
-            format!("Input should be a valid object, got {}", type_name(v)),
-        );
-        return;
-    };
-    for required in ["tree", "url", "branch", "commit"] {
-        match obj.get(required) {
-            None | Some(Value::Null) => errors.push(format!("{path}.{required}"), "Field required"),
-            Some(_) => {}
-        }
-    }
-    check_fields(
-        &[
-            ("tree", Shape::Str),
-            ("url", Shape::Url),
-            ("branch", Shape::Str),
-            ("commit", Shape::Str),
-            ("describe", Shape::Str),
-            ("patchset", Shape::Str),
-            ("commit_tags", Shape::StrList),
-            ("commit_message", Shape::Str),
-            ("tip_of_branch", Shape::Bool),
-        ],
-        path,
-        obj,
-        errors,
-    );
-    if let Some(version) = obj.get("version").filter(|v| !v.is_null()) {
-        let vpath = format!("{path}.version");
-        match version.as_object() {
-            None => errors.push(
-                &vpath,
-                format!("Input should be a valid object, got {}", type_name(version)),
-            ),
-            Some(vobj) => {
-                for required in ["version", "patchlevel"] {
-                    if vobj.get(required).is_none_or(Value::is_null) {
-                        errors.push(format!("{vpath}.{required}"), "Field required");
-                    }
-                }
-                check_fields(
-                    &[
-                        ("version", Shape::Int),
-                        ("patchlevel", Shape::Int),
-                        ("sublevel", Shape::Int),
-                        ("extra", Shape::Str),
-                        ("name", Shape::Str),
-                    ],
-                    &vpath,
-                    vobj,
-                    errors,
-                );
-            }
-        }
-    }
-}
-
-const KBUILD_FIELDS: &[(&str, Shape)] = &[
-    ("kernel_revision", Shape::Revision),
-    ("arch", Shape::Str),
-    ("defconfig", Shape::Str),
-    ("compiler", Shape::Str),
-    ("error_code", Shape::ErrorCode),
-    ("error_msg", Shape::Str),
-    ("fragments", Shape::StrList),
-    ("config_full", Shape::Str),
-    ("platform", Shape::Str),
-    ("runtime", Shape::Str),
-    ("job_id", Shape::Str),
-    ("job_context", Shape::Str),
-    ("kernel_type", Shape::Str),
-    ("regression", Shape::Oid),
+/// Every error code's wire string (pydantic's enum text lists them in this order).
+pub const ERROR_CODE_NAMES: [&str; 15] = [
+    "invalid_job_params",
+    "submit_error",
+    "node_timeout",
+    "Infrastructure",
+    "Canceled",
+    "Job",
+    "Bug",
+    "Test",
+    "Configuration",
+    "LAVATimeout",
+    "MultinodeTimeout",
+    "ObjectNotPersisted",
+    "Unexisting permission codename.",
+    "job_generation_error",
+    "kbuild_internal_error",
 ];
 
-const TEST_FIELDS: &[(&str, Shape)] = &[
-    ("error_code", Shape::ErrorCode),
-    ("error_msg", Shape::Str),
-    ("test_source", Shape::Url),
-    ("test_revision", Shape::Revision),
-    ("platform", Shape::Str),
-    ("device", Shape::Str),
-    ("runtime", Shape::Str),
-    ("job_id", Shape::Str),
-    ("job_context", Shape::Str),
-    ("regression", Shape::Oid),
-    ("kernel_revision", Shape::Revision),
-    ("arch", Shape::Str),
-    ("defconfig", Shape::Str),
-    ("config_full", Shape::Str),
-    ("compiler", Shape::Str),
-    ("kernel_type", Shape::Str),
-    ("misc", Shape::Object),
+/// A checkout's error codes: upstream's two, and `git_commit_error`, which upstream's own
+/// tarball service sets (upstream's API refused it).
+pub const CHECKOUT_ERROR_CODE_NAMES: [&str; 3] =
+    ["node_timeout", "git_checkout_failure", "git_commit_error"];
+
+const KERNEL_VERSION_MODEL: &[Field] = &[
+    Field::required("version", Shape::Int),
+    Field::required("patchlevel", Shape::Int),
+    Field::opt("sublevel", Shape::Int),
+    Field::opt("extra", Shape::Str),
+    Field::opt("name", Shape::Str),
 ];
 
-const CHECKOUT_FIELDS: &[(&str, Shape)] = &[
-    ("kernel_revision", Shape::Revision),
-    ("error_code", Shape::CheckoutErrorCode),
-    ("error_msg", Shape::Str),
-    ("architecture_filter", Shape::StrList),
+const REVISION_MODEL: &[Field] = &[
+    Field::required("tree", Shape::Str),
+    Field::required("url", Shape::Url),
+    Field::required("branch", Shape::Str),
+    Field::required("commit", Shape::Str),
+    Field::opt("describe", Shape::Str),
+    Field::opt(
+        "version",
+        Shape::Model("KernelVersion", KERNEL_VERSION_MODEL),
+    ),
+    Field::opt("patchset", Shape::Str),
+    Field::non_null("commit_tags", Shape::StrList),
+    Field::opt("commit_message", Shape::Str),
+    Field::opt("tip_of_branch", Shape::Bool),
 ];
 
-const REGRESSION_FIELDS: &[(&str, Shape)] = &[
-    ("fail_node", Shape::Oid),
-    ("pass_node", Shape::Oid),
-    ("node_sequence", Shape::OidList),
-    ("error_code", Shape::ErrorCode),
-    ("error_msg", Shape::Str),
-    ("failed_kernel_revision", Shape::Revision),
-    ("arch", Shape::Str),
-    ("defconfig", Shape::Str),
-    ("config_full", Shape::Str),
-    ("compiler", Shape::Str),
-    ("platform", Shape::Str),
-    ("device", Shape::Str),
+const REVISION: Shape = Shape::Model("Revision", REVISION_MODEL);
+const ERROR_CODE: Shape = Shape::Enum(&ERROR_CODE_NAMES);
+
+const CHECKOUT_MODEL: &[Field] = &[
+    Field::opt("kernel_revision", REVISION),
+    Field::opt("error_code", Shape::Enum(&CHECKOUT_ERROR_CODE_NAMES)),
+    Field::opt("error_msg", Shape::Str),
+    Field::opt("architecture_filter", Shape::StrList),
 ];
+
+const KBUILD_MODEL: &[Field] = &[
+    Field::opt("kernel_revision", REVISION),
+    Field::opt("arch", Shape::Str),
+    Field::opt("defconfig", Shape::Str),
+    Field::opt("compiler", Shape::Str),
+    Field::opt("error_code", ERROR_CODE),
+    Field::opt("error_msg", Shape::Str),
+    Field::opt("fragments", Shape::StrList),
+    Field::opt("config_full", Shape::Str),
+    Field::opt("platform", Shape::Str),
+    Field::opt("runtime", Shape::Str),
+    Field::opt("job_id", Shape::Str),
+    Field::opt("job_context", Shape::Str),
+    Field::opt("kernel_type", Shape::Str),
+    Field::opt("regression", Shape::Oid),
+];
+
+const TEST_MODEL: &[Field] = &[
+    Field::opt("error_code", ERROR_CODE),
+    Field::opt("error_msg", Shape::Str),
+    Field::opt("test_source", Shape::Url),
+    Field::opt("test_revision", REVISION),
+    Field::opt("platform", Shape::Str),
+    Field::opt("device", Shape::Str),
+    Field::opt("runtime", Shape::Str),
+    Field::opt("job_id", Shape::Str),
+    Field::opt("job_context", Shape::Str),
+    Field::opt("regression", Shape::Oid),
+    Field::opt("kernel_revision", REVISION),
+    Field::opt("arch", Shape::Str),
+    Field::opt("defconfig", Shape::Str),
+    Field::opt("config_full", Shape::Str),
+    Field::opt("compiler", Shape::Str),
+    Field::opt("kernel_type", Shape::Str),
+    Field::opt("misc", Shape::Dict),
+];
+
+const REGRESSION_MODEL: &[Field] = &[
+    Field::opt("fail_node", Shape::Oid),
+    Field::opt("pass_node", Shape::Oid),
+    Field::opt("node_sequence", Shape::OidList),
+    Field::opt("error_code", ERROR_CODE),
+    Field::opt("error_msg", Shape::Str),
+    Field::opt("failed_kernel_revision", REVISION),
+    Field::opt("arch", Shape::Str),
+    Field::opt("defconfig", Shape::Str),
+    Field::opt("config_full", Shape::Str),
+    Field::opt("compiler", Shape::Str),
+    Field::opt("platform", Shape::Str),
+    Field::opt("device", Shape::Str),
+];
+
+impl NodeKind {
+    /// The name of upstream's pydantic model for nodes of this kind (`Checkout`, `Kbuild`,
+    /// ...), as its validation errors name it.
+    pub fn model_name(self) -> &'static str {
+        match self {
+            NodeKind::Checkout => "Checkout",
+            NodeKind::Kbuild => "Kbuild",
+            NodeKind::Test => "Test",
+            NodeKind::Job => "Job",
+            NodeKind::Process => "Process",
+            NodeKind::Regression => "Regression",
+        }
+    }
+
+    /// The model of `data` for this kind and its class name; `None` for `process`, whose
+    /// `data` is free-form.
+    fn data_model(self) -> Option<(&'static str, &'static [Field])> {
+        match self {
+            NodeKind::Checkout => Some(("CheckoutData", CHECKOUT_MODEL)),
+            NodeKind::Kbuild => Some(("KbuildData", KBUILD_MODEL)),
+            NodeKind::Test | NodeKind::Job => Some(("TestData", TEST_MODEL)),
+            NodeKind::Regression => Some(("RegressionData", REGRESSION_MODEL)),
+            NodeKind::Process => None,
+        }
+    }
+}
 
 /// Checks a node's `data` against the model of `kind`, recording every problem under `data.*`.
+/// `data` must be an object for every kind but `process` (upstream's sub-models refuse `null`).
 pub fn validate_data(
     kind: NodeKind,
     data: Option<&Map<String, Value>>,
     errors: &mut ValidationErrors,
 ) {
-    let fields = match kind {
-        NodeKind::Checkout => CHECKOUT_FIELDS,
-        NodeKind::Kbuild => KBUILD_FIELDS,
-        NodeKind::Test | NodeKind::Job => TEST_FIELDS,
-        NodeKind::Regression => REGRESSION_FIELDS,
-        NodeKind::Process => return,
+    let Some((class_name, fields)) = kind.data_model() else {
+        return;
     };
+    let loc = [Value::from("data")];
     match data {
-        Some(obj) => check_fields(fields, "data", obj, errors),
-        None if kind == NodeKind::Checkout => errors.push("data", "Input should be a valid object"),
-        None => {}
+        Some(obj) => {
+            // The checks only read: normalised forms are not written back into `data`.
+            let mut copy = obj.clone();
+            shape::check_object(fields, &loc, &mut copy, errors);
+        }
+        None => shape::check_value(
+            Shape::Model(class_name, fields),
+            &loc,
+            &mut Value::Null,
+            errors,
+        ),
     }
 }
 
@@ -665,7 +545,7 @@ mod tests {
         let mut errors = ValidationErrors::default();
         validate_data(kind, data.as_object(), &mut errors);
         errors
-            .0
+            .problems
             .into_iter()
             .map(|e| format!("{}: {}", e.path, e.message))
             .collect()
@@ -714,12 +594,16 @@ mod tests {
         );
         assert_eq!(
             p,
-            vec!["data.node_sequence.0: 'zz' is not a valid ObjectId".to_owned()]
+            vec!["data.node_sequence.0: Value error, Invalid ObjectId: zz".to_owned()]
         );
         assert!(problems(NodeKind::Process, json!({"anything": [1, 2]})).is_empty());
         let mut errors = ValidationErrors::default();
         validate_data(NodeKind::Checkout, None, &mut errors);
-        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.problems.len(), 1);
+        assert_eq!(errors.problems[0].kind, "model_type");
+        let mut errors = ValidationErrors::default();
+        validate_data(NodeKind::Process, None, &mut errors);
+        assert!(errors.is_empty());
     }
 
     #[test]

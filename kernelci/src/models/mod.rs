@@ -3,15 +3,19 @@
 //! - [`Node`] with its 23 fields, [`State`] and its state machine, [`ResultValue`];
 //! - the kinds ([`NodeKind`]) and the models of their `data` ([`kinds`]);
 //! - [`User`], [`UserRead`], [`UserGroup`];
-//! - [`ObjectId`] (24-hex ids) and [`Timestamp`] (naive-UTC ISO times).
+//! - [`ObjectId`] (24-hex ids) and [`Timestamp`] (naive-UTC ISO times);
+//! - input checks with upstream's (pydantic v2) error types, texts and locations: request
+//!   bodies ([`input`]) and the field shapes they and the kind models are made of ([`shape`]).
 //!
 //! Decoding never panics: [`Node::from_json`] and [`Node::validate`] return a [`ModelError`]
 //! that names every failing field.
 
 pub mod ids;
+pub mod input;
 pub mod kinds;
 pub mod node;
 pub mod sample;
+pub mod shape;
 pub mod time;
 pub mod user;
 pub mod validate;

@@ -1,6 +1,5 @@
 //! The node: one result (a checkout, a build, a test, ...) in the tree KernelCI keeps.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -8,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::kinds::{self, NodeKind};
+use super::shape;
 use super::validate::{ModelError, ValidationErrors};
 use super::{ObjectId, Timestamp};
 
@@ -40,14 +40,13 @@ impl State {
         State::Done,
     ];
 
+    /// Every state's wire string, in life order.
+    pub const NAMES: [&'static str; 4] = ["running", "available", "closing", "done"];
+
     /// The wire string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Available => "available",
-            State::Closing => "closing",
-            State::Done => "done",
-        }
+        // The variants are declared in the order of the names.
+        Self::NAMES[self as usize]
     }
 
     /// The upstream state machine (api spec §4.4): a node only moves forward
@@ -79,7 +78,7 @@ impl FromStr for State {
         State::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| ModelError::invalid("state", format!("'{s}' is not a valid state")))
+            .ok_or_else(|| ModelError::not_one_of("state", &State::NAMES, s))
     }
 }
 
@@ -106,14 +105,13 @@ impl ResultValue {
         ResultValue::Incomplete,
     ];
 
+    /// Every result's wire string.
+    pub const NAMES: [&'static str; 4] = ["pass", "fail", "skip", "incomplete"];
+
     /// The wire string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ResultValue::Pass => "pass",
-            ResultValue::Fail => "fail",
-            ResultValue::Skip => "skip",
-            ResultValue::Incomplete => "incomplete",
-        }
+        // The variants are declared in the order of the names.
+        Self::NAMES[self as usize]
     }
 }
 
@@ -129,7 +127,7 @@ impl FromStr for ResultValue {
         ResultValue::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| ModelError::invalid("result", format!("'{s}' is not a valid result")))
+            .ok_or_else(|| ModelError::not_one_of("result", &ResultValue::NAMES, s))
     }
 }
 
@@ -303,34 +301,32 @@ impl Node {
         self.data_path(dotted).and_then(Value::as_str)
     }
 
-    /// Checks the node for a write (create or update), as upstream does: the kind must be one
-    /// of the six kinds, `data` must match the kind's model, `user_groups` must be unique and
-    /// `artifacts` absolute http(s) URLs. Returns every problem with its field path.
+    /// Checks the node for a write (create or update) against upstream's model for its kind
+    /// (`Checkout`, `Kbuild`, ...): the kind must be one of the six kinds, `artifacts` absolute
+    /// http(s) URLs, `data` must match the kind's model and `user_groups` be unique. Every
+    /// problem is reported, with pydantic's types and texts, under the model's name.
     ///
     /// On success, artifact URLs are normalised (`https://x.org` → `https://x.org/`).
     pub fn validate(&mut self) -> Result<(), ModelError> {
         let kind: NodeKind = self.kind.parse()?;
-        let mut errors = ValidationErrors::default();
-        let mut seen = BTreeSet::new();
-        for g in &self.user_groups {
-            if !seen.insert(g) {
-                errors.push("user_groups", format!("duplicate group '{g}'"));
-            }
-        }
-        if let Some(artifacts) = self.artifacts.as_mut() {
-            for (name, value) in artifacts.iter_mut() {
-                let path = format!("artifacts.{name}");
-                match value.as_str().map(normalise_http_url) {
-                    Some(Ok(url)) => *value = Value::String(url),
-                    Some(Err(msg)) => errors.push(path, msg),
-                    None => errors.push(path, "URL input should be a string"),
-                }
-            }
-        }
         if self.parent.is_some() && self.parent == self.id {
-            errors.push("parent", "Parent cannot be the same as the object");
+            return Err(ModelError::SelfParent);
+        }
+        let mut errors = ValidationErrors::for_model(kind.model_name());
+        if let Some(artifacts) = self.artifacts.as_mut() {
+            let mut value = Value::Object(std::mem::take(artifacts));
+            shape::check_value(
+                shape::Shape::HttpUrlMap,
+                &[Value::from("artifacts")],
+                &mut value,
+                &mut errors,
+            );
+            if let Value::Object(map) = value {
+                *artifacts = map;
+            }
         }
         kinds::validate_data(kind, self.data.as_ref(), &mut errors);
+        super::input::check_unique_groups(&self.user_groups, &mut errors);
         errors.into_result()
     }
 
@@ -524,6 +520,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Transition not allowed with state: running"
+        );
+    }
+
+    #[test]
+    fn wire_names_match_serde() {
+        for st in State::ALL {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        for r in ResultValue::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(
+            "finished".parse::<State>().unwrap_err().to_string(),
+            "1 validation error\nstate\n  Input should be 'running', 'available', 'closing' or \
+             'done' [type=enum, input_value='finished', input_type=str]"
         );
     }
 

@@ -8,31 +8,119 @@ use serde_json::Value;
 use super::State;
 use crate::ErrorKind;
 
-/// One problem found in an input, with where it is.
+/// One problem found in an input, in pydantic v2's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationError {
     /// Dotted field path, e.g. `data.kernel_revision.url`; empty for the whole document.
     pub path: String,
-    /// What is wrong.
+    /// The same location as keys and list indexes (pydantic's `loc`).
+    pub loc: Vec<Value>,
+    /// pydantic's error type, e.g. `missing`, `enum`, `int_type`.
+    pub kind: String,
+    /// What is wrong, in pydantic's words (`Field required`, ...).
     pub message: String,
+    /// The offending input (for `missing`, the object the field is missing from).
+    pub input: Value,
+    /// pydantic's `ctx` (e.g. `{"expected": ...}` for `enum`), when it has one.
+    pub ctx: Option<Value>,
 }
 
-/// Every problem found in one input.
+impl ValidationError {
+    /// The problem as one entry of a 422 `detail` list, its location under `prefix`
+    /// (`["body"]` for a request body).
+    pub fn to_detail(&self, prefix: &[Value]) -> Value {
+        let mut loc = prefix.to_vec();
+        loc.extend(self.loc.iter().cloned());
+        let mut entry = serde_json::json!({
+            "type": self.kind,
+            "loc": loc,
+            "msg": self.message,
+            "input": self.input,
+        });
+        if let Some(ctx) = &self.ctx {
+            entry["ctx"] = ctx.clone();
+        }
+        entry
+    }
+}
+
+fn dotted(loc: &[Value]) -> String {
+    loc.iter()
+        .map(|p| match p {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Every problem found in one input, and the name of the model it was checked against
+/// (`Checkout`, `Kbuild`, ...; empty when none applies).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ValidationErrors(pub Vec<ValidationError>);
+pub struct ValidationErrors {
+    /// The model's class name, as pydantic names it in `N validation errors for <Model>`.
+    pub model: String,
+    /// The problems, in the model's field order; at most [`ValidationErrors::MAX_KEPT`].
+    pub problems: Vec<ValidationError>,
+    /// Problems found beyond [`ValidationErrors::MAX_KEPT`]: counted, not kept.
+    pub omitted: usize,
+}
 
 impl ValidationErrors {
-    /// Records a problem at `path`.
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError {
-            path: path.into(),
+    /// How many problems are kept: a hostile body (a list of a million wrong items) must not
+    /// turn into an answer or a text many times its size.
+    pub const MAX_KEPT: usize = 1000;
+
+    /// No problems yet, for `model`.
+    pub fn for_model(model: impl Into<String>) -> ValidationErrors {
+        ValidationErrors {
+            model: model.into(),
+            ..ValidationErrors::default()
+        }
+    }
+
+    /// Records a problem of pydantic type `kind` at `loc`.
+    pub fn add(&mut self, loc: Vec<Value>, kind: &str, message: impl Into<String>, input: &Value) {
+        if self.problems.len() >= Self::MAX_KEPT {
+            self.omitted += 1;
+            return;
+        }
+        self.problems.push(ValidationError {
+            path: dotted(&loc),
+            loc,
+            kind: kind.to_owned(),
             message: message.into(),
+            input: input.clone(),
+            ctx: None,
         });
+    }
+
+    /// Records a problem with pydantic's `ctx` object.
+    pub fn add_ctx(
+        &mut self,
+        loc: Vec<Value>,
+        kind: &str,
+        message: impl Into<String>,
+        input: &Value,
+        ctx: Value,
+    ) {
+        let kept = self.problems.len();
+        self.add(loc, kind, message, input);
+        if self.problems.len() > kept
+            && let Some(last) = self.problems.last_mut()
+        {
+            last.ctx = Some(ctx);
+        }
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.problems.is_empty() && self.omitted == 0
+    }
+
+    /// How many problems were found, kept or not.
+    pub fn count(&self) -> usize {
+        self.problems.len() + self.omitted
     }
 
     /// `Ok` when empty, else the errors as a [`ModelError::Validation`].
@@ -43,19 +131,37 @@ impl ValidationErrors {
             Err(ModelError::Validation(self))
         }
     }
+
+    /// The problems as a 422 `detail` list, each location under `prefix`.
+    pub fn to_detail(&self, prefix: &[Value]) -> Value {
+        Value::Array(self.problems.iter().map(|p| p.to_detail(prefix)).collect())
+    }
 }
 
+/// pydantic's text: `N validation error(s) for <Model>`, then per problem its dotted location
+/// and `  <msg> [type=<type>, input_value=<repr>, input_type=<type>]`.
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
+        let n = self.count();
         write!(f, "{n} validation error{}", if n == 1 { "" } else { "s" })?;
-        for e in &self.0 {
-            let path = if e.path.is_empty() {
-                "(document)"
-            } else {
-                &e.path
-            };
-            write!(f, "\n{path}\n  {}", e.message)?;
+        if !self.model.is_empty() {
+            write!(f, " for {}", self.model)?;
+        }
+        for e in &self.problems {
+            if !e.path.is_empty() {
+                write!(f, "\n{}", e.path)?;
+            }
+            write!(
+                f,
+                "\n  {} [type={}, input_value={}, input_type={}]",
+                e.message,
+                e.kind,
+                super::shape::shown_input(&e.input),
+                super::shape::python_type(&e.input)
+            )?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n({} more not shown)", self.omitted)?;
         }
         Ok(())
     }
@@ -80,6 +186,9 @@ pub enum ModelError {
     /// `kind` is not one of the six writable kinds.
     #[error("Unsupported node kind: {0}")]
     UnsupportedKind(String),
+    /// A node names itself as its parent.
+    #[error("Parent cannot be the same as the object")]
+    SelfParent,
     /// A state change the state machine forbids.
     #[error("Transition not allowed with state: {to}")]
     Transition {
@@ -91,10 +200,28 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// A single validation problem.
+    /// A single validation problem at the dotted `path` (pydantic type `value_error`).
     pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> ModelError {
         let mut e = ValidationErrors::default();
-        e.push(path, message);
+        let loc = path
+            .into()
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::from(s.to_owned()))
+            .collect();
+        e.add(loc, "value_error", message, &Value::Null);
+        ModelError::Validation(e)
+    }
+
+    /// `input` at `field` is not one of `values` (pydantic's `enum` error).
+    pub fn not_one_of(field: &str, values: &[&str], input: &str) -> ModelError {
+        let mut e = ValidationErrors::default();
+        super::shape::enum_error(
+            values,
+            vec![Value::from(field)],
+            &Value::from(input),
+            &mut e,
+        );
         ModelError::Validation(e)
     }
 
@@ -107,28 +234,29 @@ impl ModelError {
         }
     }
 
-    /// The problems as (path, message) pairs, for error bodies.
+    /// The problems, with their locations, for error bodies.
     pub fn problems(&self) -> Vec<ValidationError> {
+        let single = |field: &str, kind: &str, message: String| {
+            let mut e = ValidationErrors::default();
+            let loc = if field.is_empty() {
+                Vec::new()
+            } else {
+                field
+                    .split('.')
+                    .map(|s| Value::from(s.to_owned()))
+                    .collect()
+            };
+            e.add(loc, kind, message, &Value::Null);
+            e.problems
+        };
         match self {
             ModelError::Decode { path, message, .. } => {
-                vec![ValidationError {
-                    path: path.clone(),
-                    message: message.clone(),
-                }]
+                single(path, "value_error", message.clone())
             }
-            ModelError::Validation(v) => v.0.clone(),
-            ModelError::UnsupportedKind(_) => {
-                vec![ValidationError {
-                    path: "kind".into(),
-                    message: self.to_string(),
-                }]
-            }
-            ModelError::Transition { .. } => {
-                vec![ValidationError {
-                    path: "state".into(),
-                    message: self.to_string(),
-                }]
-            }
+            ModelError::Validation(v) => v.problems.clone(),
+            ModelError::UnsupportedKind(_) => single("kind", "value_error", self.to_string()),
+            ModelError::SelfParent => single("parent", "value_error", self.to_string()),
+            ModelError::Transition { .. } => single("state", "value_error", self.to_string()),
         }
     }
 }
