@@ -6,7 +6,8 @@
 //! - [`auth`]: JWTs, password hashes, revocable tokens; [`pubsub`]: subscriptions over the
 //!   durable event log;
 //! - [`storage_upload`]: the kernelci-storage upload endpoint; [`mail`]: invite and
-//!   password-reset e-mails over SMTP.
+//!   password-reset e-mails over SMTP;
+//! - [`serve`]: the connection loop (send receipts for `/listen`, quiet client disconnects).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +31,7 @@ pub mod openapi;
 pub mod pubsub;
 pub mod router;
 pub mod routes;
+pub mod serve;
 pub mod storage_upload;
 
 use std::convert::Infallible;
@@ -72,6 +74,17 @@ where
     Ok(out.freeze())
 }
 
+/// The client's address: from [`serve::serve`]'s connection loop, else from warp's (tests).
+fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<serve::ClientAddr>()
+        .and(warp::addr::remote())
+        .map(
+            |ours: Option<serve::ClientAddr>, warps: Option<SocketAddr>| {
+                ours.map(|a| a.0).or(warps)
+            },
+        )
+}
+
 /// The API as one warp filter (every route, every prefix).
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let limit = app.config.body_limit;
@@ -79,7 +92,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(client_addr())
         .and(warp::body::stream())
         .then(
             move |method: Method,
@@ -129,6 +142,8 @@ pub fn bind(
     let bound = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let maintenance = tokio::spawn(maintenance(app.clone()));
+    // This loop tells `/listen` when a response left whole (see `serve`).
+    app.pubsub.confirm_deliveries_on_send();
     let filter = routes(app.clone());
     let storage = app.config.storage_dir.clone().and_then(|dir| {
         let base = format!("http://{bound}/storage/");
@@ -147,19 +162,13 @@ pub fn bind(
     let run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match storage {
         Some(storage) => {
             let files = warp::path("storage").and(storage_upload::routes(storage, token));
-            Box::pin(
-                warp::serve(files.or(filter))
-                    .incoming(listener)
-                    .graceful(shutdown)
-                    .run(),
-            )
+            Box::pin(serve::serve(
+                listener,
+                warp::service(files.or(filter)),
+                shutdown,
+            ))
         }
-        None => Box::pin(
-            warp::serve(filter)
-                .incoming(listener)
-                .graceful(shutdown)
-                .run(),
-        ),
+        None => Box::pin(serve::serve(listener, warp::service(filter), shutdown)),
     };
     let server = async move {
         run.await;
