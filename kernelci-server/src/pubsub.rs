@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus};
+use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup};
 use kernelci::models::Timestamp;
 use kernelci::store::{
     Delivery, EventFilter, SharedStore, StoredEvent, SubscriberState, SubscriptionRecord,
@@ -515,36 +515,49 @@ impl PubSub {
                 }
                 wait = wait.min(d - now);
             }
-            self.wait(&mut wakeups, &mut log, &channel, wait).await;
-            rec = self.reread(id).await?;
+            // After an event wake-up the record is not read again: the compare-and-set of a
+            // delivery fails if it changed (or went away), and then it is.
+            if self.wait(&mut wakeups, &mut log, &channel, id, wait).await {
+                rec = self.reread(id).await?;
+            }
         }
     }
 
-    /// Waits up to `wait` for a wake-up from the bus or the log watcher.
+    /// Waits up to `wait` for a wake-up from the bus or the log watcher. Returns whether the
+    /// subscription record should be read again (an unsubscribe notice for it, missed
+    /// wake-ups, or the time is up).
     async fn wait(
         &self,
         wakeups: &mut Option<kernelci::events::Wakeups>,
         log: &mut watch::Receiver<u64>,
         channel: &str,
+        id: u64,
         wait: Duration,
-    ) {
+    ) -> bool {
         let bus = async {
             match wakeups.as_mut() {
-                Some(w) => {
-                    if w.recv_timeout(wait).await.is_err() {
+                Some(w) => match w.recv_timeout(wait).await {
+                    Ok(Some(Wakeup::Message { channel, payload }))
+                        if &*channel == SUBSCRIPTIONS_CHANNEL =>
+                    {
+                        payload.parse::<u64>().ok() == Some(id)
+                    }
+                    Ok(Some(Wakeup::Missed)) | Ok(None) => true,
+                    Ok(Some(_)) => false,
+                    Err(_) => {
                         // The bus failed: the log watcher (and the timeout) still wake us.
                         *wakeups = None;
-                        std::future::pending::<()>().await;
+                        std::future::pending::<bool>().await
                     }
-                }
-                None => std::future::pending::<()>().await,
+                },
+                None => std::future::pending::<bool>().await,
             }
         };
-        tokio::select! {
-            () = bus => {}
-            _ = log.changed() => {}
-            () = tokio::time::sleep(wait) => {}
-        }
+        let reread = tokio::select! {
+            reread = bus => reread,
+            _ = log.changed() => false,
+            () = tokio::time::sleep(wait) => true,
+        };
         if wakeups.is_none() {
             *wakeups = self
                 .bus
@@ -552,6 +565,7 @@ impl PubSub {
                 .await
                 .ok();
         }
+        reread
     }
 
     /// A receipt for the delivery recorded in `sent`: once the connection took the whole

@@ -209,6 +209,39 @@ impl Tx {
     }
 }
 
+impl MongoStore {
+    /// `EventsPurged` when events after `after` were removed by retention.
+    async fn check_retention(&self, after: u64) -> StoreResult<()> {
+        let last = self.counter(SEQ_ID).await?;
+        if after >= last {
+            // Nothing was ever appended after `after`: nothing to have lost.
+            return Ok(());
+        }
+        let purged = self.counter(PURGED_ID).await?;
+        // Retention by the TTL index leaves no mark: the oldest event kept tells.
+        let oldest = self
+            .inner
+            .events
+            .find_one(doc! {})
+            .sort(doc! { "sequence_id": 1 })
+            .await
+            .map_err(|e| mongo_err("read events", e))?
+            .map(|d| as_u64(d.get("sequence_id")));
+        let below_oldest = match oldest {
+            Some(o) => o.saturating_sub(1),
+            None => last,
+        };
+        let boundary = purged.max(below_oldest);
+        if after < boundary {
+            return Err(StoreError::EventsPurged {
+                requested: after,
+                oldest: boundary + 1,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl EventLog for MongoStore {
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<StoredEvent>> {
@@ -226,27 +259,6 @@ impl EventLog for MongoStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
         self.read(async {
-            let purged = self.counter(PURGED_ID).await?;
-            // Retention by the TTL index leaves no mark: the oldest event kept tells.
-            let oldest = self
-                .inner
-                .events
-                .find_one(doc! {})
-                .sort(doc! { "sequence_id": 1 })
-                .await
-                .map_err(|e| mongo_err("read events", e))?
-                .map(|d| as_u64(d.get("sequence_id")));
-            let below_oldest = match oldest {
-                Some(o) => o.saturating_sub(1),
-                None => self.counter(SEQ_ID).await?,
-            };
-            let boundary = purged.max(below_oldest);
-            if after < boundary {
-                return Err(StoreError::EventsPurged {
-                    requested: after,
-                    oldest: boundary + 1,
-                });
-            }
             let mut f = doc! { "sequence_id": { "$gt": i64::try_from(after).unwrap_or(i64::MAX) } };
             if let Some(ch) = &filter.channel {
                 f.insert("channel", ch.clone());
@@ -267,7 +279,17 @@ impl EventLog for MongoStore {
                 .try_collect()
                 .await
                 .map_err(|e| mongo_err("read events", e))?;
-            docs.iter().map(decode_event).collect()
+            let events = docs
+                .iter()
+                .map(decode_event)
+                .collect::<StoreResult<Vec<_>>>()?;
+            // The next event right after `after` proves nothing between was purged; otherwise
+            // check the retention point (read after the events: a purge that ran before
+            // the read is seen, one after it did not touch what was read).
+            if events.first().is_none_or(|e| e.sequence_id != after + 1) {
+                self.check_retention(after).await?;
+            }
+            Ok(events)
         })
         .await
     }

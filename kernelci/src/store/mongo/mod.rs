@@ -509,6 +509,7 @@ async fn run_transaction(
                     || (!inner.transactions
                         && matches!(&err, StoreError::Conflict(Conflict::ConcurrentWrite(_)))))
                     && attempt < TX_ATTEMPTS;
+                eprintln!("DEBUG op failed: {err:?} transient={} session_tx={} attempt={attempt} ops={}", tx.transient, inner.transactions, ops.len());
                 if !retry {
                     return Err(TxFailure {
                         error: err,
