@@ -11,6 +11,10 @@
 //! there and only tops them up to N), `--backend sqlite|mongo-redis` (`mongo-redis` starts the
 //! test harness's MongoDB-wire server and a `redis-server`; needs `--features mongodb,redis`),
 //! `--scenarios post,get,find,count,events,idle` (default: all), `--idle N` (idle listeners).
+//! `--scenarios big` (not in the default set) asks for everything at once —
+//! `/nodes?limit=10000000`, `/nodes/fast`, `/events?limit=10000000` — reads each answer as it
+//! streams (counting, not keeping it) and prints the server's peak memory growth, sampled every
+//! 5 ms (use `--server-pid` with a server in its own process).
 //!
 //! `cargo run --release --example api_load -- --nodes 100000 --clients 32 --seconds 10`
 //!
@@ -343,6 +347,76 @@ fn uptime() -> String {
         .unwrap_or_default()
 }
 
+/// One huge answer, read as it arrives: items counted by `marker` (split across chunks too),
+/// bytes, time, and the server's peak `VmRSS`/`RssAnon` growth over the request.
+async fn big_answer(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    marker: &str,
+    server_pid: Option<u32>,
+) {
+    use futures::StreamExt;
+    let kib = move |name| kernelci::testsuite::peers::proc_status(server_pid, name).unwrap_or(0);
+    let (rss0, anon0) = (kib("VmRSS"), kib("RssAnon"));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let (mut rss, mut anon) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                rss = rss.max(kib("VmRSS"));
+                anon = anon.max(kib("RssAnon"));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (rss, anon)
+        })
+    };
+    let t = Instant::now();
+    let resp = http.get(format!("{base}{path}")).send().await.expect(path);
+    let status = resp.status().as_u16();
+    let streamed = resp.headers().get("content-length").is_none();
+    let (mut bytes, mut items, mut carry, mut failed) = (0u64, 0u64, String::new(), None);
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => {
+                bytes += c.len() as u64;
+                carry.push_str(&String::from_utf8_lossy(&c));
+                items += carry.matches(marker).count() as u64;
+                // Keep a tail that could start a marker cut by the chunk boundary.
+                let keep = carry.len().saturating_sub(marker.len() - 1);
+                let keep = (keep..carry.len())
+                    .find(|i| carry.is_char_boundary(*i))
+                    .unwrap_or(carry.len());
+                carry.drain(..keep);
+            }
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let (rss, anon) = sampler.await.unwrap_or((0, 0));
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "GET {path}: {status}{}, {items} items, {:.1} MiB in {secs:.1} s{}; server VmRSS {:.0} -> peak {:.0} MiB (+{:.0}), RssAnon {:.0} -> peak {:.0} MiB (+{:.0})",
+        if streamed { " streamed" } else { "" },
+        mib(bytes / 1024),
+        failed
+            .map(|e| format!(" (cut short: {e})"))
+            .unwrap_or_default(),
+        mib(rss0),
+        mib(rss),
+        mib(rss.saturating_sub(rss0)),
+        mib(anon0),
+        mib(anon),
+        mib(anon.saturating_sub(anon0)),
+    );
+}
+
 /// The server's memory when it runs in another process (`--server-pid`), else this process's:
 /// `VmRSS` and, in brackets, `RssAnon` (RSS counts the SQLite file pages mapped by the readers'
 /// `mmap`; the anonymous part is the heap).
@@ -384,7 +458,7 @@ async fn main() {
                 keep_alive_period: 0,
                 ..ServerConfig::for_tests()
             };
-            let app = App::new(config, store.clone(), telemetry, bus);
+            let app = App::new(config, store.clone(), telemetry, bus).expect("app");
             app.bootstrap().await.expect("bootstrap");
             let (addr, server) =
                 kernelci_server::bind(app, ([127, 0, 0, 1], 0).into(), std::future::pending())
@@ -597,6 +671,16 @@ async fn main() {
         }
         report("event delivery (publish -> listen)", lat, 0, secs as f64);
         println!("  load average {}", uptime());
+    }
+
+    if on("big") {
+        for (path, marker) in [
+            ("/nodes?limit=10000000", "{\"id\":\""),
+            ("/nodes/fast", "{\"id\":\""),
+            ("/events?limit=10000000", "\"sequence_id\":"),
+        ] {
+            big_answer(&http, &base, path, marker, server_pid).await;
+        }
     }
 
     if on("idle") {

@@ -78,7 +78,6 @@ async fn main() {
             dir.path().join("kci.sqlite3").display()
         ))
         .env("KCI_INITIAL_PASSWORD", "pw")
-        .env("SECRET_KEY", "idle-subscribers-example")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

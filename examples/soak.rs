@@ -264,7 +264,7 @@ async fn listener(ctx: Arc<Ctx>, n: u64) -> (u64, Vec<f64>, u64) {
         if ev["data"] == "BEEP" {
             continue;
         }
-        let seq = ev["_sequence_id"].as_u64().unwrap_or(0);
+        let seq = ev["sequenceid"].as_u64().unwrap_or(0);
         if last != 0 && seq <= last {
             bad += 1;
         }

@@ -319,6 +319,45 @@ async fn a_ktap_test_job_becomes_test_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cip_fragment_ends_the_job_invalid_job_params() {
+    let env = env().await;
+    // No tarball either: the fragments are checked before any work is done.
+    let co = checkout(&env, None).await;
+    let kb = child(&env, &co, NodeKind::Kbuild, "kbuild-cip", json!({})).await;
+    let mut p = kbuild_params();
+    p["fragments"] = json!(["CONFIG_X=y", "cip://6.1.y-cip/x86/cip_merged_defconfig"]);
+    runner(&env, p).run(kb.id.unwrap()).await.unwrap();
+    let node = env.api.get_node(kb.id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (node.state, node.result),
+        (State::Done, Some(ResultValue::Incomplete))
+    );
+    assert_eq!(node.data_str("error_code"), Some("invalid_job_params"));
+    let msg = node.data_str("error_msg").unwrap();
+    assert!(
+        msg.contains("\"cip://6.1.y-cip/x86/cip_merged_defconfig\"")
+            && msg.contains(
+                "https://gitlab.com/cip-project/cip-kernel/cip-kernel-config/-/raw/master/6.1.y-cip/x86/cip_merged_defconfig"
+            ),
+        "{msg}"
+    );
+    // A malformed one says what is wrong with it.
+    let kb = child(&env, &co, NodeKind::Kbuild, "kbuild-cip-bad", json!({})).await;
+    let mut p = kbuild_params();
+    p["fragments"] = json!("cip://6.1.y-cip/../secret");
+    runner(&env, p).run(kb.id.unwrap()).await.unwrap();
+    let node = env.api.get_node(kb.id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(node.data_str("error_code"), Some("invalid_job_params"));
+    assert!(
+        node.data_str("error_msg")
+            .unwrap()
+            .starts_with("invalid CIP fragment"),
+        "{:?}",
+        node.data
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infrastructure_errors_end_incomplete_and_dry_runs_run_nothing() {
     let env = env().await;
     // No tarball anywhere up the chain.

@@ -58,7 +58,7 @@ async fn setup() -> Setup {
     );
     let service = LavaCallbackService::new(LavaCallbackConfig {
         labs,
-        apis: BTreeMap::from([("local".to_owned(), api.clone())]),
+        apis: BTreeMap::from([("local".to_owned(), api.clone().into())]),
         default_api: Some("local".into()),
         storages: BTreeMap::from([("local".to_owned(), storage)]),
         default_storage: Some("local".into()),

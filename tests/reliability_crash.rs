@@ -208,7 +208,7 @@ async fn subscriber(
             if ev["data"] == "BEEP" {
                 continue;
             }
-            let seq = ev["_sequence_id"].as_u64().expect("_sequence_id");
+            let seq = ev["sequenceid"].as_u64().expect("sequenceid");
             stretches
                 .lock()
                 .await

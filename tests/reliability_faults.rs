@@ -57,7 +57,7 @@ async fn listen_all(
         if ev["data"] == "BEEP" {
             continue;
         }
-        last = ev["_sequence_id"].as_u64().unwrap();
+        last = ev["sequenceid"].as_u64().unwrap();
         got.lock().await.push((last, Instant::now()));
     }
 }

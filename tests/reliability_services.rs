@@ -93,9 +93,21 @@ fn newest_mtime(dir: &Path, newest: &mut SystemTime) {
     }
 }
 
+/// Whether `bin` was built with the crash points (`kernelci-bins/fault-injection`): only
+/// then does it contain the name of the variable that sets them.
+fn has_crash_points(bin: &Path) -> bool {
+    Command::new("grep")
+        .args(["-qaF", CRASH_AT_ENV])
+        .arg(bin)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The directory holding the `kci-*` binaries: `$KCI_BINS_DIR`, else this test's profile
-/// directory, where `cargo build -p kernelci-bins --bins` runs first when a binary is missing
-/// or older than the sources.
+/// directory, where `cargo build -p kernelci-bins --bins --features fault-injection` runs
+/// first when a binary is missing, older than the sources, or built without the crash points
+/// (a release build, or a build without the feature). The workspace test run
+/// (`cargo test --workspace --all-features`) builds them with the feature already.
 fn bins_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -115,20 +127,26 @@ fn bins_dir() -> PathBuf {
             newest_mtime(&root.join(d), &mut newest);
         }
         let fresh = Service::ALL.iter().all(|s| {
-            std::fs::metadata(profile.join(s.binary()))
+            let bin = profile.join(s.binary());
+            std::fs::metadata(&bin)
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| m >= newest)
+                && has_crash_points(&bin)
         });
         if !fresh {
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(root)
                 .args(["build", "-p", "kernelci-bins", "--bins"])
+                .args(["--features", "fault-injection"])
                 .env("CARGO_TARGET_DIR", &target);
             if profile.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
             let st = cmd.status().expect("run cargo build");
-            assert!(st.success(), "cargo build -p kernelci-bins --bins failed");
+            assert!(
+                st.success(),
+                "cargo build -p kernelci-bins --bins --features fault-injection failed"
+            );
         }
         profile
     })

@@ -527,7 +527,7 @@ async fn real_lava_1_runs_a_job_and_calls_back() {
                 callback_token: Some(cb_secret),
             },
         )]),
-        apis: BTreeMap::from([("local".to_owned(), api.clone())]),
+        apis: BTreeMap::from([("local".to_owned(), api.clone().into())]),
         default_api: Some("local".into()),
         storages: BTreeMap::from([("local".to_owned(), storage)]),
         default_storage: Some("local".into()),

@@ -102,6 +102,14 @@ fn fixture_config() -> Arc<PipelineConfig> {
     Arc::new(PipelineConfig::load(&[dir]).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// A server over a database in `dir`, and an admin client of it.
+async fn start(dir: &Path) -> (TestServer, ApiClient) {
+    let server =
+        TestServer::start(&dir.join("db.sqlite3"), "127.0.0.1:0".parse().unwrap(), 1).await;
+    let api = admin(&server).await;
+    (server, api)
+}
+
 async fn admin(server: &TestServer) -> ApiClient {
     let api = ApiClient::new(&server.url())
         .unwrap()
@@ -173,13 +181,7 @@ fn options(output: &Path) -> SchedulerOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_available_creates_the_expected_jobs_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        &dir.path().join("db.sqlite3"),
-        "127.0.0.1:0".parse().unwrap(),
-        1,
-    )
-    .await;
-    let api = admin(&server).await;
+    let (server, api) = start(dir.path()).await;
     let config = fixture_config();
     let (rt, list) = runtimes(true);
     let sched = Scheduler::new(
@@ -411,13 +413,7 @@ async fn checkout_available_creates_the_expected_jobs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_drive_the_scheduler_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        &dir.path().join("db.sqlite3"),
-        "127.0.0.1:0".parse().unwrap(),
-        1,
-    )
-    .await;
-    let api = admin(&server).await;
+    let (server, api) = start(dir.path()).await;
     let (_rt, list) = runtimes(false);
     let sched =
         Arc::new(Scheduler::new(fixture_config(), api.clone(), list, options(dir.path())).unwrap());
@@ -492,5 +488,96 @@ async fn listeners_drive_the_scheduler_end_to_end() {
         .expect("stops on shutdown")
         .unwrap()
         .unwrap();
+    server.stop().await;
+}
+
+/// Upstream's own config uses `cip://` fragments and schedules jobs on labs a deployment may
+/// not have: the whole config loads (with warnings), the CIP job is scheduled with its
+/// fragment passed on for the job's kbuild to fetch, and the entries of undefined runtimes are
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_constructs_load_and_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, api) = start(dir.path()).await;
+    let folder =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/upstream-constructs");
+    let config = Arc::new(PipelineConfig::load(&[folder]).unwrap_or_else(|e| panic!("{e}")));
+    let warned: Vec<&str> = config
+        .warnings()
+        .iter()
+        .map(|w| w.key.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        warned,
+        ["scheduler[2].runtime.name", "scheduler[3].runtime.type"]
+    );
+    let shell = TestRuntime::new("shell", "shell", false);
+    let sched = Scheduler::new(
+        config,
+        api.clone(),
+        vec![shell.clone() as Arc<dyn Runtime>],
+        SchedulerOptions {
+            output: Some(dir.path().to_path_buf()),
+            ..SchedulerOptions::default()
+        },
+    )
+    .unwrap();
+
+    let mut co = checkout("cip", "linux-6.12.y-cip");
+    co.state = State::Available;
+    let co = api.create_node(&co).await.unwrap();
+    let results = sched
+        .handle_event(&available_event(&co), "node")
+        .await
+        .unwrap();
+    let mut submitted: Vec<&str> = results
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Submitted { .. }))
+        .map(|s| s.job.as_str())
+        .collect();
+    submitted.sort_unstable();
+    assert_eq!(
+        submitted,
+        [
+            "kbuild-gcc-14-arm64-612-cip",
+            "kbuild-gcc-14-arm64-612-cip-plain"
+        ],
+        "{results:?}"
+    );
+    let subs = shell.submitted.lock().unwrap().clone();
+    let (_, cip) = subs
+        .iter()
+        .find(|(f, _)| f == "kbuild-gcc-14-arm64-612-cip.sh")
+        .expect("the CIP job was submitted");
+    assert_eq!(
+        cip["fragments"],
+        json!([
+            "kselftest",
+            "lab-setup",
+            "cip://6.12.y-cip/arm64/cip_merged_defconfig"
+        ])
+    );
+    let defined: Vec<&String> = cip["fragment_configs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(defined, ["kselftest", "lab-setup"]);
+
+    // The kbuild finishes: its tests are for LAVA labs this deployment does not have.
+    let mut kb = Node::new(NodeKind::Kbuild, "kbuild-gcc-14-arm64-612-cip");
+    kb.parent = co.id;
+    kb.state = State::Done;
+    kb.result = Some(ResultValue::Pass);
+    let kb = api.create_node(&kb).await.unwrap();
+    let event = json!({"op": "updated", "id": kb.id.unwrap().to_string(), "kind": "kbuild",
+        "name": "kbuild-gcc-14-arm64-612-cip", "path": ["checkout", "kbuild-gcc-14-arm64-612-cip"],
+        "state": "done", "result": "pass", "previous_state": "running", "previous_result": null});
+    let results = sched
+        .handle_event(event.as_object().unwrap(), "node")
+        .await
+        .unwrap();
+    assert!(results.is_empty(), "{results:?}");
+    assert_eq!(children(&api, kb.id.unwrap()).await.len(), 0);
     server.stop().await;
 }

@@ -1,72 +1,131 @@
-//! The read-only web viewer, loaded in a real headless Chromium against a real server: the
-//! node list with filters, a node with its children and artifacts, and the event feed are
-//! rendered from the API by the page's own JavaScript; a screenshot shows them.
+//! The web viewer in a real headless Chromium, on data made by the real pipeline: `kci up
+//! --demo`'s composition (server, trigger, tarball, scheduler, shell jobs, timeout, regression
+//! tracker, report) runs two revisions of the demo tree, the second breaking `demo_flaky`.
+//! Each view is loaded by Chromium; the test reads the DOM for the counts, the regression
+//! label and the log line, and takes screenshots that must not be blank.
 //!
-//! Needs Debian's `chromium` (installed by `scripts/test` in CI); skipped loudly elsewhere.
+//! With `KCI_VIEWER_SCREENSHOTS=DIR`, the trees, revision and health screenshots are kept in
+//! `DIR` (the README's images: `KCI_VIEWER_SCREENSHOTS=docs cargo test --test
+//! viewer_chromium`). Needs Debian's `chromium` (installed by `scripts/test`) and the `kci`
+//! binary (`cargo build -p kernelci-bins --bin kci`, or `$KCI_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use kernelci::client::{ApiClient, Hierarchy};
-use kernelci::models::{Node, NodeKind, ResultValue, State};
-use kernelci::testsuite::peers::{CHROMIUM, find_program};
-use serde_json::json;
-use support::{ADMIN_PASSWORD, TestServer};
+use kernelci::client::ApiClient;
+use kernelci::models::{Node, State};
+use kernelci::pipeline::service::Shutdown;
+use kernelci::testsuite::peers::{CHROMIUM, KCI, find_program, free_port};
+use kernelci_bins::up::{UpOptions, run};
+
+/// A `Write` the test can read while `kci up` writes to it.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
 
 fn chromium() -> Option<PathBuf> {
     find_program("chromium").or_else(|| find_program("chromium-browser"))
 }
 
-/// Runs headless Chromium on `url` with the flags this machine needs (no sandbox as root, no
-/// background networking: the network is closed), returning its stdout.
-fn run_chromium(chromium: &Path, profile: &Path, url: &str, extra: &[String]) -> String {
-    let mut cmd = Command::new(chromium);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--window-size=1280,900",
-        "--virtual-time-budget=6000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url);
-    let out = cmd.output().expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn kci_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KCI_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kci");
+    candidate.is_file().then_some(candidate)
 }
 
-fn node(kind: NodeKind, name: &str, parent: Option<&Node>) -> Node {
-    let mut path = parent.map(|p| p.path.clone()).unwrap_or_default();
-    path.push(name.to_owned());
-    let mut value = json!({
-        "kind": kind,
-        "name": name,
-        "path": path,
-        "data": {"kernel_revision": {"tree": "mainline", "branch": "master",
-            "url": "https://git.example/linux.git", "commit": "708283abf896dd4853e673cc8cba70acaf9bf4ea",
-            "describe": "v6.5-11329-g708283abf896"}},
-    });
-    if let Some(p) = parent {
-        value["parent"] = json!(p.id.unwrap().to_string());
+/// Headless Chromium with the flags this machine needs (no sandbox as root, no background
+/// networking: the network is closed).
+struct Browser {
+    binary: PathBuf,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn run(&self, url: &str, extra: &[String]) -> String {
+        let out = Command::new(&self.binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", self.profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success(),
+            "chromium failed on {url}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
-    serde_json::from_value(value).unwrap()
+
+    /// The DOM of `url` after its load.
+    fn dom(&self, url: &str) -> String {
+        self.run(url, &["--dump-dom".into()])
+    }
+
+    /// A screenshot of `url` into `path`, checked to be a real rendering: the header band,
+    /// white sections, many colours, and `marks` (colour, minimum pixels) present.
+    fn screenshot(&self, url: &str, path: &Path, marks: &[([u8; 3], usize, &str)]) {
+        self.run(url, &[format!("--screenshot={}", path.display())]);
+        let (width, height, pixels) = decode_png(std::fs::read(path).expect("screenshot written"));
+        assert_eq!((width, height), (1280, 900));
+        let near = |p: &[u8; 3], c: [u8; 3]| p.iter().zip(c).all(|(a, b)| a.abs_diff(b) <= 24);
+        let count = |c: [u8; 3]| pixels.iter().filter(|p| near(p, c)).count();
+        assert!(
+            count([0x1d, 0x23, 0x30]) > 1280 * 20,
+            "{url}: header band not rendered"
+        );
+        assert!(
+            count([0xff, 0xff, 0xff]) > pixels.len() / 10,
+            "{url}: sections not rendered"
+        );
+        for (colour, min, what) in marks {
+            let n = count(*colour);
+            assert!(n >= *min, "{url}: {what} not rendered ({n} px)");
+        }
+        let distinct: std::collections::HashSet<[u8; 3]> = pixels.iter().copied().collect();
+        assert!(
+            distinct.len() > 50,
+            "{url}: screenshot looks blank ({} colours)",
+            distinct.len()
+        );
+    }
 }
 
 /// Decodes a PNG and returns (width, height, RGB pixels).
@@ -81,7 +140,6 @@ fn decode_png(bytes: Vec<u8>) -> (u32, u32, Vec<[u8; 3]>) {
         png::ColorType::Rgb => 3,
         other => panic!("unexpected colour type {other:?}"),
     };
-    assert_eq!(frame.bit_depth, png::BitDepth::Eight);
     let pixels = buf[..frame.buffer_size()]
         .chunks_exact(channels)
         .map(|p| [p[0], p[1], p[2]])
@@ -89,144 +147,417 @@ fn decode_png(bytes: Vec<u8>) -> (u32, u32, Vec<[u8; 3]>) {
     (width, height, pixels)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_renders_nodes_children_artifacts_and_events_in_chromium() {
-    let Some(chromium) = chromium().or_else(|| CHROMIUM.missing()) else {
-        return;
+/// The text of the first element `<tag ... id="id" ...>...</tag>` (or with that class) of a
+/// DOM, tags removed.
+fn text_of(dom: &str, marker: &str) -> String {
+    let start = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in the page:\n{dom}"));
+    let open = dom[..start].rfind('<').unwrap_or(start);
+    let tag: String = dom[open + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let rest = &dom[open..];
+    let end = rest.find(&format!("</{tag}>")).unwrap_or(rest.len());
+    strip_tags(&rest[..end])
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn find(api: &ApiClient, pairs: &[(&str, &str)]) -> Vec<Node> {
+    let mut q = pairs.to_vec();
+    q.push(("limit", "500"));
+    api.find_nodes(&q).await.unwrap().items
+}
+
+/// Waits until `check` finds something, or fails with `what` and `kci up`'s output.
+async fn wait_for<T, F, Fut>(what: &str, out: &Output, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}; kci up said:\n{}",
+            out.text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn id(n: &Node) -> String {
+    n.id.unwrap().to_hex()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_view_in_chromium_on_two_demo_revisions() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error,warp::server=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let Some(binary) = chromium() else {
+        return CHROMIUM.missing().unwrap_or(());
+    };
+    let Some(kci_bin) = kci_binary() else {
+        return KCI.missing().unwrap_or(());
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        &dir.path().join("db.sqlite"),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        45,
-    )
-    .await;
-    let api = ApiClient::new(&server.url()).unwrap();
-    let token = api.login("admin", ADMIN_PASSWORD).await.unwrap();
-    let api = api.with_token(token);
+    let data = dir.path().join("data");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let base = format!("http://{listen}");
+    let opts = UpOptions {
+        data: data.clone(),
+        listen,
+        demo: true,
+        poll_period: Some(Duration::from_secs(2)),
+        timeout_period: Some(Duration::from_secs(1)),
+        holdoff: Some(Duration::from_secs(3)),
+        kci_bin: Some(kci_bin),
+        ..UpOptions::default()
+    };
+    let shutdown = Shutdown::new();
+    let out = Output::default();
+    let task = {
+        let (shutdown, mut out) = (shutdown.clone(), out.clone());
+        tokio::spawn(async move { run(opts, shutdown, &mut out).await })
+    };
 
-    // A checkout with a job whose hierarchy holds one passing and one failing test.
-    let mut checkout = node(NodeKind::Checkout, "checkout", None);
-    checkout.artifacts = Some(
-        serde_json::from_value(json!({"tarball": "http://files.example/linux-mainline.tar.gz"}))
-            .unwrap(),
-    );
-    let checkout = api.create_node(&checkout).await.unwrap();
-    let job = api
-        .create_node(&node(NodeKind::Job, "kunit-x86_64", Some(&checkout)))
-        .await
-        .unwrap();
-    let mut root = job.clone();
-    root.state = State::Done;
-    root.result = Some(ResultValue::Fail);
-    root.artifacts = Some(
-        serde_json::from_value(json!({"test_log": "http://files.example/kunit-x86_64/log.txt"}))
-            .unwrap(),
-    );
-    let leaf = |name: &str, result| {
-        let mut n = node(NodeKind::Test, name, Some(&job));
-        n.parent = job.id;
-        n.state = State::Done;
-        n.result = Some(result);
-        Hierarchy {
-            node: n,
-            child_nodes: vec![],
+    // Two revisions through the whole pipeline: the second makes demo_flaky fail.
+    let api = wait_for("server up", &out, 120, || async {
+        let password = std::fs::read_to_string(data.join("admin-password")).ok()?;
+        let api = ApiClient::new(&base).ok()?;
+        let token = api.login("admin", password.trim()).await.ok()?;
+        Some((api.with_token(token.clone()), token))
+    })
+    .await;
+    let (api, token) = api;
+    let done_checkout = |commit: String| {
+        let api = api.clone();
+        async move {
+            find(
+                &api,
+                &[
+                    ("kind", "checkout"),
+                    ("data.kernel_revision.commit", &commit),
+                ],
+            )
+            .await
+            .into_iter()
+            .find(|c| c.state == State::Done)
         }
     };
-    api.submit_results(&Hierarchy {
-        node: root,
-        child_nodes: vec![
-            leaf("example_pass_test", ResultValue::Pass),
-            leaf("exec_example_fail_test", ResultValue::Fail),
-        ],
+    let (tree, first_sha) = wait_for("demo tree", &out, 60, || async {
+        let tree = data.join("demo/linux").canonicalize().ok()?;
+        let repo = git2::Repository::open(&tree).ok()?;
+        let sha = repo.head().ok()?.peel_to_commit().ok()?.id().to_string();
+        Some((tree, sha))
     })
+    .await;
+    let first = wait_for("first checkout done", &out, 180, || {
+        done_checkout(first_sha.clone())
+    })
+    .await;
+    let second_sha = kernelci_bins::demo::add_regression_commit(&tree).unwrap();
+    let second = wait_for("second checkout done", &out, 180, || {
+        done_checkout(second_sha.clone())
+    })
+    .await;
+    let regression = wait_for("regression node", &out, 60, || async {
+        find(&api, &[("kind", "regression"), ("name", "demo_flaky")])
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let flaky = |sha: &str| {
+        let api = api.clone();
+        let sha = sha.to_owned();
+        async move {
+            find(
+                &api,
+                &[
+                    ("name", "demo_flaky"),
+                    ("data.kernel_revision.commit", &sha),
+                ],
+            )
+            .await
+            .remove(0)
+        }
+    };
+    let (flaky_pass, flaky_fail) = (flaky(&first_sha).await, flaky(&second_sha).await);
+    let job = find(
+        &api,
+        &[
+            ("kind", "job"),
+            ("data.kernel_revision.commit", &second_sha),
+        ],
+    )
     .await
-    .unwrap();
+    .remove(0);
 
-    let profile = tempfile::tempdir().unwrap();
-    let base = format!("{}/viewer", server.url());
-
-    // The node list, filtered from the URL (kind=test, result=fail): only the failing leaf.
-    let dom = run_chromium(
-        &chromium,
-        profile.path(),
-        &format!("{base}?kind=test&result=fail"),
-        &["--dump-dom".into()],
-    );
-    assert!(
-        dom.contains("exec_example_fail_test"),
-        "filtered list misses the failure:\n{dom}"
-    );
-    assert!(
-        !dom.contains("<td>example_pass_test</td>"),
-        "filter not applied:\n{dom}"
-    );
-    assert!(dom.contains("1 shown of 1"), "status line missing:\n{dom}");
-
-    // A node page: the job with its two children, its artifact link and the event feed.
-    let url = format!("{base}?node_id={}", job.id.unwrap());
-    let dom = run_chromium(&chromium, profile.path(), &url, &["--dump-dom".into()]);
-    assert!(
-        dom.contains("job: kunit-x86_64"),
-        "node header missing:\n{dom}"
-    );
-    assert!(dom.contains("Children (2)"), "children missing:\n{dom}");
-    assert!(
-        dom.contains("http://files.example/kunit-x86_64/log.txt"),
-        "artifact link missing"
-    );
-    assert!(dom.contains("example_pass_test") && dom.contains("exec_example_fail_test"));
-    assert!(
-        dom.contains("v6.5-11329-g708283abf896"),
-        "node data missing"
-    );
-    // The event feed lists the creations and the hierarchy update.
-    assert!(
-        dom.contains("created") && dom.contains("updated"),
-        "event feed empty:\n{dom}"
-    );
-
-    // The screenshot: a real rendering (not blank), with the failure colour of the page's CSS
-    // (#c62828) and the dark header (#1d2330) present.
-    let shot = std::env::var_os("KCI_VIEWER_SCREENSHOT")
+    let browser = Browser {
+        binary,
+        profile: tempfile::tempdir().unwrap(),
+    };
+    let shots = std::env::var_os("KCI_VIEWER_SCREENSHOTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| dir.path().join("viewer.png"));
-    run_chromium(
-        &chromium,
-        profile.path(),
-        &url,
-        &[format!("--screenshot={}", shot.display())],
-    );
-    let (width, height, pixels) = decode_png(std::fs::read(&shot).expect("screenshot written"));
-    assert_eq!((width, height), (1280, 900));
-    let near = |p: &[u8; 3], c: [u8; 3]| p.iter().zip(c).all(|(a, b)| a.abs_diff(b) <= 24);
-    let header = pixels
-        .iter()
-        .filter(|p| near(p, [0x1d, 0x23, 0x30]))
-        .count();
-    let failure = pixels
-        .iter()
-        .filter(|p| near(p, [0xc6, 0x28, 0x28]))
-        .count();
-    let white = pixels
-        .iter()
-        .filter(|p| near(p, [0xff, 0xff, 0xff]))
-        .count();
-    assert!(header > 1280 * 20, "header band not rendered ({header} px)");
+        .unwrap_or_else(|| dir.path().to_owned());
+    std::fs::create_dir_all(&shots).unwrap();
+    let fail_red = ([0xc6, 0x28, 0x28], 20, "failure-coloured counts");
+    let pass_green = ([0x1e, 0x7d, 0x32], 20, "pass-coloured counts");
+
+    // 1. Trees: demo/master at its second revision; 1 build passing; 2 tests passing, 2
+    //    failing, 1 inconclusive (skip); no boot. Each count links to the revision page.
+    let dom = browser.dom(&format!("{base}/viewer/trees"));
+    let row = text_of(&dom, "data-tree=\"demo\"");
     assert!(
-        failure > 20,
-        "no failure-coloured text rendered ({failure} px)"
+        row.contains("v6.18-1-g"),
+        "latest revision is the second: {row}"
     );
-    assert!(
-        white > pixels.len() / 10,
-        "page sections not rendered ({white} px)"
-    );
-    let distinct: std::collections::HashSet<[u8; 3]> = pixels.iter().copied().collect();
-    assert!(
-        distinct.len() > 50,
-        "screenshot looks blank ({} colours)",
-        distinct.len()
+    assert_eq!(text_of(&dom, "class=\"builds\""), "1 0 0", "builds");
+    assert_eq!(text_of(&dom, "class=\"boots\""), "0 0 0", "boots");
+    assert_eq!(text_of(&dom, "class=\"tests\""), "2 2 1", "tests");
+    let fail_link = format!("/viewer/checkout/{}?tab=test&amp;status=fail", id(&second));
+    assert!(dom.contains(&fail_link), "fail count links to {fail_link}");
+    browser.screenshot(
+        &format!("{base}/viewer/trees"),
+        &shots.join("viewer-trees.png"),
+        &[fail_red, pass_green],
     );
 
-    server.stop().await;
+    // 2. The revision page with the failing tests: failures only, both listed; tabs and the
+    //    history strip (2 revisions, the first with 1 failing test).
+    let page = format!(
+        "{base}/viewer/checkout/{}?tab=test&status=fail",
+        id(&second)
+    );
+    let dom = browser.dom(&page);
+    assert_eq!(
+        text_of(&dom, "id=\"results-total\""),
+        "2 tests, failures first"
+    );
+    let results = text_of(&dom, "id=\"results\"");
+    assert!(
+        results.contains("demo_math.demo_math_overflow") && results.contains("demo_flaky"),
+        "{results}"
+    );
+    assert!(
+        !results.contains("demo_math_add"),
+        "the status filter applies: {results}"
+    );
+    assert_eq!(
+        text_of(&dom, "id=\"tab-test\""),
+        "Tests 0 2 0",
+        "tab counts under the filter"
+    );
+    let strip = text_of(&dom, "id=\"history\"");
+    assert_eq!(
+        strip,
+        "v6.18 0 1 0 v6.18-1-g".to_owned() + &second_sha[..7] + " 0 2 0",
+        "history strip"
+    );
+    assert!(
+        dom.contains(&format!("/viewer/compare/{}/{}", id(&first), id(&second))),
+        "compare link"
+    );
+    browser.screenshot(
+        &format!("{base}/viewer/checkout/{}?tab=test", id(&second)),
+        &shots.join("viewer-revision.png"),
+        &[fail_red, pass_green],
+    );
+
+    // 3. Result detail: demo_flaky failing after a pass is a regression; links to the last
+    //    pass, the first failure and the tracker's regression node.
+    let dom = browser.dom(&format!("{base}/viewer/result/{}", id(&flaky_fail)));
+    assert_eq!(text_of(&dom, "id=\"label\""), "regression");
+    assert!(dom.contains(&format!(
+        "id=\"last-pass\" href=\"/viewer/result/{}\"",
+        id(&flaky_pass)
+    )));
+    assert!(dom.contains(&format!(
+        "id=\"first-failure\" href=\"/viewer/result/{}\"",
+        id(&flaky_fail)
+    )));
+    assert!(dom.contains(&format!(
+        "id=\"regression\" href=\"/viewer/node/{}\"",
+        id(&regression)
+    )));
+    browser.screenshot(
+        &format!("{base}/viewer/result/{}", id(&flaky_fail)),
+        &dir.path().join("result.png"),
+        &[fail_red],
+    );
+
+    // 4. Log viewer: the job's log (inherited by the test), the failing line marked.
+    let dom = browser.dom(&format!("{base}/viewer/log/{}", id(&flaky_fail)));
+    let marked = dom.split("<span class=\"line error\"").skip(1).any(|l| {
+        strip_tags(l.split("</span>").next().unwrap_or_default()).contains("not ok 3 demo_flaky")
+    });
+    assert!(marked, "the failing KTAP line is highlighted:\n{dom}");
+    assert!(
+        !text_of(&dom, "id=\"error-count\"").starts_with("0 "),
+        "error lines counted"
+    );
+    browser.screenshot(
+        &format!("{base}/viewer/log/{}", id(&flaky_fail)),
+        &dir.path().join("log.png"),
+        &[],
+    );
+
+    // 5. Compare previous → this: demo_flaky a regression, the overflow still failing.
+    let dom = browser.dom(&format!(
+        "{base}/viewer/compare/{}/{}",
+        id(&first),
+        id(&second)
+    ));
+    let summary = text_of(&dom, "id=\"summary\"");
+    assert!(
+        summary.contains("regression: 1") && summary.contains("still failing: 1"),
+        "{summary}"
+    );
+    let changes = text_of(&dom, "id=\"changes\"");
+    assert!(
+        changes.contains("regression test kselftest-demo · demo_flaky"),
+        "{changes}"
+    );
+    browser.screenshot(
+        &format!("{base}/viewer/compare/{}/{}", id(&first), id(&second)),
+        &dir.path().join("compare.png"),
+        &[fail_red],
+    );
+
+    // 6. Pipeline health: the shell runtime ran 4 builds/jobs (2 builds pass, 2 jobs fail),
+    //    no infrastructure error; nothing left waiting once both revisions are done.
+    let dom = browser.dom(&format!("{base}/viewer/health"));
+    assert_eq!(
+        text_of(&dom, "id=\"runtimes\""),
+        "Runtime Total Pass Fail Infra errors Other inc. Pass rate Infra rate shell 4 2 2 0 0 50.0% 0.0%"
+    );
+    let kinds = text_of(&dom, "id=\"kinds\"");
+    assert!(
+        kinds.contains("kbuild done 2 0 0 0 (0) 0") && kinds.contains("job done 0 2 0 0 (0) 0"),
+        "{kinds}"
+    );
+    browser.screenshot(
+        &format!("{base}/viewer/health"),
+        &shots.join("viewer-health.png"),
+        &[fail_red, pass_green],
+    );
+    // Upstream's /stats and /analytics are this page.
+    assert!(
+        browser
+            .dom(&format!("{base}/stats"))
+            .contains("id=\"runtimes\"")
+    );
+
+    // 7. Node browser: a node's JSON, children and artifacts; a field/operator search.
+    let dom = browser.dom(&format!("{base}/viewer/node/{}", id(&job)));
+    assert!(text_of(&dom, "id=\"json\"").contains("\"name\": \"kselftest-demo\""));
+    assert!(text_of(&dom, "id=\"children\"").contains("demo_flaky"));
+    assert!(text_of(&dom, "id=\"artifacts\"").contains("log:"));
+    let dom = browser.dom(&format!(
+        "{base}/viewer/nodes?q=kind%3Dtest%0Aresult%3Dfail%0Aname~overflow"
+    ));
+    assert_eq!(
+        text_of(&dom, "id=\"status\"").split(" · ").next(),
+        Some("2 shown of 2")
+    );
+    assert!(
+        browser
+            .dom(&format!("{base}/viewer?node_id={}", id(&job)))
+            .contains("kselftest-demo")
+    );
+
+    // 8. Manage: a form posted with the admin token creates a custom checkout with a job
+    //    filter (as upstream's /manage does); a bad token is refused.
+    let form = dir.path().join("manage.html");
+    let url = first.data_str("kernel_revision.url").unwrap();
+    let write_form = |token: &str| {
+        std::fs::write(
+            &form,
+            format!(
+                "<form id=f method=post action=\"{base}/viewer/manage\"><input name=token value=\"{token}\">\
+                 <input name=tree value=demo><input name=branch value=master><input name=url value=\"{url}\">\
+                 <input name=commit value={first_sha}><input name=jobfilter value=kbuild-demo-x86>\
+                 <input name=action value=submit></form><script>document.getElementById('f').submit()</script>"
+            ),
+        )
+        .unwrap();
+    };
+    write_form("not-a-token");
+    let dom = browser.dom(&format!("file://{}", form.display()));
+    assert!(
+        text_of(&dom, "id=\"message\"").starts_with("The token was refused"),
+        "{dom}"
+    );
+    write_form(&token);
+    let dom = browser.dom(&format!("file://{}", form.display()));
+    assert!(
+        text_of(&dom, "id=\"message\"").starts_with("Checkout created by admin"),
+        "{dom}"
+    );
+    let created = text_of(&dom, "id=\"created\"");
+    let node = api
+        .get_node(created.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.kind, "checkout");
+    assert_eq!(node.jobfilter, Some(vec!["kbuild-demo-x86".to_owned()]));
+
+    // The log reader is no open proxy: a foreign URL and path escapes are refused.
+    let http = reqwest::Client::new();
+    for bad in [
+        "http://example.com/log.txt".to_owned(),
+        format!("{base}/storage/../../../../etc/passwd"),
+        format!("{base}/storage/%2e%2e/%2e%2e/etc/passwd"),
+        format!("{base}/storage/x%2f..%2f..%2fetc%2fpasswd"),
+        format!("{base}/elsewhere/log.txt"),
+        "file:///etc/passwd".to_owned(),
+    ] {
+        let r = http
+            .get(format!("{base}/viewer/api/log"))
+            .query(&[("url", &bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{bad} must be refused");
+        assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
+    }
+    let ok = http
+        .get(format!("{base}/viewer/api/log/{}", id(&job)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let log: serde_json::Value = ok.json().await.unwrap();
+    assert!(log["errors"].as_u64().unwrap() >= 2, "{log}");
+
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
 }

@@ -36,7 +36,7 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("runtime");
-        let app = App::new(config, Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(LocalBus::new()));
+        let app = App::new(config, Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(LocalBus::new())).expect("app");
         rt.block_on(app.bootstrap()).expect("bootstrap");
         let admin = User {
             id: ObjectId::new(),

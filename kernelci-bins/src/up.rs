@@ -15,10 +15,11 @@
 //! |---|---|
 //! | `kernelci.sqlite` | the node store, users, event log |
 //! | `storage/` | artifacts (tarballs, logs, kernels), served at `<url>/storage/` |
-//! | `secret-key`, `admin-password` | generated on first start unless `SECRET_KEY` / `KCI_INITIAL_PASSWORD` are set |
+//! | `secret-key`, `admin-password`, `storage-token` | generated on first start (from the operating system's randomness, mode 0600) unless `SECRET_KEY` / `KCI_INITIAL_PASSWORD` / `KCI_STORAGE_TOKEN` are set |
 //! | `src/` | the tarball service's git work trees |
 //! | `jobs/` | generated job definitions and job work directories |
 //! | `demo/` | with `--demo`: the demo tree (`demo/linux`) and its config (`demo/config`) |
+//! | `kcidb/` | KCIDB documents the bridge wrote (when `KCIDB_REST` is not set) |
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,16 +34,21 @@ use kernelci::pipeline::job_retry::JobRetry;
 use kernelci::pipeline::regression::RegressionTracker;
 use kernelci::pipeline::reporter::Reporter;
 use kernelci::pipeline::scheduler::{Scheduler, SchedulerOptions};
-use kernelci::pipeline::service::{ServiceContext, Shutdown};
+use kernelci::pipeline::service::{
+    ServiceContext, ServiceError, ServiceResult, ServiceSetup, Shutdown,
+};
+use kernelci::pipeline::setup::RuntimeSelection;
 use kernelci::pipeline::tarball::{Tarball, TarballOptions};
 use kernelci::pipeline::timeout::{TimeoutMode, TimeoutService};
 use kernelci::pipeline::trigger::{BuildTarget, Trigger, TriggerOptions};
 use kernelci::report::SmtpConfig;
-use kernelci::runtime::Runtime;
-use kernelci::runtime::registry::{RuntimeContext, RuntimeCredentials, RuntimeRegistry};
+use kernelci::runtime::registry::RuntimeContext;
 use kernelci::runtime::template::TemplateEngine;
 use kernelci::storage::Storage;
 use serde_json::Value;
+
+mod secrets;
+use secrets::{persistent_secret, random_hex, signing_secret};
 
 /// The job templates shipped with the binary, written into the demo config so `kci up --demo`
 /// works from any directory.
@@ -77,10 +83,11 @@ pub struct UpOptions {
     pub exit_after_report: bool,
     /// The `kernelci.toml` settings file, if any (`[trigger]`, `[runtime.<name>]`, ...).
     pub settings: Option<PathBuf>,
-    /// How often the trigger polls the trees (default: 10 s in the demo, else `[trigger]
-    /// poll_period` or one hour).
+    /// How often the trigger polls the trees (overrides `[trigger] poll_period`; unset: 10 s in
+    /// the demo, else one pass as upstream).
     pub poll_period: Option<Duration>,
-    /// How often the timeout/holdoff/closing passes run (default: 2 s in the demo, else 60 s).
+    /// How often the timeout/holdoff/closing passes run (overrides `[timeout] poll_period`;
+    /// unset: 2 s in the demo, else 60 s).
     pub timeout_period: Option<Duration>,
     /// How long checkouts (and builds) stay `available` for more jobs (upstream: 10 minutes;
     /// the demo uses 5 seconds).
@@ -143,6 +150,9 @@ pub enum UpError {
     /// The demo tree could not be made.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// A secret could not be made or is too weak.
+    #[error("{0}")]
+    Secret(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
@@ -152,8 +162,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
     }
 }
 
-/// What a finished `kci up --exit-after-report` run saw.
-#[derive(Debug, Clone)]
+/// What a finished `kci up --exit-after-report` run saw. Its `Debug` output hides the token.
+#[derive(Clone)]
 pub struct UpSummary {
     /// The API URL.
     pub url: String,
@@ -163,37 +173,14 @@ pub struct UpSummary {
     pub token: String,
 }
 
-/// Reads `path`, or writes `generate()` into it (mode 0600) on first use.
-fn persistent_secret(path: &Path, generate: impl FnOnce() -> String) -> Result<String, UpError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-        _ => {
-            let value = generate();
-            std::fs::write(path, format!("{value}\n")).map_err(io(path))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io(path))?;
-            }
-            Ok(value)
-        }
+impl std::fmt::Debug for UpSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpSummary")
+            .field("url", &self.url)
+            .field("checkout", &self.checkout)
+            .field("token", &"<redacted>")
+            .finish()
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // getrandom failing means no entropy source at all; fall back to time-based noise.
-    if getrandom::fill(&mut buf).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8);
-        }
-    }
-    hex::encode(buf)
 }
 
 /// The YAML config the demo follows: one tree (the demo tree over `file://`), a kbuild job on
@@ -241,6 +228,7 @@ jobs:
     kind: job
     params:
       command: sh tools/testing/selftests/demo/run.sh
+    kcidb_test_suite: kselftest.demo
 
 scheduler:
   - job: kbuild-demo-x86
@@ -320,6 +308,117 @@ fn progress_line(data: &Value) -> String {
     )
 }
 
+/// The options of every service `kci up` runs, read by the same `from_settings` as the
+/// `kci-*` binaries (so the same settings give the same options), over `kci up`'s own
+/// defaults and under its command-line options.
+#[derive(Debug)]
+pub struct UpServices {
+    /// `[trigger]`.
+    pub trigger: TriggerOptions,
+    /// `[tarball]`.
+    pub tarball: TarballOptions,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerOptions,
+    /// `[timeout]`, once per mode: timeout, holdoff, closing.
+    pub timeout: Vec<TimeoutService>,
+    /// `[regression_tracker]`.
+    pub regression: RegressionTracker,
+    /// `[job_retry]`.
+    pub job_retry: JobRetry,
+    /// `[test_report]` (or `--smtp-host`).
+    pub reporter: Reporter,
+}
+
+/// Reads every service's options from `setup` (settings and YAML configuration), as the
+/// `kci-*` binaries do. `kci up`'s defaults, which the settings file overrides: work
+/// directories under `data` (`[tarball] kdir`, `output`, `[scheduler] output`), no mainline
+/// tag fetch (`tags_from = none`), promiscuous regression tracker and job retry, the first
+/// `storage:` and `api:` entries; with `--demo` also a 10 s trigger period, a 2 s timeout
+/// period and a 5 s holdoff. Its command-line options (`--poll-period`, `--timeout-period`,
+/// `--holdoff`, `--smtp-host`) override the settings.
+pub fn service_options(
+    opts: &UpOptions,
+    setup: &mut ServiceSetup,
+    data: &Path,
+) -> ServiceResult<UpServices> {
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    let first_storage = setup.config.storage.keys().next().cloned();
+    let first_api = setup.config.api.keys().next().cloned();
+
+    setup
+        .select("trigger")
+        .set("poll_period", secs(opts.poll_period));
+    if opts.demo {
+        setup.set_default("poll_period", 10);
+    }
+    let trigger = TriggerOptions::from_settings(setup)?;
+
+    setup
+        .select("tarball")
+        .set_default("kdir", data.join("src").display())
+        .set_default("output", data.join("tarballs").display())
+        .set_default("tags_from", "none")
+        .set("holdoff", secs(opts.holdoff));
+    if opts.demo {
+        setup.set_default("holdoff", 5);
+    }
+    let tarball = TarballOptions::from_settings(setup)?;
+
+    setup
+        .select("scheduler")
+        .set_default("output", data.join("jobs").display());
+    if let Some(name) = first_storage {
+        setup.set_default("storage_config", name);
+    }
+    if let Some(name) = first_api {
+        setup.set_default("api_config", name);
+    }
+    let scheduler = SchedulerOptions::from_settings(setup)?;
+
+    let mut timeout = Vec::new();
+    for mode in [
+        TimeoutMode::Timeout,
+        TimeoutMode::Holdoff,
+        TimeoutMode::Closing,
+    ] {
+        setup
+            .select("timeout")
+            .set("mode", Some(mode))
+            .set("poll_period", secs(opts.timeout_period));
+        if opts.demo {
+            setup.set_default("poll_period", 2);
+        }
+        timeout.push(TimeoutService::from_settings(setup)?);
+    }
+
+    setup
+        .select("regression_tracker")
+        .set_default("promisc", true);
+    let regression = RegressionTracker::from_settings(setup)?;
+    setup.select("job_retry").set_default("promisc", true);
+    let job_retry = JobRetry::from_settings(setup)?;
+    let reporter = match &opts.smtp {
+        Some(smtp) => Reporter::new(Some(smtp.clone()), true),
+        None => Reporter::from_settings(setup.select("test_report"), true)?,
+    };
+    Ok(UpServices {
+        trigger,
+        tarball,
+        scheduler,
+        timeout,
+        regression,
+        job_retry,
+        reporter,
+    })
+}
+
+fn service_error(e: ServiceError) -> UpError {
+    match e {
+        ServiceError::Config(m) => UpError::Settings(m),
+        other => UpError::Service(other.to_string()),
+    }
+}
+
 /// Runs the all-in-one mode until `shutdown` is triggered (or, with `exit_after_report`, the
 /// first checkout is reported). Progress goes to `out`.
 pub async fn run(
@@ -336,20 +435,29 @@ pub async fn run(
     };
 
     // --- the API server, embedded default ---
-    let secret = match std::env::var("SECRET_KEY") {
-        Ok(s) if !s.trim().is_empty() => s,
-        _ => persistent_secret(&data.join("secret-key"), || random_hex(32))?,
-    };
-    let password = match std::env::var("KCI_INITIAL_PASSWORD") {
-        Ok(s) if !s.is_empty() => s,
-        _ => persistent_secret(&data.join("admin-password"), || random_hex(12))?,
-    };
     let mut server_config =
         <kernelci_server::config::ServerConfig as clap::Parser>::try_parse_from([
             "kernelci-server",
         ])
         .map_err(|e| UpError::Server(format!("server settings from the environment: {e}")))?;
+    let secret = signing_secret(
+        std::env::var("SECRET_KEY").ok(),
+        &data.join("secret-key"),
+        server_config.allow_weak_secret,
+    )?;
+    let password = match std::env::var("KCI_INITIAL_PASSWORD") {
+        Ok(s) if !s.is_empty() => s,
+        _ => persistent_secret(&data.join("admin-password"), || random_hex(16))?,
+    };
     server_config.listen = opts.listen;
+    // Links in the server's e-mails: PUBLIC_BASE_URL, else the address given to listen on
+    // (configured, never taken from a request) when it names one host and port.
+    if server_config.public_base_url.is_none()
+        && !opts.listen.ip().is_unspecified()
+        && opts.listen.port() != 0
+    {
+        server_config.public_base_url = Some(format!("http://{}", opts.listen));
+    }
     server_config.database = Some(format!(
         "sqlite://{}",
         data.join("kernelci.sqlite").display()
@@ -399,7 +507,10 @@ pub async fn run(
     } else {
         opts.config.clone()
     };
-    let config = Arc::new(PipelineConfig::load(&config_dirs).map_err(UpError::Config)?);
+    let config = PipelineConfig::load(&config_dirs).map_err(UpError::Config)?;
+    for w in config.warnings() {
+        let _ = writeln!(out, "config warning: {w}");
+    }
     let counts = config.counts();
     let _ = writeln!(
         out,
@@ -414,17 +525,19 @@ pub async fn run(
         counts.get("runtimes").copied().unwrap_or(0),
         counts.get("scheduler").copied().unwrap_or(0),
     );
+    let mut setup = ServiceSetup::new(settings, config, "DEFAULT");
+    let services = service_options(&opts, &mut setup, &data).map_err(service_error)?;
 
     // --- storage (services and jobs) ---
-    let storage_name = settings
-        .get_str("DEFAULT", "storage_config")
-        .or_else(|| config.storage.keys().next().cloned());
-    let storage: Arc<dyn Storage> = match storage_name.as_ref().and_then(|n| config.storage.get(n))
+    let storage_name = services.scheduler.storage_config.clone();
+    let storage: Arc<dyn Storage> = match storage_name
+        .as_ref()
+        .and_then(|n| setup.config.storage.get(n))
     {
         Some(sc) => {
             let cred = storage_name
                 .as_deref()
-                .and_then(|n| settings.storage_cred(n))
+                .and_then(|n| setup.settings.storage_cred(n))
                 .map(|s| s.expose().to_owned())
                 .unwrap_or_else(|| storage_token.clone());
             kernelci::storage::from_config(sc, Some(&cred))
@@ -453,37 +566,31 @@ pub async fn run(
         .map(|p| p.display().to_string())
         .or_else(|| std::env::var("KCI_BIN").ok())
         .unwrap_or_else(|| "kci".into());
-    let template_dirs: Vec<PathBuf> = config_dirs.clone();
     let mut context = RuntimeContext::new(&jobs_dir)
         .with_templates(TemplateEngine::with_default_path(
-            template_dirs.first().map(PathBuf::as_path),
+            config_dirs.first().map(PathBuf::as_path),
         ))
         .with_storage(storage.clone())
         .with_job_env("KCI_API_TOKEN", token.clone())
         .with_job_env("KCI_STORAGE_CREDENTIALS", storage_token.clone())
         .with_job_env("KCI_BIN", kci_bin);
-    if let Some(holdoff) = opts.holdoff.or(opts.demo.then_some(Duration::from_secs(5))) {
-        context = context.with_job_env("KCI_KBUILD_HOLDOFF", holdoff.as_secs().to_string());
+    if opts.holdoff.is_some() || opts.demo {
+        let holdoff = services.tarball.holdoff.as_secs().to_string();
+        context = context.with_job_env("KCI_KBUILD_HOLDOFF", holdoff);
     }
-    let registry = RuntimeRegistry::new();
-    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
-    for (name, rc) in &config.runtimes {
-        if !opts.runtimes.is_empty() && !opts.runtimes.contains(name) {
-            continue;
-        }
-        // The runtime parses its own keys: the scheduler's (`name`, `rules`) are not its.
-        let entry =
-            kernelci::runtime::registry::RuntimeEntry::new(name, &rc.lab_type, rc.settings.clone());
-        let credentials = RuntimeCredentials::from_settings(name, |s, k| settings.get_str(s, k));
-        match registry.build(&entry, &credentials, &context) {
-            Ok(r) => runtimes.push(r),
-            Err(e) => {
-                let _ = writeln!(out, "runtime {name}: not started: {e}");
-            }
-        }
+    let selection = if opts.runtimes.is_empty() {
+        RuntimeSelection::All
+    } else {
+        RuntimeSelection::Names(opts.runtimes.clone())
+    };
+    let built = setup.build_runtimes(&selection, &context);
+    for (name, e) in &built.failed {
+        let _ = writeln!(out, "runtime {name}: not started: {e}");
     }
+    let runtimes = built.runtimes;
 
     // --- services ---
+    let setup = setup;
     let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
     // Services stop on their own signal, given once the progress loop ends.
     let services_stop = Shutdown::new();
@@ -491,34 +598,9 @@ pub async fn run(
         ServiceContext::new(format!("kci-up-{name}"), api.clone())
             .with_shutdown(services_stop.clone())
     };
-    let poll = opts.poll_period.unwrap_or(if opts.demo {
-        Duration::from_secs(10)
-    } else {
-        settings
-            .get_parsed::<u64>("trigger", "poll_period")
-            .ok()
-            .flatten()
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(3600))
-    });
-    let holdoff = opts.holdoff.unwrap_or(if opts.demo {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(600)
-    });
-    let timeout_period = opts.timeout_period.unwrap_or(if opts.demo {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_secs(60)
-    });
-
-    let trigger = Trigger::new(
-        BuildTarget::from_config(&config),
-        TriggerOptions {
-            poll_period: poll,
-            ..TriggerOptions::default()
-        },
-    );
+    let config = Arc::new(setup.config);
+    let poll = services.trigger.poll_period;
+    let trigger = Trigger::new(BuildTarget::from_config(&config), services.trigger);
     let c = ctx("trigger");
     tasks.push((
         "trigger".into(),
@@ -528,12 +610,7 @@ pub async fn run(
     let tarball = Tarball::new(
         BuildTarget::from_config(&config),
         storage.clone(),
-        TarballOptions {
-            kdir: data.join("src"),
-            output: data.join("tarballs"),
-            update: Default::default(),
-            holdoff,
-        },
+        services.tarball,
     );
     let c = ctx("tarball");
     tasks.push((
@@ -545,13 +622,7 @@ pub async fn run(
         let _ = writeln!(out, "scheduler: no runtime could start; no job will run");
     } else {
         let names: Vec<String> = runtimes.iter().map(|r| r.name().to_owned()).collect();
-        let options = SchedulerOptions {
-            output: Some(jobs_dir.clone()),
-            storage_config: storage_name.clone(),
-            api_config: config.api.keys().next().cloned(),
-            ..SchedulerOptions::default()
-        };
-        let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, options)
+        let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, services.scheduler)
             .map_err(|e| UpError::Service(format!("scheduler: {e}")))?;
         let _ = writeln!(out, "scheduler: runtimes {}", names.join(", "));
         let c = ctx("scheduler");
@@ -563,43 +634,52 @@ pub async fn run(
         ));
     }
 
-    for mode in [
-        TimeoutMode::Timeout,
-        TimeoutMode::Holdoff,
-        TimeoutMode::Closing,
-    ] {
-        let service = TimeoutService::new(mode, timeout_period);
-        let c = ctx(&mode.to_string());
+    for service in services.timeout {
+        let mode = service.mode().to_string();
+        let c = ctx(&mode);
         tasks.push((
-            mode.to_string(),
+            mode,
             tokio::spawn(async move { service.run(&c).await.map_err(|e| e.to_string()) }),
         ));
     }
 
-    let tracker = RegressionTracker::new(true);
+    let tracker = services.regression;
     let c = ctx("regression");
     tasks.push((
         "regression".into(),
         tokio::spawn(async move { tracker.run(&c).await.map_err(|e| e.to_string()) }),
     ));
 
-    let retry = JobRetry::new(true);
+    let retry = services.job_retry;
     let c = ctx("job-retry");
     tasks.push((
         "job-retry".into(),
         tokio::spawn(async move { retry.run(&c).await.map_err(|e| e.to_string()) }),
     ));
 
-    let reporter = Reporter::new(opts.smtp.clone(), true);
+    let reporter = services.reporter;
     let c = ctx("report");
     tasks.push((
         "report".into(),
         tokio::spawn(async move { reporter.run(&c).await.map_err(|e| e.to_string()) }),
     ));
+    // The KCIDB bridge: to KCIDB_REST when set, else documents in <data>/kcidb/.
+    let (kcidb, kcidb_to) =
+        crate::cli::kcidb::up_bridge(&config, &setup.settings, &url, &data.join("kcidb"))
+            .map_err(|e| UpError::Service(format!("kcidb bridge: {e}")))?;
+    let c = ctx("kcidb");
+    tasks.push((
+        "kcidb".into(),
+        tokio::spawn(async move { kcidb.run(&c).await.map_err(|e| e.to_string()) }),
+    ));
+    let trigger_line = if poll.is_zero() {
+        "trigger (one pass: set [trigger] poll_period or --poll-period to keep polling)".into()
+    } else {
+        format!("trigger (every {}s)", poll.as_secs())
+    };
     let _ = writeln!(
         out,
-        "services: trigger (every {}s), tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report",
-        poll.as_secs()
+        "services: {trigger_line}, tarball, scheduler, timeout/holdoff/closing, regression, job-retry, report, kcidb ({kcidb_to})"
     );
 
     // --- progress, until shutdown (or the first report) ---
@@ -629,7 +709,11 @@ pub async fn run(
                 for (name, task) in &tasks {
                     if task.is_finished() && !failed.contains_key(name) {
                         failed.insert(name.clone(), "stopped".into());
-                        let _ = writeln!(out, "service {name} stopped");
+                        if name == "trigger" && poll.is_zero() {
+                            let _ = writeln!(out, "trigger: pass done (poll_period 0: one pass)");
+                        } else {
+                            let _ = writeln!(out, "service {name} stopped");
+                        }
                     }
                 }
                 let kind = data.get("kind").and_then(Value::as_str);

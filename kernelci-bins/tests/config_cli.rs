@@ -1,9 +1,12 @@
-//! `kci config validate|dump|list-files`, run as the real binary on the fixture configs.
+//! `kci config validate|dump|list-files`, run as the real binary on the fixture configs, and
+//! `kci up` started on a config with upstream's constructs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/config")
@@ -57,10 +60,9 @@ fn validate_reports_every_error_with_file_line_and_key() {
         "broken-schema/jobs.yaml:20: jobs.kbuild-weekly.params.fragments[0]: unknown fragment \"kselftest\"",
         "broken-schema/jobs.yaml:25: jobs.kselftest-dt.rules: min_version: expected {version: <int>, patchlevel: <int>}",
         "broken-schema/jobs.yaml:28: jobs.no-template: missing field `template`",
+        "broken-schema/jobs.yaml:34: jobs.kbuild-cip-bad.params.fragments[0]: invalid CIP fragment \"cip://6.12.y-cip\": no path after the branch",
         "broken-schema/scheduler.yaml:10: scheduler[1].job: unknown job \"kbuild-gcc-15-x86\"",
-        "broken-schema/scheduler.yaml:15: scheduler[1].runtime.name: unknown runtime \"k8s-missing\"",
         "broken-schema/scheduler.yaml:18: scheduler[2].event: missing `channel`",
-        "broken-schema/scheduler.yaml:21: scheduler[2].runtime.type: no runtime has lab_type \"lava\"",
         "broken-schema/scheduler.yaml:24: scheduler[2].platforms[1]: unknown platform \"rpi-5\"",
     ];
     for want in expected {
@@ -69,15 +71,88 @@ fn validate_reports_every_error_with_file_line_and_key() {
             "missing {want:?} in\n{stderr}"
         );
     }
+    // Runtimes this deployment does not define are warnings, after the errors.
+    let warnings = [
+        "warning: broken-schema/scheduler.yaml:15: scheduler[1].runtime.name: runtime \"k8s-missing\" is not defined in this deployment: the entry is skipped",
+        "warning: broken-schema/scheduler.yaml:21: scheduler[2].runtime.type: no runtime of lab_type \"lava\" is defined in this deployment: the entry is skipped",
+    ];
+    assert_eq!(
+        lines[expected.len()..expected.len() + 2],
+        warnings,
+        "\n{stderr}"
+    );
     assert_eq!(
         lines.len(),
-        expected.len() + 1,
-        "one line per error plus the summary:\n{stderr}"
+        expected.len() + warnings.len() + 1,
+        "one line per error and warning, plus the summary:\n{stderr}"
     );
     assert_eq!(
         lines.last().copied(),
-        Some("kci: error: 14 errors in the configuration")
+        Some("kci: error: 13 errors in the configuration")
     );
+}
+
+/// Upstream's own config folder uses `cip://` fragments and schedules jobs on labs a given
+/// deployment does not have; both load (the second with a warning), as with upstream.
+#[test]
+fn validate_accepts_upstream_constructs_with_warnings() {
+    let out = kci(&["config", "validate", "upstream-constructs"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("config OK: 3 files, 2 warnings\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  jobs           3"), "{stdout}");
+    assert!(stdout.contains("  scheduler      4"), "{stdout}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "warning: upstream-constructs/scheduler.yaml:25: scheduler[2].runtime.name: runtime \"lava-kci-qualcomm\" is not defined in this deployment: the entry is skipped",
+            "warning: upstream-constructs/scheduler.yaml:33: scheduler[3].runtime.type: no runtime of lab_type \"lava\" is defined in this deployment: the entry is skipped",
+        ],
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("cip://"),
+        "CIP fragments are valid: {stderr}"
+    );
+
+    // --strict: the warnings are errors.
+    let out = kci(&["config", "validate", "--strict", "upstream-constructs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "upstream-constructs/scheduler.yaml:25: scheduler[2].runtime.name: runtime"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().last(),
+        Some("kci: error: 2 warnings in the configuration (--strict)")
+    );
+    assert!(text(&out.stdout).is_empty());
+
+    // JSON: warnings listed apart; `ok` follows --strict.
+    let out = kci(&["config", "validate", "--json", "upstream-constructs"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["errors"], serde_json::json!([]));
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2);
+    assert_eq!(v["warnings"][0]["key"], "scheduler[2].runtime.name");
+    assert_eq!(v["warnings"][0]["line"], 25);
+    let out = kci(&[
+        "config",
+        "validate",
+        "--json",
+        "--strict",
+        "upstream-constructs",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
 }
 
 #[test]
@@ -151,4 +226,78 @@ fn dump_and_list_files() {
             .unwrap()
             .ends_with("upstream-like/api.yaml")
     );
+}
+
+/// `kci up -c <folder>` starts on a config with upstream's constructs: CIP fragments, entries
+/// for runtimes not defined here (printed as warnings) and SSH storage.
+#[test]
+fn up_starts_on_upstream_constructs() {
+    let data = tempfile::tempdir().unwrap();
+    let port = kernelci::testsuite::peers::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kci"))
+        .args([
+            "up",
+            "-c",
+            "upstream-constructs",
+            "--poll-period",
+            "3600",
+            "--quiet",
+        ])
+        .arg("--data")
+        .arg(data.path())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(fixtures())
+        .env("KCI_INITIAL_PASSWORD", "up-test-password")
+        .env_remove("KCI_SETTINGS")
+        .env_remove("KCI_API_URL")
+        .env_remove("KCI_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kci up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let started = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.starts_with("services:");
+                seen.push(line);
+                if done {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let status = child.try_wait().expect("try_wait");
+    if status.is_none() {
+        child.kill().expect("stop kci up");
+    }
+    let _ = child.wait();
+    let seen = seen.join("\n");
+    assert!(started, "kci up did not start (exit {status:?}):\n{seen}");
+    assert!(
+        seen.contains(
+            "config warning: upstream-constructs/scheduler.yaml:25: scheduler[2].runtime.name: runtime \"lava-kci-qualcomm\" is not defined"
+        ),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(
+            "config: upstream-constructs (1 trees, 3 jobs, 1 runtimes, 4 scheduler entries)"
+        ),
+        "{seen}"
+    );
+    assert!(seen.contains("scheduler: runtimes shell"), "{seen}");
 }

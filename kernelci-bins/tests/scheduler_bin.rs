@@ -38,7 +38,8 @@ async fn start_server(dir: &std::path::Path) -> String {
         Arc::new(store.clone()),
         Arc::new(store),
         Arc::new(LocalBus::new()),
-    );
+    )
+    .unwrap();
     app.bootstrap().await.unwrap();
     let (addr, server) =
         kernelci_server::bind(app, ([127, 0, 0, 1], 0).into(), std::future::pending()).unwrap();

@@ -12,6 +12,7 @@ use crate::config::ServerConfig;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::pubsub::PubSub;
+use crate::ratelimit::RateLimiter;
 
 /// Everything a request handler needs.
 pub struct App {
@@ -31,6 +32,12 @@ pub struct App {
     pub metrics: Metrics,
     /// Invite and password-reset e-mails.
     pub mailer: Mailer,
+    /// Failed login and `update-password` attempts per client.
+    pub login_limiter: RateLimiter,
+    /// `forgot-password` requests per client.
+    pub forgot_password_limiter: RateLimiter,
+    /// The web viewer's cache and settings.
+    pub viewer: crate::viewer::Viewer,
 }
 
 impl std::fmt::Debug for App {
@@ -53,22 +60,70 @@ pub enum StartError {
     /// The event bus could not be set up.
     #[error("event bus: {0}")]
     Bus(String),
+    /// The operating system gave no random bytes for the token secret.
+    #[error("no random bytes from the operating system for the token secret: {0}")]
+    Randomness(String),
+}
+
+impl StartError {
+    /// The error kind.
+    pub fn kind(&self) -> kernelci::ErrorKind {
+        match self {
+            StartError::Config(_) => kernelci::ErrorKind::Invalid,
+            StartError::Store(e) => e.kind(),
+            StartError::Bus(_) | StartError::Randomness(_) => kernelci::ErrorKind::Unavailable,
+        }
+    }
+}
+
+/// The signing secret: `SECRET_KEY`, or 32 random bytes (hex) when it is not set. Failing
+/// randomness is an error, never a weaker secret.
+fn signing_secret(config: &ServerConfig) -> Result<String, StartError> {
+    if let Some(s) = config
+        .secret_key
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        if s.len() < crate::config::MIN_SECRET_BYTES {
+            tracing::warn!(
+                bytes = s.len(),
+                "SECRET_KEY is shorter than {} bytes (accepted: --allow-weak-secret)",
+                crate::config::MIN_SECRET_BYTES
+            );
+        }
+        return Ok(s.to_owned());
+    }
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| StartError::Randomness(e.to_string()))?;
+    tracing::warn!(
+        "SECRET_KEY is not set: using a random secret; tokens will not survive a restart"
+    );
+    Ok(hex::encode(b))
 }
 
 impl App {
-    /// Builds the application over an already opened store and bus.
+    /// Builds the application over an already opened store and bus, after checking the
+    /// settings ([`ServerConfig::problems`]: weak secrets, SMTP without a public URL, ...).
     pub fn new(
         config: ServerConfig,
         store: SharedStore,
         telemetry: Arc<dyn TelemetryStore>,
         bus: Arc<dyn EventBus>,
-    ) -> Arc<App> {
-        let secret = config.secret_key.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
-            tracing::warn!("SECRET_KEY is not set: using a random secret; tokens will not survive a restart");
-            let mut b = [0u8; 32];
-            let _ = getrandom::fill(&mut b);
-            hex::encode(b)
-        });
+    ) -> Result<Arc<App>, StartError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems.join("\n")));
+        }
+        let secret = signing_secret(&config)?;
+        if config
+            .unified_secret
+            .as_deref()
+            .is_some_and(|u| !u.is_empty() && u.len() < crate::config::MIN_SECRET_BYTES)
+        {
+            tracing::warn!(
+                "UNIFIED_SECRET is shorter than 32 bytes (accepted: --allow-weak-secret)"
+            );
+        }
         let auth = Auth::new(
             &secret,
             config.unified_secret.as_deref(),
@@ -98,7 +153,14 @@ impl App {
                 "--storage-dir without --storage-token (KCI_STORAGE_TOKEN): the storage is read-only, every upload is refused"
             );
         }
-        Arc::new(App {
+        if config.trusted_proxy.is_empty() {
+            tracing::debug!("no trusted proxy: forwarded headers are ignored");
+        } else {
+            tracing::info!(proxies = ?config.trusted_proxy, "forwarded headers are believed from these peers");
+        }
+        Ok(Arc::new(App {
+            login_limiter: RateLimiter::new(config.login_rate),
+            forgot_password_limiter: RateLimiter::new(config.forgot_password_rate),
             config,
             store,
             telemetry,
@@ -107,12 +169,18 @@ impl App {
             pubsub,
             metrics: Metrics::default(),
             mailer,
-        })
+            viewer: crate::viewer::Viewer::from_env(),
+        }))
     }
 
     /// Opens the store and bus named by `config` (embedded SQLite and an in-process bus by
     /// default), bootstraps the first admin and the legacy groups.
     pub async fn open(config: ServerConfig) -> Result<Arc<App>, StartError> {
+        // Settings first: a refused configuration opens nothing.
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems.join("\n")));
+        }
         let url = config.database_url();
         let (store, telemetry): (SharedStore, Arc<dyn TelemetryStore>) =
             if let Some(path) = url.strip_prefix("sqlite://") {
@@ -123,14 +191,15 @@ impl App {
                 open_mongo(&config, &url).await?
             } else {
                 return Err(StartError::Config(format!(
-                    "unknown database URL '{url}'; use sqlite://PATH or mongodb://..."
+                    "unknown database URL '{}'; use sqlite://PATH or mongodb://...",
+                    crate::config::redact_url(&url)
                 )));
             };
         let bus: Arc<dyn EventBus> = match config.redis_url() {
             None => Arc::new(LocalBus::new()),
             Some(url) => open_redis(&url)?,
         };
-        let app = App::new(config, store, telemetry, bus);
+        let app = App::new(config, store, telemetry, bus)?;
         app.bootstrap().await?;
         Ok(app)
     }
@@ -233,7 +302,8 @@ async fn open_mongo(
     url: &str,
 ) -> Result<(SharedStore, Arc<dyn TelemetryStore>), StartError> {
     Err(StartError::Config(format!(
-        "'{url}': this build has no MongoDB support; rebuild with the `mongodb` feature"
+        "'{}': this build has no MongoDB support; rebuild with the `mongodb` feature",
+        crate::config::redact_url(url)
     )))
 }
 
@@ -241,12 +311,14 @@ async fn open_mongo(
 fn open_redis(url: &str) -> Result<Arc<dyn EventBus>, StartError> {
     kernelci::events::RedisBus::new(url)
         .map(|b| Arc::new(b) as Arc<dyn EventBus>)
-        .map_err(|e| StartError::Bus(e.to_string()))
+        // The bus names the URL in its errors: without its password here.
+        .map_err(|e| StartError::Bus(e.to_string().replace(url, &crate::config::redact_url(url))))
 }
 
 #[cfg(not(feature = "redis"))]
 fn open_redis(url: &str) -> Result<Arc<dyn EventBus>, StartError> {
     Err(StartError::Config(format!(
-        "'{url}': this build has no Redis support; rebuild with the `redis` feature"
+        "'{}': this build has no Redis support; rebuild with the `redis` feature",
+        crate::config::redact_url(url)
     )))
 }

@@ -95,13 +95,11 @@ fn now_secs() -> i64 {
     Timestamp::now().micros() / 1_000_000
 }
 
-fn random_hex(n: usize) -> String {
+/// `n` random bytes as hex; no randomness is an error (500), never a guessable value.
+fn random_hex(n: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; n];
-    if getrandom::fill(&mut buf).is_err() {
-        // Fall back to an id-based value; still unique per process.
-        return ObjectId::new().to_hex();
-    }
-    hex::encode(buf)
+    getrandom::fill(&mut buf).map_err(ApiError::internal)?;
+    Ok(hex::encode(buf))
 }
 
 fn argon2() -> Argon2<'static> {
@@ -237,7 +235,7 @@ impl Auth {
             aud: Some(Value::from(vec![AUTH_AUDIENCE])),
             exp: Some(now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))),
             iat: Some(now),
-            jti: Some(random_hex(16)),
+            jti: Some(random_hex(16)?),
             ..Default::default()
         };
         Ok((self.sign(&claims)?, claims))

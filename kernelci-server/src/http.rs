@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
-/// One API request, after the version prefix was taken off the path.
-#[derive(Debug, Clone)]
+/// One API request, after the version prefix was taken off the path. Its `Debug` output shows
+/// neither header values nor the body (tokens, passwords).
+#[derive(Clone)]
 pub struct Request {
     /// The method.
     pub method: Method,
@@ -30,7 +31,27 @@ pub struct Request {
     pub remote: Option<SocketAddr>,
 }
 
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("query", &self.query)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
 impl Request {
+    /// The client's address: the socket peer, or behind one of `proxies` the address it
+    /// forwarded (see [`crate::proxy::client_ip`]).
+    pub fn client_ip(&self, proxies: &[crate::proxy::Cidr]) -> Option<std::net::IpAddr> {
+        crate::proxy::client_ip(self.remote.map(|a| a.ip()), &self.headers, proxies)
+    }
+
     /// The path split into segments (no empty ones).
     pub fn segments(&self) -> Vec<&str> {
         self.path.split('/').filter(|s| !s.is_empty()).collect()
@@ -100,6 +121,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The JSON body.
     pub body: Value,
+    /// `Retry-After` seconds (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -108,7 +131,33 @@ impl ApiError {
         ApiError {
             status,
             body: json!({ "detail": detail.into() }),
+            retry_after: None,
         }
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn too_many_requests(what: &str, wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many {what} from this address; try again in {secs} s"),
+            )
+        }
+    }
+
+    /// 422 for a query integer above `max` (pydantic's `less_than_equal`).
+    pub fn above_maximum(field: &str, value: u64, max: u64) -> ApiError {
+        let mut e = ApiError::validation(
+            "query",
+            field,
+            "less_than_equal",
+            &format!("Input should be less than or equal to {max}"),
+            value.to_string(),
+        );
+        e.body["detail"][0]["ctx"] = json!({ "le": max });
+        e
     }
 
     /// 400 with a detail.
@@ -136,6 +185,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             body: json!({ "detail": detail }),
+            retry_after: None,
         }
     }
 
@@ -171,6 +221,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             body: json!({"message": "Internal server error, check container logs"}),
+            retry_after: None,
         }
     }
 
@@ -332,6 +383,11 @@ pub fn redirect(location: &str) -> Response {
 impl ApiError {
     /// The reply.
     pub fn into_response(self) -> Response {
-        json_reply(self.status, &self.body)
+        let mut resp = json_reply(self.status, &self.body);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }

@@ -5,13 +5,23 @@
 //! - [`router`]: version prefixes, dispatch, logging; [`routes`]: the handlers;
 //! - [`auth`]: JWTs, password hashes, revocable tokens; [`pubsub`]: subscriptions over the
 //!   durable event log;
+//! - [`viewer`]: the web views (trees, revisions, results, logs, compare, health, nodes);
 //! - [`storage_upload`]: the kernelci-storage upload endpoint; [`mail`]: invite and
 //!   password-reset e-mails over SMTP;
-//! - [`serve`]: the connection loop (send receipts for `/listen`, quiet client disconnects).
+//! - [`proxy`]: the client's address behind trusted proxies; [`ratelimit`]: login and
+//!   password-reset budgets; [`stream`]: long JSON answers written as they are read;
+//!   [`serve`]: the connection loop (header read timeout, send receipts for `/listen`, quiet
+//!   client disconnects).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = kernelci_server::config::ServerConfig::for_tests();
+//! use clap::Parser;
+//! // Flags and environment, as the `kernelci-server` binary reads them (`SECRET_KEY`, ...).
+//! let config = kernelci_server::config::ServerConfig::try_parse_from([
+//!     "kernelci-server",
+//!     "--database",
+//!     "sqlite://kernelci.sqlite3",
+//! ])?;
 //! let app = kernelci_server::app::App::open(config).await?;
 //! let (addr, server) = kernelci_server::bind(app, ([127, 0, 0, 1], 0).into(), std::future::pending())?;
 //! println!("listening on {addr}");
@@ -28,11 +38,15 @@ pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod proxy;
 pub mod pubsub;
+pub mod ratelimit;
 pub mod router;
 pub mod routes;
 pub mod serve;
 pub mod storage_upload;
+pub mod stream;
+pub mod viewer;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -74,25 +88,21 @@ where
     Ok(out.freeze())
 }
 
-/// The client's address: from [`serve::serve`]'s connection loop, else from warp's (tests).
-fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
-    warp::ext::optional::<serve::ClientAddr>()
-        .and(warp::addr::remote())
-        .map(
-            |ours: Option<serve::ClientAddr>, warps: Option<SocketAddr>| {
-                ours.map(|a| a.0).or(warps)
-            },
-        )
-}
-
 /// The API as one warp filter (every route, every prefix).
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let limit = app.config.body_limit;
+    let body_timeout = std::time::Duration::from_secs(app.config.body_timeout);
+    // The peer: from our connection loop, else warp's (`warp::test` requests).
+    let peer = warp::ext::optional::<serve::PeerAddr>()
+        .and(warp::addr::remote())
+        .map(|ours: Option<serve::PeerAddr>, warps: Option<SocketAddr>| {
+            ours.map(|p| p.0).or(warps)
+        });
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(client_addr())
+        .and(peer)
         .and(warp::body::stream())
         .then(
             move |method: Method,
@@ -103,10 +113,23 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
                   body| {
                 let app = app.clone();
                 async move {
-                    let body = match read_body(Box::pin(body), limit).await {
-                        Ok(b) => b,
-                        Err(e) => return e.into_response(),
-                    };
+                    let body =
+                        match tokio::time::timeout(body_timeout, read_body(Box::pin(body), limit))
+                            .await
+                        {
+                            Ok(Ok(b)) => b,
+                            Ok(Err(e)) => return e.into_response(),
+                            Err(_) => {
+                                return ApiError::new(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    format!(
+                                        "The request body did not arrive within {} s",
+                                        body_timeout.as_secs()
+                                    ),
+                                )
+                                .into_response();
+                            }
+                        };
                     let query = form_urlencoded::parse(query.as_bytes())
                         .into_owned()
                         .collect();
@@ -131,7 +154,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
 
 /// Binds the API on `addr` and returns the bound address and the server future, which stops
 /// (after draining in-flight requests) when `shutdown` completes. Background maintenance
-/// (stale subscriptions, event retention) runs while the server does.
+/// (stale subscriptions, event retention) runs while the server does. Connections that do
+/// not send their request headers within `--header-timeout` are closed.
 pub fn bind(
     app: Arc<App>,
     addr: SocketAddr,
@@ -156,22 +180,17 @@ pub fn bind(
         }
     });
     let token = app.config.storage_token.clone().unwrap_or_default();
-    // The serving future is built and boxed here, outside any `async` block: inside one, the
-    // `&'static str` of `warp::path("storage")` makes rustc fail to prove the future `Send`
-    // (a higher-ranked lifetime limitation), and `tokio::spawn(server)` would not compile.
-    let run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match storage {
-        Some(storage) => {
-            let files = warp::path("storage").and(storage_upload::routes(storage, token));
-            Box::pin(serve::serve(
-                listener,
-                warp::service(files.or(filter)),
-                shutdown,
-            ))
-        }
-        None => Box::pin(serve::serve(listener, warp::service(filter), shutdown)),
+    let all = match storage {
+        Some(storage) => warp::path("storage")
+            .and(storage_upload::routes(storage, token))
+            .or(filter)
+            .unify()
+            .boxed(),
+        None => filter.boxed(),
     };
+    let header_timeout = std::time::Duration::from_secs(app.config.header_timeout.max(1));
     let server = async move {
-        run.await;
+        serve::run(listener, all, header_timeout, shutdown).await;
         maintenance.abort();
     };
     Ok((bound, server))

@@ -89,6 +89,11 @@ impl Mailer {
         }
     }
 
+    /// Upstream's validation error for the missing SMTP settings.
+    pub fn not_configured(&self) -> MailError {
+        MailError::NotConfigured(self.validation_text())
+    }
+
     /// Whether every needed setting is there.
     pub fn is_configured(&self) -> bool {
         self.host.is_some() && self.port.is_some() && self.sender.is_some()

@@ -122,8 +122,9 @@ impl Route {
     }
 
     /// Every status it can answer, sorted: success, auth (401; 403 for verified-only and
-    /// admin routes), its own errors, and for API routes 400 and 422 (bad input), 413 (body
-    /// over the limit) when it takes a body, 503 and 504 (store unavailable or too slow).
+    /// admin routes), its own errors, and for API routes 400 and 422 (bad input), 408 and 413
+    /// (body too slow or over the limit) when it takes a body, 503 and 504 (store unavailable
+    /// or too slow).
     pub fn statuses(&self) -> Vec<u16> {
         let mut out = vec![self.ok];
         match self.access {
@@ -135,7 +136,7 @@ impl Route {
         if self.is_api() {
             out.extend([400, 422, 503, 504]);
             if self.body.is_some() {
-                out.push(413);
+                out.extend([408, 413]);
             }
         }
         out.sort_unstable();
@@ -151,13 +152,16 @@ use Content::*;
 pub const ROUTES: &[Route] = &[
     r("GET", "/", "Index page", Public, None).content(Html),
     r("GET", "/openapi.json", "This document", Public, None),
+    r("GET", "/docs", "API docs page", Public, None).content(Html),
     r(
         "POST",
         "/user/login",
-        "Log in (OAuth2 password form); returns a bearer token",
+        "Log in (OAuth2 password form); returns a bearer token (429: too many failed \
+         attempts from this address, see `--login-rate`)",
         Public,
         Some("form"),
-    ),
+    )
+    .errors(&[429]),
     r(
         "POST",
         "/user/logout",
@@ -209,12 +213,13 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/user/forgot-password",
         "Request a password reset: the token goes by e-mail (400: SMTP not configured; \
-         500: the e-mail could not be sent)",
+         429: too many requests from this address, see `--forgot-password-rate`; 500: the \
+         e-mail could not be sent)",
         Public,
         Some("json"),
     )
     .ok(202)
-    .errors(&[500]),
+    .errors(&[429, 500]),
     r(
         "POST",
         "/user/reset-password",
@@ -227,10 +232,11 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/user/update-password",
-        "Change a password (form)",
+        "Change a password (form; failed checks count as failed logins: 429)",
         Public,
         Some("form"),
-    ),
+    )
+    .errors(&[429]),
     r(
         "POST",
         "/user/tokens",
@@ -327,7 +333,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r(
         "PATCH",
         "/node/{node_id}",
@@ -335,7 +341,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r(
         "PUT",
         "/batch/nodeset",
@@ -351,7 +357,7 @@ pub const ROUTES: &[Route] = &[
         User,
         Some("json"),
     )
-    .errors(&[404]),
+    .errors(&[403, 404]),
     r("GET", "/events", "Event history", Public, None),
     r(
         "POST",
@@ -364,28 +370,29 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/unsubscribe/{sub_id}",
-        "Unsubscribe (404: unknown subscription; 500: another user's, as upstream)",
+        "Unsubscribe (404: unknown subscription; 403: another user's)",
         User,
         None,
     )
-    .errors(&[404, 500]),
+    .errors(&[403, 404]),
     r(
         "GET",
         "/listen/{sub_id}",
         "Wait for the next event (long poll; 404: unknown subscription; 410: events past \
-         retention; 500: another user's, as upstream)",
+         retention; 403: another user's)",
         User,
         None,
     )
-    .errors(&[404, 410, 500]),
+    .errors(&[403, 404, 410]),
     r(
         "POST",
         "/ack/{sub_id}",
-        "Acknowledge events up to a sequence number (404: unknown subscription)",
+        "Acknowledge events up to a sequence number (404: unknown subscription; 403: another \
+         user's)",
         User,
         Some("json"),
     )
-    .errors(&[404, 500]),
+    .errors(&[403, 404]),
     r(
         "POST",
         "/publish/{channel}",
@@ -479,6 +486,51 @@ pub const ROUTES: &[Route] = &[
         None,
     )
     .content(Metrics),
+    // Our extension: the viewer's data (schemas and parameters: `viewer::openapi`).
+    r("GET", "/viewer/api/trees", "Viewer: trees", Public, None),
+    r(
+        "GET",
+        "/viewer/api/checkout/{id}",
+        "Viewer: revision",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r(
+        "GET",
+        "/viewer/api/checkout/{id}/results",
+        "Viewer: results",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r(
+        "GET",
+        "/viewer/api/checkout/{id}/history",
+        "Viewer: history",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r(
+        "GET",
+        "/viewer/api/result/{id}",
+        "Viewer: result",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r("GET", "/viewer/api/log/{id}", "Viewer: log", Public, None).errors(&[403, 404, 502]),
+    r("GET", "/viewer/api/log", "Viewer: log by URL", Public, None).errors(&[403, 404, 502]),
+    r(
+        "GET",
+        "/viewer/api/compare/{base}/{target}",
+        "Viewer: compare",
+        Public,
+        None,
+    )
+    .errors(&[404]),
+    r("GET", "/viewer/api/health", "Viewer: health", Public, None),
 ];
 
 fn describe(status: u16) -> &'static str {
@@ -487,13 +539,15 @@ fn describe(status: u16) -> &'static str {
         202 => "Accepted",
         204 => "Done (no body)",
         400 => "Bad request",
-        401 => "Missing, invalid or revoked token (or not allowed to edit this node)",
-        403 => "Not allowed (an unverified user, or not an admin)",
+        401 => "Missing, invalid or revoked token",
+        403 => "Not allowed: unverified user, not an admin, or not the owner",
         404 => "Not found",
         409 => "Conflict",
+        408 => "The request body did not arrive within the server's time (--body-timeout)",
         410 => "Gone: the events were removed by retention",
         413 => "Request body over the server's limit",
         422 => "Validation error",
+        429 => "Too many attempts from this address; retry after `Retry-After` seconds",
         500 => "Server error (see the summary)",
         503 => "The store or the event bus is unavailable",
         504 => "The store did not answer in time",
@@ -637,6 +691,32 @@ fn path_schema(route: &Route, name: &str) -> Value {
     }
 }
 
+/// The tags that group the operations (in the documentation page and client generators), in
+/// order, with what each holds.
+const TAGS: &[(&str, &str)] = &[
+    ("users", "Login, tokens, invites, users and groups"),
+    ("nodes", "Query, create and update nodes; submit results"),
+    ("events", "The event history"),
+    ("pubsub", "Subscriptions, listening, publishing and lists"),
+    ("kv", "The key/value store"),
+    ("telemetry", "Job and device telemetry"),
+    ("pages", "HTML pages, files, metrics and this description"),
+];
+
+/// The tag of a route, from its first path segment.
+fn tag(path: &str) -> &'static str {
+    match path.split('/').find(|s| !s.is_empty()).unwrap_or_default() {
+        "user" | "users" | "user-groups" | "whoami" => "users",
+        "node" | "nodes" | "count" | "batch" => "nodes",
+        "events" => "events",
+        "subscribe" | "unsubscribe" | "listen" | "ack" | "publish" | "push" | "pop" => "pubsub",
+        "stats" if path == "/stats/subscriptions" => "pubsub",
+        "kv" => "kv",
+        "telemetry" => "telemetry",
+        _ => "pages",
+    }
+}
+
 fn operation_id(method: &str, path: &str) -> String {
     format!(
         "{}_{}",
@@ -682,14 +762,22 @@ fn links(route: &Route) -> Map<String, Value> {
 /// Query parameters of a route: pagination on the paginated lists, upstream's flags.
 fn query_parameters(route: &Route) -> Vec<Value> {
     let q = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
-    let paged = || {
+    let paged = |maximum: Option<u64>| {
+        let mut limit = json!({"type": "integer", "minimum": 1});
+        if let Some(m) = maximum {
+            limit["maximum"] = json!(m);
+        }
         vec![
-            q("limit", json!({"type": "integer", "minimum": 1})),
+            q("limit", limit),
             q("offset", json!({"type": "integer", "minimum": 0})),
         ]
     };
     match (route.method, route.path) {
-        ("GET", "/nodes" | "/users" | "/user-groups" | "/telemetry" | "/events") => paged(),
+        // Streamed: no maximum.
+        ("GET", "/nodes" | "/events") => paged(None),
+        ("GET", "/users" | "/user-groups" | "/telemetry") => {
+            paged(Some(crate::routes::MAX_PAGE_LIMIT))
+        }
         ("GET", "/telemetry/stats") => {
             vec![json!({"name": "group_by", "in": "query", "required": true, "schema": string()})]
         }
@@ -719,6 +807,7 @@ pub fn document() -> Value {
             responses.insert(status.to_string(), response(route, status));
         }
         let mut op = json!({
+            "tags": [tag(route.path)],
             "summary": route.summary,
             "operationId": operation_id(route.method, route.path),
             "parameters": params,
@@ -751,11 +840,14 @@ pub fn document() -> Value {
             .or_insert_with(|| json!({}));
         entry[route.method.to_lowercase()] = op;
     }
+    // Our extension: the viewer's data endpoints, with their parameters and answer schemas.
+    crate::viewer::openapi::enrich(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "KernelCI API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Wire-compatible with the upstream KernelCI API; every route is also served under /v0 and without a prefix."},
         "servers": [{"url": "/latest"}],
+        "tags": TAGS.iter().map(|(name, description)| json!({"name": name, "description": description})).collect::<Vec<_>>(),
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

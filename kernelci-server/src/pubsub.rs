@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup};
+use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup, legacy_event_uuid};
 use kernelci::models::Timestamp;
 use kernelci::store::{
     Delivery, EventFilter, SharedStore, StoredEvent, SubscriberState, SubscriptionRecord,
@@ -207,13 +207,9 @@ impl PubSub {
         self.confirm_on_send.load(Ordering::Relaxed)
     }
 
-    /// The record `id` of `user`; 404 when there is none, upstream's 500 when another user's.
-    async fn owned(
-        &self,
-        id: u64,
-        user: &str,
-        context: &str,
-    ) -> Result<SubscriptionRecord, ApiError> {
+    /// The record `id` of `user`; 404 when there is none, 403 when it is another user's
+    /// (upstream answered 500 for this client's mistake).
+    async fn owned(&self, id: u64, user: &str) -> Result<SubscriptionRecord, ApiError> {
         let rec = self
             .store
             .get_subscription(id)
@@ -221,8 +217,8 @@ impl PubSub {
             .ok_or_else(|| not_found(id))?;
         if rec.user != user {
             return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{context}Subscription {id} not owned by {user}"),
+                StatusCode::FORBIDDEN,
+                format!("Subscription {id} not owned by {user}"),
             ));
         }
         Ok(rec)
@@ -311,7 +307,7 @@ impl PubSub {
     /// `POST /unsubscribe/{id}`: removes the subscription for every replica. Durable positions
     /// are kept.
     pub async fn unsubscribe(&self, id: u64, user: &str) -> Result<(), ApiError> {
-        self.owned(id, user, "").await?;
+        self.owned(id, user).await?;
         if !self.store.delete_subscription(id, None).await? {
             return Err(not_found(id));
         }
@@ -341,7 +337,7 @@ impl PubSub {
 
     /// `POST /ack/{id}` (our extension): acknowledges up to `sequence_id`.
     pub async fn ack(&self, id: u64, user: &str, sequence_id: u64) -> Result<(), ApiError> {
-        let mut rec = self.owned(id, user, "").await?;
+        let mut rec = self.owned(id, user).await?;
         loop {
             let before = rec.position;
             let mut next = rec.clone();
@@ -359,12 +355,24 @@ impl PubSub {
         }
     }
 
-    /// The CloudEvent of a logged event; its id and time are those of the log entry, so a
-    /// replay is recognisable.
+    /// The CloudEvent of a logged event. Its `id` is the UUID v4 logged with the event (or the
+    /// one the publisher gave), its `time` the log entry's (or the publisher's), so every
+    /// delivery of one event, live or replayed, carries the same id and time.
     pub fn cloud_event(&self, e: &StoredEvent) -> CloudEvent {
         let mut ev = CloudEvent::new(e.data.clone());
-        ev.id = e.id.to_hex();
-        ev.time = Some(e.timestamp);
+        let given = |k: &str| e.attributes.get(k).and_then(Value::as_str);
+        ev.id = match given("id") {
+            Some(id) => id.to_owned(),
+            None => legacy_event_uuid(e.id.bytes()),
+        };
+        ev.time = Some(
+            given("time")
+                .and_then(|t| Timestamp::parse(t).ok())
+                .unwrap_or(e.timestamp),
+        );
+        if let Some(v) = given("specversion") {
+            v.clone_into(&mut ev.specversion);
+        }
         ev.source = e
             .attributes
             .get("source")
@@ -434,9 +442,7 @@ impl PubSub {
         user: &str,
         acknowledge: Option<u64>,
     ) -> Result<Listened, ApiError> {
-        let mut rec = self
-            .owned(id, user, &format!("Error while listening to sub id {id}: "))
-            .await?;
+        let mut rec = self.owned(id, user).await?;
         let acked = match acknowledge {
             Some(n) => n,
             None => self.implicit_ack(&mut rec).await?.unwrap_or(0),

@@ -114,6 +114,11 @@ type Handled = (&'static str, Result<Response, ApiError>);
 
 async fn dispatch(app: &App, req: &Request) -> Handled {
     let segs = req.segments();
+    if crate::viewer::owns(&segs)
+        && let Some(handled) = crate::viewer::route(app, req, &segs).await
+    {
+        return handled;
+    }
     let m = &req.method;
     macro_rules! r {
         ($route:expr, $e:expr) => {
@@ -123,15 +128,12 @@ async fn dispatch(app: &App, req: &Request) -> Handled {
     match (m, segs.as_slice()) {
         (&Method::GET, []) => ("/", Ok(pages::index())),
         (&Method::GET, ["openapi.json"]) => ("/openapi.json", Ok(crate::openapi::reply())),
-        (&Method::GET, [name @ ("viewer" | "dashboard" | "manage" | "analytics" | "stats")]) => (
-            "/{page}",
-            pages::named(name).ok_or_else(|| ApiError::not_found("Not Found")),
-        ),
+        (&Method::GET, ["docs"]) => ("/docs", Ok(pages::docs())),
         (&Method::GET, ["icons", name]) => ("/icons/{icon_name}", pages::icon(name)),
         (&Method::GET, ["static", kind @ ("css" | "js"), name]) => {
             ("/static/{kind}/{filename}", pages::static_file(kind, name))
         }
-        (&Method::GET, ["metrics"]) => ("/metrics", Ok(pages::metrics(app))),
+        (&Method::GET, ["metrics"]) => ("/metrics", Ok(pages::metrics(app).await)),
         // Users and auth.
         (&Method::POST, ["user", "login"]) => r!("/user/login", users::login(app, req)),
         (&Method::POST, ["user", "logout"]) => r!("/user/logout", users::logout(app, req)),

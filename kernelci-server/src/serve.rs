@@ -1,6 +1,8 @@
-//! The connection loop: the warp filter served by hyper, with two things warp's own `run`
-//! lacks.
+//! The connection loop: hyper (HTTP/1.1 and HTTP/2, as warp serves) with three things warp's
+//! own server lacks.
 //!
+//! - **A header read timeout.** A client that trickles its request headers (slow-loris) or
+//!   leaves a kept-alive connection idle is disconnected after `--header-timeout`.
 //! - **Send receipts.** A handler may put a [`SendReceipt`] into a response's extensions; it is
 //!   told `true` once the whole body was handed to the connection, `false` when the body was
 //!   dropped before its end (the client went away, the connection broke). `/listen` uses it
@@ -10,7 +12,7 @@
 //!   every such connection as `ERROR warp::server::run: server connection error:
 //!   hyper::Error(IncompleteMessage)`. Other connection errors are warnings.
 //!
-//! The client's address reaches the filter as a [`ClientAddr`] request extension.
+//! The socket peer reaches the filter as a [`PeerAddr`] request extension.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,16 +23,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::sync::oneshot;
-use tower_service::Service;
+use warp::filters::BoxedFilter;
+use warp::hyper::body::{Body, Frame, Incoming, SizeHint};
+use warp::hyper::service::Service as _;
+use warp::reply::Response;
 
-/// The client's address, as a request extension (warp's own is private to its `run`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+/// The socket peer of a connection, put in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// Put into a response's extensions to learn whether its body reached the connection whole.
 /// Cloning shares the one answer.
@@ -104,11 +109,11 @@ impl<B> Drop for ReceiptBody<B> {
     }
 }
 
-/// Whether a connection error only says that the client went away.
+/// Whether a connection error only says that the client went away (or was too slow).
 fn is_disconnect(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cause {
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
+        if let Some(h) = e.downcast_ref::<warp::hyper::Error>()
             && (h.is_incomplete_message()
                 || h.is_canceled()
                 || h.is_closed()
@@ -125,6 +130,7 @@ fn is_disconnect(err: &(dyn std::error::Error + 'static)) -> bool {
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
                     | std::io::ErrorKind::NotConnected
+                    | std::io::ErrorKind::TimedOut
             )
         {
             return true;
@@ -134,78 +140,69 @@ fn is_disconnect(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Whether an accept error concerns one connection only (the listener is fine).
-fn is_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-    )
-}
-
-/// Serves `service` (`warp::service(filter)`) on `listener` until `shutdown` completes, then
-/// lets the open connections finish their requests.
-pub async fn serve<S, B>(
+/// Serves `filter` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish.
+pub async fn run(
     listener: tokio::net::TcpListener,
-    service: S,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    S: Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<B>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+    filter: BoxedFilter<(Response,)>,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, remote) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        // Out of file descriptors, most likely: wait for some to close.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
-        let service = service.clone();
-        let handler =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ClientAddr(remote));
-                let mut service = service.clone();
+        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let service =
+            warp::hyper::service::service_fn(move |mut req: warp::hyper::Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                let response = service.call(req);
                 async move {
-                    let response = match service.call(req).await {
+                    let response = match response.await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     };
                     let (mut parts, inner) = response.into_parts();
                     let receipt = parts.extensions.remove::<SendReceipt>();
-                    Ok::<_, Infallible>(hyper::Response::from_parts(
+                    Ok::<_, Infallible>(warp::hyper::Response::from_parts(
                         parts,
                         ReceiptBody { inner, receipt },
                     ))
                 }
             });
-        let connection = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(TokioIo::new(stream), handler)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            if let Err(err) = watcher.watch(conn).await {
                 if is_disconnect(&*err) {
-                    tracing::debug!(client = %remote, error = %err, "client went away");
+                    // Header timeouts, resets, hang-ups mid-request: the client's doing.
+                    tracing::debug!(%peer, error = %err, "client went away");
                 } else {
-                    tracing::warn!(client = %remote, error = %err, "connection error");
+                    // Malformed requests and the like.
+                    tracing::debug!(%peer, error = %err, "connection ended");
                 }
             }
         });

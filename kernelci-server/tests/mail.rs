@@ -8,12 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, app, app_with};
-use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
+use common::{TestApp, app, app_with, mails, word_after};
+use kernelci::testsuite::smtp::SmtpServer;
 use serde_json::{Value, json};
 
 const SENDER: &str = "kernelci@example.org";
-const WAIT: Duration = Duration::from_secs(15);
 
 async fn app_with_smtp(port: u16, password: Option<&str>, timeout: u64) -> TestApp {
     let password = password.map(str::to_owned);
@@ -26,27 +25,6 @@ async fn app_with_smtp(port: u16, password: Option<&str>, timeout: u64) -> TestA
         c.smtp_timeout = timeout;
     })
     .await
-}
-
-/// Waits (off the async threads) until the server holds `n` messages; asserts there are
-/// exactly `n`.
-async fn mails(smtp: &SmtpServer, n: usize) -> Vec<ReceivedMail> {
-    let got = tokio::task::block_in_place(|| smtp.wait_for_messages(n, WAIT));
-    assert_eq!(got.len(), n, "messages: {got:#?}\nlog:\n{}", smtp.log());
-    got
-}
-
-/// The text after `prefix` up to the next white space.
-fn word_after(text: &str, prefix: &str) -> String {
-    let start = text
-        .find(prefix)
-        .unwrap_or_else(|| panic!("no {prefix:?} in {text:?}"))
-        + prefix.len();
-    text[start..]
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn claims(token: &str) -> Value {

@@ -307,10 +307,9 @@ async fn put_full_replacement_and_transitions() {
     assert_eq!(u["submitter"], "sub-1");
     assert_eq!(u["user_groups"], json!(["grp"]));
     assert_eq!(u["data"], json!({}), "data reset");
-    assert!(
-        !u["created"].as_str().unwrap().starts_with("2025-01-01"),
-        "created reset"
-    );
+    // Deliberately better: a body without `created` keeps the stored creation time (upstream
+    // reset it to now).
+    assert_eq!(u["created"], n["created"], "created kept");
     assert_ne!(u["updated"], n["updated"]);
     // Updated event with previous_state/result.
     let ev = events(&t, &format!("node_id={id}&op=updated")).await;
@@ -397,6 +396,20 @@ async fn put_full_replacement_and_transitions() {
     )
     .await
     .assert_detail(400, "Unsupported node kind: weird");
+    let r = put(
+        &t,
+        &user,
+        &id,
+        json!({"kind": "job", "name": "t1-renamed", "path": ["x"], "state": "done",
+               "created": "2024-06-01T12:00:00"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["created"],
+        "2024-06-01T12:00:00",
+        "a given created is used"
+    );
 }
 
 #[tokio::test]
@@ -466,16 +479,10 @@ async fn patch_node() {
     assert_eq!(p["name"], "p");
     t.patch_as(&user, &path, &json!({"state": "running"}))
         .await
-        .assert_detail(
-            400,
-            "Transition not allowed with state: StateValues.RUNNING",
-        );
+        .assert_detail(400, "Transition not allowed with state: running");
     t.patch_as(&user, &path, &json!({"state": "available"}))
         .await
-        .assert_detail(
-            400,
-            "Transition not allowed with state: StateValues.AVAILABLE",
-        );
+        .assert_detail(400, "Transition not allowed with state: available");
     let r = t
         .patch_as(&user, &path, &json!({"artifacts": {"log": "not a url"}}))
         .await;
@@ -554,13 +561,13 @@ async fn authorization_matrix() {
         (&t.admin, &plain, 200),
         (&any, &plain, 200),
         (&rt_editor, &plain, 200),
-        (&rt_editor, &grouped, 401),
+        (&rt_editor, &grouped, 403),
         (&member, &grouped, 200),
-        (&member, &plain, 401),
+        (&member, &plain, 403),
         (&rt_admin, &lava_y, 200),
-        (&rt_admin, &plain, 401),
-        (&stranger, &plain, 401),
-        (&stranger, &grouped, 401),
+        (&rt_admin, &plain, 403),
+        (&stranger, &plain, 403),
+        (&stranger, &grouped, 403),
     ];
     for (i, (tok, n, want)) in cases.iter().enumerate() {
         assert_eq!(
@@ -572,25 +579,25 @@ async fn authorization_matrix() {
     let pid = plain["id"].as_str().unwrap();
     t.patch_as(&stranger, &format!("/node/{pid}"), &json!({"debug": {}}))
         .await
-        .assert_detail(401, "Unauthorized to complete the operation");
+        .assert_detail(403, "Unauthorized to complete the operation");
     t.put_as(
         &stranger,
         &format!("/node/{pid}"),
         &json!({"kind": "test", "name": "x", "path": []}),
     )
     .await
-    .assert_detail(401, "Unauthorized to complete the operation");
+    .assert_detail(403, "Unauthorized to complete the operation");
     // Permission is checked before body validation.
     t.put_as(&stranger, &format!("/node/{pid}"), &json!({"name": 5}))
         .await
-        .assert_detail(401, "Unauthorized to complete the operation");
+        .assert_detail(403, "Unauthorized to complete the operation");
     t.put_as(
         &stranger,
         &format!("/nodes/{pid}"),
         &json!({"node": {}, "child_nodes": []}),
     )
     .await
-    .assert_detail(401, "Unauthorized to complete the operation");
+    .assert_detail(403, "Unauthorized to complete the operation");
 }
 
 #[tokio::test]
@@ -757,8 +764,28 @@ async fn hierarchy_submission() {
         t.put_as(&stranger, &format!("/nodes/{rid}"), &body)
             .await
             .status,
-        401
+        403
     );
+    // The root is `done` now: a hierarchy moving it back to `running` is refused like
+    // `PUT /node/{id}`, and nothing of it is written.
+    let back = json!({
+        "node": {"kind": "job", "name": "job-1", "path": ["job-1"], "state": "running"},
+        "child_nodes": [{"node": {"kind": "test", "name": "t3", "path": ["job-1", "t3"],
+                                  "state": "done", "result": "pass"}, "child_nodes": []}]
+    });
+    let events_before = events(&t, "").await.len();
+    t.put_as(&alice, &format!("/nodes/{rid}"), &back)
+        .await
+        .assert_detail(400, "Transition not allowed with state: running");
+    assert_eq!(t.get(&format!("/count?parent={rid}")).await.json(), 2);
+    assert_eq!(t.get(&format!("/node/{rid}")).await.json()["state"], "done");
+    assert_eq!(events(&t, "").await.len(), events_before, "no event");
+    // Staying `done` is allowed.
+    let mut same = back.clone();
+    same["node"]["state"] = json!("done");
+    let r = t.put_as(&alice, &format!("/nodes/{rid}"), &same).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(t.get(&format!("/count?parent={rid}")).await.json(), 3);
     let missing = ObjectId::new();
     t.put_as(&alice, &format!("/nodes/{missing}"), &body)
         .await

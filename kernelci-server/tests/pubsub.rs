@@ -46,17 +46,23 @@ async fn subscribe_listen_unsubscribe_errors() {
         .await
         .assert_422("int_parsing", json!(["path", "sub_id"]));
     assert_eq!(t.get(&format!("/listen/{id}")).await.status, 401);
+    // Deliberately better: another user's subscription is 403 with a clear message (upstream
+    // answered 500).
     t.get_as(&bob, &format!("/listen/{id}"))
         .await
-        .assert_detail(
-            500,
-            &format!("Error while listening to sub id {id}: Subscription {id} not owned by bob"),
-        );
+        .assert_detail(403, &format!("Subscription {id} not owned by bob"));
     t.req("POST", &format!("/unsubscribe/{id}"))
         .token(&bob)
         .send()
         .await
-        .assert_detail(500, &format!("Subscription {id} not owned by bob"));
+        .assert_detail(403, &format!("Subscription {id} not owned by bob"));
+    t.post_as(&bob, &format!("/ack/{id}"), &json!({"sequence_id": 1}))
+        .await
+        .assert_detail(403, &format!("Subscription {id} not owned by bob"));
+    // Admins too: a subscription is its owner's alone.
+    t.get_as(&t.admin, &format!("/listen/{id}"))
+        .await
+        .assert_detail(403, &format!("Subscription {id} not owned by admin"));
     assert_eq!(
         t.req("POST", "/unsubscribe/x")
             .token(&alice)
@@ -117,7 +123,7 @@ async fn message_shape_owner_filter_and_promiscuous() {
             "time",
             "data",
             "owner",
-            "_sequence_id"
+            "sequenceid"
         ]
     );
     assert_eq!(ev["specversion"], "1.0");
@@ -141,7 +147,7 @@ async fn message_shape_owner_filter_and_promiscuous() {
     let (_, e2) = t.listen(&bob, bob_all, "").await;
     assert_eq!(e1["data"]["id"], a["id"]);
     assert_eq!(e2["data"]["id"], b["id"]);
-    assert!(e1["_sequence_id"].as_u64() < e2["_sequence_id"].as_u64());
+    assert!(e1["sequenceid"].as_u64() < e2["sequenceid"].as_u64());
     // Nothing more for bob's filtered subscription within a short wait.
     assert!(t.listen_within(&bob, bob_sub, "", 300).await.is_none());
 }
@@ -158,7 +164,7 @@ async fn beep_after_keep_alive() {
     assert_eq!(msg["channel"], "node");
     assert_eq!(ev["data"], "BEEP");
     assert!(ev.get("owner").is_none());
-    assert!(ev.get("_sequence_id").is_none());
+    assert!(ev.get("sequenceid").is_none());
     // last_poll is stamped.
     let s = t.get_as(&t.admin, "/stats/subscriptions").await.json();
     assert!(s[0]["last_poll"].is_string());
@@ -265,7 +271,7 @@ async fn publish_and_lists() {
     assert_eq!(p1["data"], json!({"n": 1}));
     assert_eq!(p1["type"], "api.kernelci.org");
     assert_eq!(p1["source"], "https://api.kernelci.org/");
-    assert!(p1.get("_sequence_id").is_none());
+    assert!(p1.get("sequenceid").is_none());
     let p2 = t.get_as(&alice, "/pop/q").await.json();
     assert_eq!(
         (
@@ -317,7 +323,7 @@ async fn durable_subscriber_resumes_after_resubscribe_with_stable_ids() {
     assert_eq!(again["data"]["id"], nodes[1]["id"]);
     assert_eq!(again["id"], e1["id"], "a replay keeps the CloudEvent id");
     assert_eq!(again["time"], e1["time"]);
-    assert_eq!(again["_sequence_id"], e1["_sequence_id"]);
+    assert_eq!(again["sequenceid"], e1["sequenceid"]);
     let (_, e2) = t.listen(&svc, sub2, "").await;
     let (_, e3) = t.listen(&svc, sub2, "").await;
     assert_eq!(e2["data"]["id"], nodes[2]["id"]);
@@ -342,7 +348,7 @@ async fn explicit_acknowledge_and_ack_route() {
     let sub = t.subscribe(&svc, "node", "?subscriber_id=svc:ack").await;
     let nodes = make_events(&t, &svc, 3).await;
     let (_, e0) = t.listen(&svc, sub, "").await;
-    let s0 = e0["_sequence_id"].as_u64().unwrap();
+    let s0 = e0["sequenceid"].as_u64().unwrap();
     // acknowledge=<before e0>: e0 was not acked, so it comes again.
     let (_, again) = t
         .listen(&svc, sub, &format!("?acknowledge={}", s0 - 1))
@@ -358,7 +364,7 @@ async fn explicit_acknowledge_and_ack_route() {
         422
     );
     // POST /ack moves the durable position; a re-subscribe starts after it.
-    let s1 = e1["_sequence_id"].as_u64().unwrap();
+    let s1 = e1["sequenceid"].as_u64().unwrap();
     let r = t
         .post_as(&svc, &format!("/ack/{sub}"), &json!({"sequence_id": s1}))
         .await;
@@ -404,7 +410,7 @@ async fn durable_subscriber_survives_a_restart() {
         e1["data"]["id"], nodes[1]["id"],
         "resumes strictly after the last ack"
     );
-    assert!(e1["_sequence_id"].as_u64() > e0["_sequence_id"].as_u64());
+    assert!(e1["sequenceid"].as_u64() > e0["sequenceid"].as_u64());
     let (_, e2) = t.listen(&token, sub, "").await;
     assert_eq!(e2["data"]["id"], late["id"]);
 }
@@ -525,4 +531,109 @@ async fn beep_uses_the_configured_source() {
     let (_, ev) = t.listen(&alice, sub, "").await;
     assert_eq!(ev["data"]["id"], n["id"]);
     assert_eq!(ev["source"], "https://ci.example.org/");
+}
+
+/// Whether `id` is a hyphenated UUID of version 4 (RFC 9562 variant).
+fn is_uuid_v4(id: &Value) -> bool {
+    id.as_str()
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        .is_some_and(|u| {
+            u.get_version_num() == 4
+                && u.get_variant() == uuid::Variant::RFC4122
+                && u.hyphenated().to_string() == id.as_str().unwrap_or_default()
+        })
+}
+
+#[tokio::test]
+async fn live_event_ids_are_uuid4_and_replays_keep_them() {
+    let t = app().await;
+    let svc = t.user_token("svc", &[]).await;
+    let sub = t.subscribe(&svc, "node", "?subscriber_id=svc:ids").await;
+    let nodes = make_events(&t, &svc, 2).await;
+    let (_, e0) = t.listen(&svc, sub, "").await;
+    let (_, e1) = t.listen(&svc, sub, "").await; // acks e0
+    assert!(is_uuid_v4(&e0["id"]), "live id {} is a uuid4", e0["id"]);
+    assert!(is_uuid_v4(&e1["id"]), "live id {} is a uuid4", e1["id"]);
+    assert_ne!(e0["id"], e1["id"]);
+    // The sequence number is a CloudEvents-named extension attribute.
+    assert!(e0["sequenceid"].as_u64().is_some(), "{e0}");
+    assert!(e0.get("_sequence_id").is_none(), "{e0}");
+    // A replay (re-subscribe with the unacknowledged e1 pending) keeps the same uuid.
+    t.req("POST", &format!("/unsubscribe/{sub}"))
+        .token(&svc)
+        .send()
+        .await;
+    let sub2 = t.subscribe(&svc, "node", "?subscriber_id=svc:ids").await;
+    let (_, again) = t.listen(&svc, sub2, "").await;
+    assert_eq!(again["data"]["id"], nodes[1]["id"]);
+    assert_eq!(again["id"], e1["id"]);
+    // A promiscuous fire-and-forget subscriber sees the same id for the same event.
+    let other = t.user_token("other", &[]).await;
+    let psub = t.subscribe(&other, "node", "?promisc=true").await;
+    let n = t.create_node(&svc, node("checkout", "third")).await;
+    let (_, live) = t.listen(&svc, sub2, "").await;
+    let (_, seen) = t.listen(&other, psub, "").await;
+    assert_eq!(live["data"]["id"], n["id"]);
+    assert_eq!(seen["id"], live["id"]);
+    assert!(is_uuid_v4(&seen["id"]));
+}
+
+#[tokio::test]
+async fn publish_keeps_the_given_id_time_and_specversion() {
+    let t = app().await;
+    let alice = t.user_token("alice", &[]).await;
+    let sub = t.subscribe(&alice, "test_channel", "").await;
+    let r = t
+        .post_as(
+            &alice,
+            "/publish/test_channel",
+            &json!({"data": {"n": 1}, "attributes": {
+                "id": "my-event-1", "time": "2024-01-04T10:48:39.974782+00:00",
+                "specversion": "1.0", "kind": "x"}}),
+        )
+        .await;
+    assert_eq!((r.status, r.json()), (200, Value::Null));
+    let (msg, ev) = t.listen(&alice, sub, "").await;
+    assert_eq!(ev["id"], "my-event-1");
+    assert_eq!(ev["time"], "2024-01-04T10:48:39.974782+00:00");
+    assert_eq!(ev["specversion"], "1.0");
+    assert_eq!(ev["kind"], "x");
+    assert_eq!(ev["owner"], "alice");
+    assert!(ev["sequenceid"].as_u64().is_some());
+    // Upstream's key order: the given attributes do not move the core ones.
+    assert!(
+        msg["data"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\"specversion\": \"1.0\", \"id\": \"my-event-1\", \"source\": "),
+        "{}",
+        msg["data"]
+    );
+    // Without attributes: a fresh uuid4 and the current time.
+    t.post_as(&alice, "/publish/test_channel", &json!({"data": {"n": 2}}))
+        .await;
+    let (_, ev) = t.listen(&alice, sub, "").await;
+    assert!(is_uuid_v4(&ev["id"]), "{}", ev["id"]);
+    assert!(ev["time"].as_str().unwrap().ends_with("+00:00"));
+    // Attributes that no CloudEvent client could read are refused, naming the field.
+    for (key, bad) in [
+        ("id", json!(5)),
+        ("time", json!("yesterday")),
+        ("specversion", json!(1)),
+    ] {
+        let r = t
+            .post_as(
+                &alice,
+                "/publish/test_channel",
+                &json!({"data": {"n": 3}, "attributes": {key: bad}}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{key}: {}", r.text());
+        assert_eq!(
+            r.detail()[0]["loc"],
+            json!(["body", "attributes", key]),
+            "{}",
+            r.text()
+        );
+    }
 }

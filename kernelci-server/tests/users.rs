@@ -7,6 +7,7 @@ use common::{ADMIN_PASSWORD, app, app_with};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use kernelci::models::{ObjectId, User};
 use kernelci::store::UserStore;
+use kernelci_server::config::TEST_SECRET_KEY;
 use serde_json::{Value, json};
 
 fn now() -> i64 {
@@ -175,9 +176,12 @@ async fn whoami_and_verification_levels() {
         .assert_detail(401, "Unauthorized");
 }
 
+/// A second accepted signing key (`UNIFIED_SECRET`), 32 bytes or more.
+const UNIFIED: &str = "unified-secret-of-thirty-two-bytes-or-more";
+
 #[tokio::test]
 async fn jwt_edge_cases() {
-    let t = app_with(|c| c.unified_secret = Some("unified".into())).await;
+    let t = app_with(|c| c.unified_secret = Some(UNIFIED.into())).await;
     let admin = t.get_as(&t.admin, "/whoami").await.json();
     let sub = admin["id"].as_str().unwrap();
     let good = |secret: &str| {
@@ -188,14 +192,14 @@ async fn jwt_edge_cases() {
     };
     // Accepted: primary secret, UNIFIED_SECRET, no exp, string aud.
     for tok in [
-        good("test-secret"),
-        good("unified"),
+        good(TEST_SECRET_KEY),
+        good(UNIFIED),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": sub, "aud": ["fastapi-users:auth"]}),
         ),
         jwt(
-            "unified",
+            UNIFIED,
             &json!({"sub": sub, "aud": "fastapi-users:auth", "email": "x", "permissions": []}),
         ),
     ] {
@@ -207,23 +211,23 @@ async fn jwt_edge_cases() {
     let refused = [
         good("forged"),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": sub, "aud": ["fastapi-users:auth"], "exp": now() - 10}),
         ),
-        jwt("test-secret", &json!({"sub": sub, "exp": now() + 600})),
+        jwt(TEST_SECRET_KEY, &json!({"sub": sub, "exp": now() + 600})),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": sub, "aud": ["fastapi-users:reset"], "exp": now() + 600}),
         ),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": ObjectId::new().to_hex(), "aud": ["fastapi-users:auth"]}),
         ),
         jwt(
-            "test-secret",
+            TEST_SECRET_KEY,
             &json!({"sub": "zz", "aud": ["fastapi-users:auth"]}),
         ),
-        jwt("test-secret", &json!({"aud": ["fastapi-users:auth"]})),
+        jwt(TEST_SECRET_KEY, &json!({"aud": ["fastapi-users:auth"]})),
         format!("{header_none}.{payload}."),
         "garbage".to_owned(),
     ];
@@ -233,7 +237,7 @@ async fn jwt_edge_cases() {
             .assert_detail(401, "Unauthorized");
     }
     // Scheme is case-insensitive; other schemes and no header are 401.
-    let ok = good("test-secret");
+    let ok = good(TEST_SECRET_KEY);
     let r = t
         .req("GET", "/whoami")
         .header("authorization", &format!("bearer {ok}"))
@@ -463,7 +467,7 @@ async fn invite_and_accept_invite() {
         .assert_detail(400, "Invalid or expired invite token");
     let sub = inv["user"]["id"].as_str().unwrap();
     let wrong_purpose = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": sub, "email": "frank@example.org", "purpose": "reset", "exp": now() + 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -472,7 +476,7 @@ async fn invite_and_accept_invite() {
         .await
         .assert_detail(400, "Invalid invite token");
     let wrong_email = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": sub, "email": "x@example.org", "purpose": "invite", "exp": now() + 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -481,7 +485,7 @@ async fn invite_and_accept_invite() {
         .await
         .assert_detail(400, "Invalid invite token");
     let expired = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": sub, "email": "frank@example.org", "purpose": "invite", "exp": now() - 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -490,7 +494,7 @@ async fn invite_and_accept_invite() {
         .await
         .assert_detail(400, "Invalid or expired invite token");
     let unknown = jwt(
-        "test-secret",
+        TEST_SECRET_KEY,
         &json!({"sub": ObjectId::new().to_hex(), "email": "frank@example.org", "purpose": "invite", "exp": now() + 60}),
     );
     t.req("POST", "/user/accept-invite")
@@ -802,5 +806,87 @@ async fn user_groups() {
             .await
             .status,
         404
+    );
+}
+
+#[tokio::test]
+async fn own_email_change_group_clearing_and_invite_letter_case() {
+    let t = app().await;
+    t.create_group("team-a").await;
+    let kim_id = t.create_user("kim", &["team-a"]).await;
+    let kim = t.login("kim", "kim-pass").await;
+
+    // Deliberately better: changing one's own e-mail keeps the user verified (upstream
+    // un-verified them, and their next login failed with LOGIN_USER_NOT_VERIFIED).
+    let r = t
+        .patch_as(&kim, "/user/me", &json!({"email": "kim.new@example.org"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["email"], "kim.new@example.org");
+    assert_eq!(r.json()["is_verified"], true);
+    let kim = t.login("kim", "kim-pass").await;
+    let me = t.get_as(&kim, "/whoami").await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["email"], "kim.new@example.org");
+    // Still no way to verify oneself, or to take another user's address.
+    t.create_user("lee", &[]).await;
+    t.patch_as(&kim, "/user/me", &json!({"email": "LEE@example.org"}))
+        .await
+        .assert_detail(400, "UPDATE_USER_EMAIL_ALREADY_EXISTS");
+
+    // Deliberately better: an admin's `"groups": []` clears the groups (upstream could not).
+    let r = t
+        .patch_as(&t.admin, &format!("/user/{kim_id}"), &json!({"groups": []}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["groups"], json!([]));
+    let stored = t.get_as(&t.admin, &format!("/user/{kim_id}")).await.json();
+    assert_eq!(stored["groups"], json!([]));
+    // Leaving `groups` out keeps them.
+    t.patch_as(
+        &t.admin,
+        &format!("/user/{kim_id}"),
+        &json!({"groups": ["team-a"]}),
+    )
+    .await;
+    let r = t
+        .patch_as(
+            &t.admin,
+            &format!("/user/{kim_id}"),
+            &json!({"username": "kim"}),
+        )
+        .await;
+    assert_eq!(r.json()["groups"][0]["name"], "team-a");
+    // `[]` from the user themselves still changes nothing.
+    let r = t.patch_as(&kim, "/user/me", &json!({"groups": []})).await;
+    assert_eq!(r.json()["groups"][0]["name"], "team-a");
+
+    // Inviting an address that exists in another letter case: fastapi-users' answer.
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "kim-twin", "email": "Kim.New@EXAMPLE.org", "send_email": false}),
+    )
+    .await
+    .assert_detail(400, "REGISTER_USER_ALREADY_EXISTS");
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "kim-twin", "email": "KIM.NEW@example.org", "send_email": false,
+                "resend_if_exists": true}),
+    )
+    .await
+    .assert_detail(400, "REGISTER_USER_ALREADY_EXISTS");
+    // The same address in the same case is the existing user, as before.
+    t.post_as(
+        &t.admin,
+        "/user/invite",
+        &json!({"username": "kim-twin", "email": "kim.new@example.org", "send_email": false}),
+    )
+    .await
+    .assert_detail(400, "User already exists");
+    assert_eq!(
+        t.get_as(&t.admin, "/users?username=kim-twin").await.json()["total"],
+        0
     );
 }

@@ -24,6 +24,10 @@
 //! - `git` (feature `git`): ls-remote, mirror, describe, kernel version, tarball;
 //! - `pipeline` (feature `pipeline`): the services (trigger, tarball, scheduler, timeout,
 //!   regressions, report, LAVA callback, job retry) and the job runner;
+//! - [`random`]: every random value (tokens, names, picks) from one helper;
+//! - [`retry`]: one retry policy with jittered exponential backoff (on `backon`);
+//! - `kcidb` (feature `kcidb`): KCIDB objects, the node → KCIDB mapping, schema validation,
+//!   the REST and spool submitters (the bridge service is in `pipeline`);
 //! - [`report`]: the result report, rendered as upstream and sent over SMTP (feature `email`);
 //! - [`testsuite`] (feature `testsuite`): the conformance suites third-party implementations run.
 //!
@@ -48,11 +52,15 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "git")]
 pub mod git;
+#[cfg(feature = "kcidb")]
+pub mod kcidb;
 pub mod models;
 #[cfg(feature = "pipeline")]
 pub mod pipeline;
 pub mod query;
+pub mod random;
 pub mod report;
+pub mod retry;
 pub mod runtime;
 pub mod storage;
 pub mod store;

@@ -13,8 +13,9 @@ use serde_json::Value;
 
 /// The admin password of servers started here.
 pub const ADMIN_PASSWORD: &str = "reliability-admin";
-/// The token signing secret of servers started here.
-pub const SECRET: &str = "reliability-secret";
+/// The token signing secret of servers started here: the test suite's publicly known one
+/// (feature `testsuite` of kernelci-server).
+pub const SECRET: &str = kernelci_server::config::TEST_SECRET_KEY;
 
 fn newest_mtime(dir: &Path, newest: &mut SystemTime) {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -48,7 +48,8 @@ impl TestServer {
             Arc::new(store.clone()),
             Arc::new(store),
             Arc::new(LocalBus::new()),
-        );
+        )
+        .expect("app");
         app.bootstrap().await.expect("bootstrap");
         let (tx, rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

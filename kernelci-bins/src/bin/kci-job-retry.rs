@@ -18,8 +18,9 @@ struct Args {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = a.service.setup("job_retry")?;
-    let retry = JobRetry::new(setup.flag(a.promisc, "promisc")?);
+    let mut setup = a.service.setup("job_retry")?;
+    setup.set_flag("promisc", a.promisc);
+    let retry = JobRetry::from_settings(&setup)?;
     let ctx = a.service.context(&setup, None)?;
     let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || retry.run(&ctx)).await)

@@ -105,7 +105,7 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| "local".into());
     let config = LavaCallbackConfig {
         labs,
-        apis: BTreeMap::from([(api_name.clone(), api)]),
+        apis: BTreeMap::from([(api_name.clone(), api.into())]),
         default_api: Some(api_name),
         storages: storages(&args, &settings)?,
         default_storage: args

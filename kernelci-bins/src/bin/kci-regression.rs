@@ -19,8 +19,9 @@ struct Args {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = a.service.setup("regression_tracker")?;
-    let tracker = RegressionTracker::new(setup.flag(a.promisc, "promisc")?);
+    let mut setup = a.service.setup("regression_tracker")?;
+    setup.set_flag("promisc", a.promisc);
+    let tracker = RegressionTracker::from_settings(&setup)?;
     let ctx = a.service.context(&setup, None)?;
     let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || tracker.run(&ctx)).await)

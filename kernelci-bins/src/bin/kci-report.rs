@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use kernelci::models::ObjectId;
 use kernelci::pipeline::reporter::Reporter;
 use kernelci::pipeline::service::{ServiceError, run_service};
-use kernelci::report::SmtpConfig;
 use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Result reports.
@@ -53,27 +52,16 @@ enum Command {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = a.service.setup("test_report")?;
-    let host = setup
-        .get(a.smtp_host, "smtp_host")
-        .filter(|h| !h.is_empty());
-    let port = setup.get_parsed(a.smtp_port, "smtp_port")?;
-    let smtp = match (host, port) {
-        (Some(host), Some(port)) => {
-            let sender = setup
-                .get(a.email_sender, "email_sender")
-                .ok_or_else(|| ServiceError::Config("email_sender is not set".into()))?;
-            let to = setup
-                .get(a.email_recipient, "email_recipient")
-                .ok_or_else(|| ServiceError::Config("email_recipient is not set".into()))?;
-            Some(SmtpConfig::from_env(&host, port, &sender, vec![to]))
-        }
-        _ => None,
-    };
+    let mut setup = a.service.setup("test_report")?;
+    setup
+        .set("smtp_host", a.smtp_host)
+        .set("smtp_port", a.smtp_port)
+        .set("email_sender", a.email_sender)
+        .set("email_recipient", a.email_recipient);
     let ctx = a.service.context(&setup, None)?;
     match a.command {
         Command::Loop => {
-            let reporter = Reporter::new(smtp, true);
+            let reporter = Reporter::from_settings(&setup, true)?;
             let port = a.service.health_port(&setup)?;
             Ok(run_service(&ctx, port, || reporter.run(&ctx)).await)
         }
@@ -85,7 +73,7 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
             let id: ObjectId = node_id
                 .parse()
                 .map_err(|e| ServiceError::Invalid(format!("--node-id {node_id}: {e}")))?;
-            Reporter::new(smtp, dump)
+            Reporter::from_settings(&setup, dump)?
                 .report(ctx.api(), id, send)
                 .await?;
             Ok(0)

@@ -4,15 +4,13 @@
 //! `<name>:node` and `<name>:retry`, `/health` (port 8080 unless `--health-port` or the
 //! `health_port` setting say otherwise), SIGTERM finishes the event in hand.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
 use kernelci::pipeline::scheduler::{Scheduler, SchedulerOptions};
 use kernelci::pipeline::service::{ServiceError, ServiceResult, run_service};
-use kernelci::runtime::registry::{
-    RuntimeContext, RuntimeCredentials, RuntimeEntry, RuntimeRegistry,
-};
+use kernelci::pipeline::setup::RuntimeSelection;
+use kernelci::runtime::registry::RuntimeContext;
 use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// The health port when neither `--health-port` nor the settings give one (upstream's).
@@ -46,50 +44,30 @@ struct Args {
 
 async fn main_() -> ServiceResult<i32> {
     let args = Args::parse();
-    let setup = args.service.setup("scheduler")?;
+    let mut setup = args.service.setup("scheduler")?;
+    setup
+        .set_flag("promisc", args.promisc)
+        .set("event_owner", args.event_owner.clone())
+        .set("event_submitter", args.event_submitter.clone())
+        .set_flag(
+            "disable_device_health_check",
+            args.disable_device_health_check,
+        );
+    let options = SchedulerOptions::from_settings(&setup)?;
     let token = setup
         .settings
         .api_token()
         .ok_or_else(|| ServiceError::Config("no API token: set KCI_API_TOKEN".into()))?;
-    let output = PathBuf::from(
-        setup
-            .get(None, "output")
-            .unwrap_or_else(|| "/tmp/kci/scheduler".into()),
-    );
-    let storage_name = setup.get(None, "storage_config");
+    let output = options
+        .output
+        .clone()
+        .unwrap_or_else(|| SchedulerOptions::DEFAULT_OUTPUT.into());
     let mut context = RuntimeContext::new(&output).with_job_env("KCI_API_TOKEN", token.expose());
-    if let Some(cred) = storage_name
-        .as_deref()
-        .and_then(|s| setup.settings.storage_cred(s))
-    {
+    if let Some(cred) = setup.storage_credential() {
         context = context.with_job_env("KCI_STORAGE_CREDENTIALS", cred.expose());
     }
-    let registry = RuntimeRegistry::new();
-    let mut runtimes = Vec::new();
-    for r in setup.config.runtimes.values().filter(|r| {
-        if args.runtimes.is_empty() {
-            args.runtime_type.contains(&r.lab_type)
-        } else {
-            args.runtimes.contains(&r.name)
-        }
-    }) {
-        let entry = RuntimeEntry::new(&r.name, &r.lab_type, r.settings.clone());
-        let creds = RuntimeCredentials::from_settings(&r.name, |s, k| setup.settings.get_str(s, k));
-        let runtime = registry
-            .build(&entry, &creds, &context)
-            .map_err(|e| ServiceError::Config(format!("runtime {}: {e}", r.name)))?;
-        runtimes.push(runtime);
-    }
-    let options = SchedulerOptions {
-        output: Some(output),
-        image_prefix: setup.get(None, "image_prefix").unwrap_or_default(),
-        storage_config: storage_name,
-        api_config: setup.get(None, "api_config"),
-        promiscuous: setup.flag(args.promisc, "promisc")?,
-        event_owner: args.event_owner,
-        event_submitter: args.event_submitter,
-        disable_device_health_check: args.disable_device_health_check,
-    };
+    let selection = RuntimeSelection::from_args(&args.runtimes, &args.runtime_type);
+    let runtimes = setup.build_runtimes(&selection, &context).all_or_error()?;
     let ctx = args.service.context(&setup, Some("scheduler"))?;
     let port = args
         .service

@@ -2,11 +2,9 @@
 //! holdoff to `closing`/`done` once their children finish (upstream `timeout.py --mode`;
 //! settings section `[timeout]`).
 
-use std::time::Duration;
-
 use clap::Parser;
-use kernelci::pipeline::service::{ServiceError, run_service};
-use kernelci::pipeline::timeout::{TimeoutMode, TimeoutService};
+use kernelci::pipeline::service::run_service;
+use kernelci::pipeline::timeout::TimeoutService;
 use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Timeout, holdoff and closing transitions.
@@ -24,19 +22,12 @@ struct Args {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = a.service.setup("timeout")?;
-    let mode: TimeoutMode = setup
-        .get(a.mode, "mode")
-        .unwrap_or_else(|| "timeout".into())
-        .parse()
-        .map_err(ServiceError::Config)?;
-    let period = setup
-        .get_parsed(a.poll_period, "poll_period")?
-        .unwrap_or(60);
-    let service = TimeoutService::new(mode, Duration::from_secs(period));
+    let mut setup = a.service.setup("timeout")?;
+    setup.set("mode", a.mode).set("poll_period", a.poll_period);
+    let service = TimeoutService::from_settings(&setup)?;
     let ctx = a
         .service
-        .context(&setup, Some(&format!("timeout-{mode}")))?;
+        .context(&setup, Some(&format!("timeout-{}", service.mode())))?;
     let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || service.run(&ctx)).await)
 }

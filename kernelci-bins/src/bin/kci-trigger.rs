@@ -1,11 +1,9 @@
 //! `kci-trigger`: polls the configured trees and creates a checkout node for each new revision
 //! (upstream `trigger.py`; settings section `[trigger]`).
 
-use std::time::Duration;
-
 use clap::Parser;
 use kernelci::pipeline::service::run_service;
-use kernelci::pipeline::trigger::{BuildTarget, TreeSelection, Trigger, TriggerOptions};
+use kernelci::pipeline::trigger::{BuildTarget, Trigger, TriggerOptions};
 use kernelci_bins::service::{ServiceArgs, service_main};
 
 /// Poll kernel trees and create checkout nodes.
@@ -19,7 +17,8 @@ struct Args {
     /// Create checkouts even when they exist or are too recent.
     #[arg(long)]
     force: bool,
-    /// Seconds between passes (0: one pass).
+    /// Seconds between passes (default: `[trigger] poll_period`; unset or 0: one pass, as
+    /// upstream).
     #[arg(long)]
     poll_period: Option<u64>,
     /// Seconds to wait before the first pass.
@@ -32,26 +31,14 @@ struct Args {
 
 async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let a = Args::parse();
-    let setup = a.service.setup("trigger")?;
-    let options = TriggerOptions {
-        trees: TreeSelection::parse(setup.get(a.trees, "trees").as_deref()),
-        force: setup.flag(a.force, "force")?,
-        timeout: Duration::from_secs_f64(
-            setup
-                .get_parsed(a.timeout, "timeout")?
-                .unwrap_or(180.0)
-                .max(0.0)
-                * 60.0,
-        ),
-        poll_period: Duration::from_secs(
-            setup.get_parsed(a.poll_period, "poll_period")?.unwrap_or(0),
-        ),
-        startup_delay: Duration::from_secs(
-            setup
-                .get_parsed(a.startup_delay, "startup_delay")?
-                .unwrap_or(0),
-        ),
-    };
+    let mut setup = a.service.setup("trigger")?;
+    setup
+        .set("trees", a.trees)
+        .set_flag("force", a.force)
+        .set("poll_period", a.poll_period)
+        .set("startup_delay", a.startup_delay)
+        .set("timeout", a.timeout);
+    let options = TriggerOptions::from_settings(&setup)?;
     let trigger = Trigger::new(BuildTarget::from_config(&setup.config), options);
     let ctx = a.service.context(&setup, None)?;
     let port = a.service.health_port(&setup)?;

@@ -27,7 +27,7 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn client(&self) -> Result<ApiClient, String> {
+    pub(crate) fn client(&self) -> Result<ApiClient, String> {
         let settings = Settings::load(self.settings.as_deref()).map_err(|e| e.to_string())?;
         let url = self
             .api

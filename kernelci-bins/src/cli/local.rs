@@ -261,7 +261,7 @@ async fn demo(db: &Path, count: usize) -> CliResult {
 }
 
 fn kernelci_sample(n: usize) -> Vec<Node> {
-    kernelci::testsuite::store::sample_nodes(n)
+    kernelci::models::sample::sample_nodes(n)
         .into_iter()
         .map(|mut node| {
             node.id = Some(ObjectId::new());

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod config;
 pub mod job;
+pub mod kcidb;
 pub mod local;
 pub mod up;
 
@@ -44,6 +45,9 @@ pub enum Command {
     /// Check and inspect the pipeline YAML configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// KCIDB documents: `kci kcidb export --checkout ID`.
+    #[command(subcommand)]
+    Kcidb(kcidb::KcidbCommand),
     /// Run everything in one process: API server, storage, pipeline services (`--demo`:
     /// on a generated kernel tree, offline).
     Up(up::UpArgs),
@@ -59,6 +63,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Local(cmd) => local::run(cmd).await,
         Command::Config(cmd) => config::run(cmd, cli.api.json),
         Command::Job(cmd) => job::run(&cli.api, cmd).await,
+        Command::Kcidb(cmd) => kcidb::run(&cli.api, cmd).await,
         Command::Up(args) => return up::up(cli.api.settings.clone(), args).await,
     };
     match result {

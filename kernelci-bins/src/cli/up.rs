@@ -30,14 +30,16 @@ pub struct UpArgs {
     /// Stop after the first checkout's report (for scripts).
     #[arg(long)]
     pub exit_after_report: bool,
-    /// Seconds between trigger polls (default: 10 with --demo, else `[trigger] poll_period`
-    /// or 3600).
+    /// Seconds between trigger polls (default: `[trigger] poll_period`; unset: 10 with --demo,
+    /// else one pass, as upstream).
     #[arg(long)]
     pub poll_period: Option<u64>,
-    /// Seconds between timeout/holdoff/closing passes (default: 2 with --demo, else 60).
+    /// Seconds between timeout/holdoff/closing passes (default: `[timeout] poll_period`; unset:
+    /// 2 with --demo, else 60).
     #[arg(long)]
     pub timeout_period: Option<u64>,
-    /// Seconds checkouts and builds stay `available` (default: 5 with --demo, else 600).
+    /// Seconds checkouts and builds stay `available` (default: `[tarball] holdoff`; unset: 5
+    /// with --demo, else 600).
     #[arg(long)]
     pub holdoff: Option<u64>,
     /// Only start these runtimes of the config (repeatable; default: all this build has).

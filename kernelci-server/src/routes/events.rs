@@ -2,11 +2,13 @@
 
 use kernelci::models::{ObjectId, Timestamp};
 use kernelci::query::{Filter, Op, Operand, Scalar};
+use kernelci::store::{EventFilter, StoreError, StoredEvent};
 use serde_json::Value;
 use warp::reply::Response;
 
 use crate::app::App;
-use crate::http::{ApiError, Request, ok};
+use crate::http::{ApiError, Request, ok, parse_bool};
+use crate::stream;
 
 fn eq(f: Filter, field: &str, v: Scalar) -> Filter {
     f.and(field, Op::Eq, Operand::One(v))
@@ -20,7 +22,25 @@ fn raw_value(v: &str) -> Scalar {
     }
 }
 
-/// `GET /events`: filters as upstream, results in sequence order.
+/// The `from` parameter: an ISO 8601 time, or (as upstream documents, though it never read
+/// one) a Unix time in seconds, with a fraction or not.
+fn parse_from(v: &str) -> Option<Timestamp> {
+    if let Ok(t) = Timestamp::parse(v) {
+        return Some(t);
+    }
+    let secs: f64 = v.trim().parse().ok()?;
+    if !secs.is_finite() {
+        return None;
+    }
+    let micros = (secs * 1e6).round();
+    // Within i64 microseconds; `from_micros` then checks the calendar range.
+    if micros.abs() >= 9.0e18 {
+        return None;
+    }
+    Timestamp::from_micros(micros as i64)
+}
+
+/// `GET /events`: filters as upstream, results in sequence order; long answers stream.
 pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
     let mut f = Filter::all();
     let mut limit: Option<u64> = None;
@@ -70,7 +90,7 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
                 ids = Some(parsed.map_err(|_| ApiError::bad_request("Invalid ids format"))?);
             }
             "from" => {
-                let t = Timestamp::parse(v).map_err(|_| {
+                let t = parse_from(v).ok_or_else(|| {
                     ApiError::bad_request("Invalid 'from' parameter, must be an ISO 8601 datetime")
                 })?;
                 f = f.and("timestamp", Op::Gt, Operand::One(Scalar::Time(t)));
@@ -97,7 +117,21 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
                     )
                 })?
             }
-            "recursive" => recursive = !v.is_empty(),
+            // Upstream turned recursion on for any non-empty value, `false` included; here
+            // it is a boolean, and an empty value means off.
+            "recursive" => {
+                recursive = !v.is_empty() && {
+                    parse_bool(v).ok_or_else(|| {
+                        ApiError::validation(
+                            "query",
+                            "recursive",
+                            "bool_parsing",
+                            "Input should be a valid boolean, unable to interpret input",
+                            v,
+                        )
+                    })?
+                }
+            }
             _ => f = eq(f, k, raw_value(v)),
         }
     }
@@ -116,22 +150,97 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
             "Recursive limit is too large, max is 1000",
         ));
     }
-    let events = app.store.find_events(&f, offset, limit).await?;
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        let mut doc = e.to_document();
-        if recursive
-            && let Some(nid) = e
-                .data
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|s| ObjectId::parse_str(s).ok())
-            && let Some(node) = app.store.get_node(nid).await?
-            && let Some(o) = doc.as_object_mut()
-        {
-            o.insert("node".into(), node.to_value());
+    // At most one page is read before the answer starts (its errors are statuses); more is
+    // streamed: `limit` has no maximum and no default, as upstream, in bounded memory.
+    let first = limit.map_or(stream::PAGE, |l| l.min(stream::PAGE));
+    let events = app.store.find_events(&f, offset, Some(first)).await?;
+    if recursive || (events.len() as u64) < stream::PAGE || limit.is_some_and(|l| l <= stream::PAGE)
+    {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let mut doc = e.to_document();
+            if recursive
+                && let Some(nid) = e
+                    .data
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| ObjectId::parse_str(s).ok())
+                && let Some(node) = app.store.get_node(nid).await?
+                && let Some(o) = doc.as_object_mut()
+            {
+                o.insert("node".into(), node.to_value());
+            }
+            out.push(doc);
         }
-        out.push(doc);
+        return ok(Value::Array(out));
     }
-    ok(Value::Array(out))
+    let store = app.store.clone();
+    let channel = req.query_param("channel").map(str::to_owned);
+    Ok(stream::json_response(move |mut w| async move {
+        if w.raw("[").await.is_err() {
+            return;
+        }
+        match stream_events(store.as_ref(), &f, channel, limit, events, &mut w).await {
+            Ok(()) => {
+                if w.raw("]").await.is_ok() {
+                    let _ = w.finish().await;
+                }
+            }
+            Err(Some(e)) => w.abort(e).await,
+            Err(None) => {}
+        }
+    }))
+}
+
+/// Writes `first` (the first page of matches, read with the request's offset), then every
+/// later match: the log is read in sequence order after the last match, a page at a time
+/// (the sequence index; on `channel` when given), and `filter` is applied here, until
+/// `limit` matches or the end. `Err(None)`: the client went away.
+async fn stream_events(
+    store: &dyn kernelci::store::EventLog,
+    filter: &Filter,
+    channel: Option<String>,
+    limit: Option<u64>,
+    first: Vec<StoredEvent>,
+    w: &mut stream::JsonWriter,
+) -> Result<(), Option<String>> {
+    let gone = |_| None;
+    let text = |doc: &Value| serde_json::to_string(doc).map_err(|e| Some(e.to_string()));
+    let left = |w: &stream::JsonWriter| limit.map_or(u64::MAX, |l| l.saturating_sub(w.items()));
+    let mut after = first.last().map_or(0, |e| e.sequence_id);
+    for e in first {
+        w.item(&text(&e.to_document())?).await.map_err(gone)?;
+    }
+    let wanted = EventFilter {
+        channel,
+        owner: None,
+    };
+    while left(w) > 0 {
+        let batch = match store
+            .events_after(after, &wanted, stream::PAGE as usize)
+            .await
+        {
+            Ok(b) => b,
+            // Retention removed events meanwhile: they are gone for every reader; go on.
+            Err(StoreError::EventsPurged { oldest, .. }) if oldest > after + 1 => {
+                after = oldest - 1;
+                continue;
+            }
+            Err(e) => return Err(Some(e.to_string())),
+        };
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = last.sequence_id;
+        for e in batch {
+            let doc = e.to_document();
+            if filter.matches(&doc) {
+                w.item(&text(&doc)?).await.map_err(gone)?;
+                if left(w) == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,13 +2,14 @@
 
 use kernelci::models::{Node, NodePatch, ObjectId, User};
 use kernelci::query::{Query, QueryError};
-use kernelci::store::{EventMode, FindOptions, StoreError, UpdateRule};
+use kernelci::store::{Cursor, EventMode, FindOptions, StoreError, UpdateRule};
 use serde_json::{Value, json};
 use warp::reply::Response;
 
 use super::object_id;
 use crate::app::App;
 use crate::http::{ApiError, Request, ok, ok_json_text};
+use crate::stream;
 
 /// Whether `user` may edit `node` (api spec §5).
 pub fn can_edit(user: &User, node: &Node) -> bool {
@@ -34,9 +35,11 @@ pub fn can_edit(user: &User, node: &Node) -> bool {
     }
 }
 
+/// An authenticated user without edit permission: 403 with upstream's text (upstream answered
+/// 401, which means "who are you", not "you may not").
 fn edit_denied() -> ApiError {
     ApiError::new(
-        warp::http::StatusCode::UNAUTHORIZED,
+        warp::http::StatusCode::FORBIDDEN,
         "Unauthorized to complete the operation",
     )
 }
@@ -84,30 +87,101 @@ fn parse_query(req: &Request) -> Result<Query, ApiError> {
     Query::parse(req.query.clone()).map_err(ApiError::from)
 }
 
-/// `GET /nodes`: paginated.
+/// `GET /nodes`: paginated; `limit` has no maximum (upstream): a page longer than
+/// [`stream::PAGE`] is streamed.
 pub async fn find(app: &App, req: &Request) -> Result<Response, ApiError> {
     let q = parse_query(req)?;
     let limit = q.limit.unwrap_or(50);
     let offset = q.offset.unwrap_or(0);
-    let opts = FindOptions {
-        limit: Some(limit),
+    let first = FindOptions {
+        limit: Some(limit.min(stream::PAGE)),
         offset,
         ..Default::default()
     };
+    // The first page and the count before the status goes out: their errors are statuses.
     let (docs, total) = futures::try_join!(
-        app.store.find_nodes_json(&q.filter, &opts),
+        app.store.find_nodes_json(&q.filter, &first),
         app.store.count_nodes(&q.filter)
     )?;
-    let mut body = String::with_capacity(64 + docs.iter().map(|d| d.len() + 1).sum::<usize>());
-    body.push_str("{\"items\":");
-    push_json_array(&mut body, &docs);
-    body.push_str(&format!(
-        ",\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}"
-    ));
-    ok_json_text(body)
+    let suffix = format!(",\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}");
+    if limit <= stream::PAGE || (docs.len() as u64) < stream::PAGE {
+        let mut body = String::with_capacity(64 + docs.iter().map(|d| d.len() + 1).sum::<usize>());
+        body.push_str("{\"items\":");
+        push_json_array(&mut body, docs);
+        body.push_str(&suffix);
+        return ok_json_text(body);
+    }
+    let store = app.store.clone();
+    Ok(stream::json_response(move |mut w| async move {
+        if w.raw("{\"items\":[").await.is_err() {
+            return;
+        }
+        match stream_nodes(store.as_ref(), &q.filter, Some(limit), docs, &mut w).await {
+            Ok(()) => {
+                if w.raw("]").await.is_ok() && w.raw(&suffix).await.is_ok() {
+                    let _ = w.finish().await;
+                }
+            }
+            Err(StreamError::Store(e)) => w.abort(e).await,
+            Err(StreamError::Gone) => {}
+        }
+    }))
 }
 
-/// `GET /nodes/fast`: a bare array; `limit`/`offset` page, no default limit.
+/// Why streaming nodes stopped.
+enum StreamError {
+    Store(String),
+    Gone,
+}
+
+impl From<stream::Stop> for StreamError {
+    fn from(_: stream::Stop) -> StreamError {
+        StreamError::Gone
+    }
+}
+
+/// Writes `first` (the first page, read with the request's offset), then the following pages
+/// after the last id seen (keyset paging in id order), until `limit` nodes or the end.
+async fn stream_nodes(
+    store: &dyn kernelci::store::NodeStore,
+    filter: &kernelci::query::Filter,
+    limit: Option<u64>,
+    first: Vec<String>,
+    w: &mut stream::JsonWriter,
+) -> Result<(), StreamError> {
+    let mut page = first;
+    loop {
+        let full = page.len() as u64 == stream::PAGE;
+        let last = page.last().map(|d| {
+            stream::node_id(d).ok_or_else(|| StreamError::Store("a node without an id".into()))
+        });
+        for doc in page {
+            w.item(&doc).await?;
+        }
+        let left = limit.map_or(u64::MAX, |l| l.saturating_sub(w.items()));
+        let Some(last) = last else {
+            return Ok(());
+        };
+        if !full || left == 0 {
+            return Ok(());
+        }
+        let opts = FindOptions {
+            limit: Some(left.min(stream::PAGE)),
+            after: Some(Cursor {
+                key: Value::Null,
+                id: last?,
+            }),
+            ..Default::default()
+        };
+        page = store
+            .find_nodes_json(filter, &opts)
+            .await
+            .map_err(|e| StreamError::Store(e.to_string()))?;
+    }
+}
+
+/// `GET /nodes/fast`: a bare array; `limit`/`offset` page, no default limit: more than
+/// [`stream::PAGE`] nodes are streamed.
 pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
     let q = Query::parse(req.query.clone()).map_err(|e| match e {
         QueryError::InvalidPagination { value, .. } => {
@@ -116,7 +190,7 @@ pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
         other => ApiError::from(other),
     })?;
     let opts = FindOptions {
-        limit: q.limit,
+        limit: Some(q.limit.map_or(stream::PAGE, |l| l.min(stream::PAGE))),
         offset: q.offset.unwrap_or(0),
         ..Default::default()
     };
@@ -131,19 +205,37 @@ pub async fn find_fast(app: &App, req: &Request) -> Result<Response, ApiError> {
             ),
             other => other.into(),
         })?;
-    let mut body = String::with_capacity(2 + docs.iter().map(|d| d.len() + 1).sum::<usize>());
-    push_json_array(&mut body, &docs);
-    ok_json_text(body)
+    if (docs.len() as u64) < stream::PAGE || q.limit.is_some_and(|l| l <= stream::PAGE) {
+        // All of it is here: one piece, built from the documents as they are consumed.
+        let mut body = String::with_capacity(2 + docs.iter().map(|d| d.len() + 1).sum::<usize>());
+        push_json_array(&mut body, docs);
+        return ok_json_text(body);
+    }
+    let store = app.store.clone();
+    Ok(stream::json_response(move |mut w| async move {
+        if w.raw("[").await.is_err() {
+            return;
+        }
+        match stream_nodes(store.as_ref(), &q.filter, q.limit, docs, &mut w).await {
+            Ok(()) => {
+                if w.raw("]").await.is_ok() {
+                    let _ = w.finish().await;
+                }
+            }
+            Err(StreamError::Store(e)) => w.abort(e).await,
+            Err(StreamError::Gone) => {}
+        }
+    }))
 }
 
-/// Appends `[doc,doc,...]`: the documents are JSON texts from the store.
-fn push_json_array(out: &mut String, docs: &[String]) {
+/// Appends `[doc,doc,...]`, consuming the documents (JSON texts from the store).
+fn push_json_array(out: &mut String, docs: Vec<String>) {
     out.push('[');
-    for (i, d) in docs.iter().enumerate() {
+    for (i, d) in docs.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(d);
+        out.push_str(&d);
     }
     out.push(']');
 }
@@ -246,8 +338,13 @@ fn event_mode(req: &Request) -> Result<EventMode, ApiError> {
 pub async fn replace(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
     let body = req.json()?;
     let (_user, stored) = editable(app, req, id).await?;
+    // Upstream reset an omitted `created` to now; the creation time is kept instead.
+    let keep_created = body.get("created").is_none_or(Value::is_null);
     let mut node = Node::from_value(body)?;
     check_body_fields(&node)?;
+    if keep_created {
+        node.created = stored.created;
+    }
     let id = stored.id;
     node.id = id;
     if node.parent.is_some() && node.parent == id {
@@ -287,11 +384,10 @@ pub async fn patch(app: &App, req: &Request, id: &str) -> Result<Response, ApiEr
         .patch_node(id, &patch, event_mode(req)?)
         .await
         .map_err(|e| match e {
-            StoreError::Model(kernelci::models::ModelError::Transition { to, .. }) => {
-                ApiError::bad_request(format!(
-                    "Transition not allowed with state: StateValues.{}",
-                    to.as_str().to_uppercase()
-                ))
+            // Upstream's PATCH text leaked the enum repr (`StateValues.RUNNING`); the state is
+            // named as users write it, as PUT does.
+            StoreError::Model(e @ kernelci::models::ModelError::Transition { .. }) => {
+                ApiError::bad_request(e.to_string())
             }
             other => other.into(),
         })?;
@@ -358,31 +454,44 @@ pub async fn batch_set(app: &App, req: &Request) -> Result<Response, ApiError> {
         "false" | "False" => Value::Bool(false),
         other => Value::String(other.to_owned()),
     };
-    let mut updated = 0u64;
-    for (i, raw) in nodes.iter().enumerate() {
-        let Some(s) = raw.as_str() else {
-            return Err(ApiError::validation(
-                "body",
-                &format!("nodes.{i}"),
-                "string_type",
-                "Input should be a valid string",
-                raw,
-            ));
-        };
-        let id = object_id(s)?;
-        let node = app
-            .store
-            .get_node(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("Node not found with id: {id}")))?;
-        if !can_edit(&user, &node) {
-            continue;
+    // The editable nodes are set in one store write (one transaction), not one per node; an
+    // error (a missing node, a bad id) still stops the request with the nodes before it set,
+    // as upstream.
+    let mut editable = Vec::with_capacity(nodes.len());
+    let walk: Result<(), ApiError> = async {
+        for (i, raw) in nodes.iter().enumerate() {
+            let Some(s) = raw.as_str() else {
+                return Err(ApiError::validation(
+                    "body",
+                    &format!("nodes.{i}"),
+                    "string_type",
+                    "Input should be a valid string",
+                    raw,
+                ));
+            };
+            let id = object_id(s)?;
+            let node = app
+                .store
+                .get_node(id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("Node not found with id: {id}")))?;
+            if !can_edit(&user, &node) {
+                continue;
+            }
+            if field != "processed_by_kcidb_bridge" {
+                return Err(ApiError::bad_request("Field not supported"));
+            }
+            editable.push(id);
         }
-        if field != "processed_by_kcidb_bridge" {
-            return Err(ApiError::bad_request("Field not supported"));
-        }
-        updated += app.store.set_field(&[id], &field, typed.clone()).await?;
+        Ok(())
     }
+    .await;
+    let updated = if editable.is_empty() {
+        0
+    } else {
+        app.store.set_field(&editable, &field, typed).await?
+    };
+    walk?;
     ok(json!(updated))
 }
 
@@ -470,6 +579,10 @@ pub async fn hierarchy(app: &App, req: &Request, id: &str) -> Result<Response, A
         node.treeid.clone_from(&stored_root.treeid);
         node.coerce_version_numbers();
         node.validate()?;
+    }
+    // The root obeys the state machine like `PUT /node/{id}` (upstream skipped the check here).
+    if let Some(root) = flat.nodes.first() {
+        stored_root.state.check_transition(root.state)?;
     }
     let written = app
         .store

@@ -1,14 +1,23 @@
-//! HTML pages, icons, static files and `/metrics`.
+//! The index and invite pages, icons, static files and `/metrics` (the viewer's pages are in
+//! [`crate::viewer`]).
 
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
+use kernelci::store::results::ResultCategory;
+
 use crate::app::App;
 use crate::http::{ApiError, typed};
 
-const VIEWER: &str = include_str!("../../assets/viewer.html");
 const VIEWER_CSS: &str = include_str!("../../assets/viewer.css");
 const VIEWER_JS: &str = include_str!("../../assets/viewer.js");
+const DOCS: &str = include_str!("../../assets/docs.html");
+const DOCS_CSS: &str = include_str!("../../assets/docs.css");
+const DOCS_JS: &str = include_str!("../../assets/docs.js");
+/// The documentation page loads only this server's own files and talks only to this server:
+/// no CDN, no inline script, nothing else (the browser enforces it).
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                        connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 const ICONS: [(&str, &[u8]); 3] = [
     ("ok.png", include_bytes!("../../assets/ok.png")),
     ("bad.png", include_bytes!("../../assets/bad.png")),
@@ -19,7 +28,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <link rel=\"stylesheet\" href=\"/static/css/viewer.css\"></head><body>\
-         <header><h1>{title}</h1><a href=\"/viewer\">Nodes</a></header><main style=\"display:block\">{body}</main></body></html>\n"
+         <header><h1>{title}</h1><a href=\"/viewer/trees\">Trees</a></header><main>{body}</main></body></html>\n"
     )
 }
 
@@ -27,6 +36,7 @@ fn html(body: String) -> Response {
     typed(StatusCode::OK, "text/html; charset=utf-8", body)
 }
 
+/// Upstream's no-cache headers.
 fn no_cache(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
@@ -42,25 +52,26 @@ fn no_cache(mut r: Response) -> Response {
 pub fn index() -> Response {
     html(page(
         "KernelCI API Server",
-        "<section><p>KernelCI API, wire-compatible with upstream. Browse the <a href=\"/viewer\">nodes</a>, \
-         read the <a href=\"/latest/openapi.json\">OpenAPI description</a>.</p></section>",
+        "<section><p>KernelCI API, wire-compatible with upstream. Browse the <a href=\"/viewer/trees\">trees</a>, \
+         the <a href=\"/viewer/health\">pipeline health</a>, the <a href=\"/viewer/nodes\">nodes</a>, \
+         read the <a href=\"/latest/docs\">API documentation</a> (<a href=\"/latest/openapi.json\">OpenAPI</a>).</p></section>",
     ))
 }
 
-/// The named HTML pages (`/viewer`, `/dashboard`, ...), with upstream's no-cache headers.
-pub fn named(name: &str) -> Option<Response> {
-    let title = match name {
-        "viewer" => return Some(no_cache(html(VIEWER.to_owned()))),
-        "dashboard" => "KernelCI Dashboard",
-        "manage" => "Maestro API Manage",
-        "analytics" => "KernelCI Pipeline Analytics",
-        "stats" => "KernelCI API Statistics",
-        _ => return None,
-    };
-    Some(no_cache(html(page(
-        title,
-        "<section><p>See the <a href=\"/viewer\">viewer</a>.</p></section>",
-    ))))
+/// `GET /docs`: the interactive documentation of `/openapi.json` (our own page: operations by
+/// tag, parameters, schemas, a "try it" form with a bearer token), working offline.
+pub fn docs() -> Response {
+    let mut r = no_cache(html(DOCS.to_owned()));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// `GET /user/invite` and `GET /user/accept-invite`.
@@ -112,6 +123,8 @@ pub fn static_file(kind: &str, name: &str) -> Result<Response, ApiError> {
     let body = match name {
         "viewer.css" => VIEWER_CSS,
         "viewer.js" => VIEWER_JS,
+        "docs.css" => DOCS_CSS,
+        "docs.js" => DOCS_JS,
         _ => return Err(ApiError::not_found("File not found")),
     };
     let mut r = typed(StatusCode::OK, ctype, body);
@@ -123,11 +136,38 @@ pub fn static_file(kind: &str, name: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /metrics`: upstream's `text/plain` lines, labelled as what they are, the Prometheus
-/// text format 0.0.4.
-pub fn metrics(app: &App) -> Response {
+/// text format 0.0.4; then the builds, boots and tests created in the last 24 hours by status,
+/// counted by the one definition the viewer and the e-mail report use
+/// ([`kernelci::store::results`]), from the store (cached briefly). A store error leaves those
+/// lines out rather than failing the scrape.
+pub async fn metrics(app: &App) -> Response {
+    let mut text = app.metrics.render(app.pubsub.len());
+    match crate::viewer::data::metrics_counts(app).await {
+        Ok(counts) => {
+            text.push_str(
+                "# HELP kernelci_results Builds, boots and tests created in the last 24 hours, by status\n\
+                 # TYPE kernelci_results gauge\n",
+            );
+            for category in ResultCategory::ALL {
+                let c = counts.get(category);
+                for (status, n) in [
+                    ("pass", c.pass),
+                    ("fail", c.fail),
+                    ("inconclusive", c.inconclusive()),
+                    ("infra_error", c.infra),
+                ] {
+                    text.push_str(&format!(
+                        "kernelci_results{{category=\"{}\",status=\"{status}\"}} {n}\n",
+                        category.as_str()
+                    ));
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = ?e.body, "/metrics: result counts unavailable"),
+    }
     typed(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        app.metrics.render(app.pubsub.len()),
+        text,
     )
 }

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use kernelci::events::{CloudEvent, DEFAULT_TYPE};
+use kernelci::events::{CloudEvent, DEFAULT_TYPE, logged_event_attributes};
+use kernelci::models::Timestamp;
 use kernelci::store::NewEvent;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use warp::reply::Response;
 
 use crate::app::App;
@@ -96,6 +97,43 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
+/// A given `id`, `time` or `specversion` attribute must be what every CloudEvents reader
+/// accepts: strings, and `time` an ISO 8601 time; a 422 naming the attribute otherwise.
+fn check_core_attribute(key: &str, v: &Value) -> Result<(), ApiError> {
+    if !matches!(key, "id" | "time" | "specversion") {
+        return Ok(());
+    }
+    let loc = format!("attributes.{key}");
+    let Some(text) = v.as_str() else {
+        return Err(ApiError::validation(
+            "body",
+            &loc,
+            "string_type",
+            "Input should be a valid string",
+            v,
+        ));
+    };
+    if text.is_empty() && key != "time" {
+        return Err(ApiError::validation(
+            "body",
+            &loc,
+            "string_too_short",
+            "String should have at least 1 character",
+            v,
+        ));
+    }
+    if key == "time" && Timestamp::parse(text).is_err() {
+        return Err(ApiError::validation(
+            "body",
+            &loc,
+            "datetime_from_date_parsing",
+            "Input should be a valid datetime (ISO 8601)",
+            v,
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /publish/{channel}`.
 pub async fn publish(app: &App, req: &Request, channel: &str) -> Result<Response, ApiError> {
     let body = req.json()?;
@@ -119,12 +157,17 @@ pub async fn publish(app: &App, req: &Request, channel: &str) -> Result<Response
             &data,
         ));
     }
-    let mut attributes = Map::new();
+    // Extra attributes become CloudEvent extension attributes; a given `id`, `time` or
+    // `specversion` is kept as the envelope's (upstream's SDK does the same), the others get
+    // a fresh uuid4 id, the log time and "1.0".
+    let mut attributes = logged_event_attributes();
     if let Some(Value::Object(extra)) = obj.get("attributes") {
         for (k, v) in extra {
-            if !matches!(k.as_str(), "type" | "source" | "owner") {
-                attributes.insert(k.clone(), v.clone());
+            if matches!(k.as_str(), "type" | "source" | "owner") {
+                continue;
             }
+            check_core_attribute(k, v)?;
+            attributes.insert(k.clone(), v.clone());
         }
     }
     for key in ["type", "source"] {

@@ -8,6 +8,7 @@ use kernelci::store::{TelemetryGroup, TelemetryQuery};
 use serde_json::{Map, Value, json};
 use warp::reply::Response;
 
+use super::MAX_PAGE_LIMIT;
 use crate::app::App;
 use crate::http::{ApiError, Request, ok};
 
@@ -163,7 +164,10 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
                         "Input should be a valid integer >= 1",
                         v,
                     )
-                })?
+                })?;
+                if limit > MAX_PAGE_LIMIT {
+                    return Err(ApiError::above_maximum("limit", limit, MAX_PAGE_LIMIT));
+                }
             }
             "offset" => {
                 offset = v.parse().map_err(|_| {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::object_id;
+use super::{capped_limit, object_id};
 use crate::app::App;
 use crate::auth::{self, Claims, RESET_AUDIENCE};
 use crate::http::{ApiError, Request, empty, ok, ok_json};
@@ -138,6 +138,48 @@ fn email_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The active user whose password is `password`, or `None`. Every check is an attempt of the
+/// client's login budget (`--login-rate`), given back when it succeeds: a guesser is stopped
+/// (429) while clients that log in correctly are never counted. The budget is taken before
+/// the check, so concurrent guesses cannot overdraw it.
+async fn checked_credentials(
+    app: &App,
+    req: &Request,
+    username: &str,
+    password: &str,
+) -> Result<Option<User>, ApiError> {
+    let client = req.client_ip(&app.config.trusted_proxy);
+    app.login_limiter
+        .take(client)
+        .map_err(|wait| ApiError::too_many_requests("failed logins", wait))?;
+    let found = match app.store.get_user_by_username(username).await {
+        Ok(found) => found,
+        Err(e) => {
+            // Not an attempt: the store failed, not the password.
+            app.login_limiter.give_back(client);
+            return Err(e.into());
+        }
+    };
+    let user = match found {
+        Some(u) => {
+            let ok =
+                auth::verify_password_async(password.to_owned(), u.hashed_password.clone()).await;
+            (ok && u.is_active).then_some(u)
+        }
+        None => {
+            // Spend the same time as a real check, so timing does not reveal usernames.
+            let _ = auth::verify_password_async(password.to_owned(), String::new()).await;
+            None
+        }
+    };
+    if user.is_some() {
+        app.login_limiter.give_back(client);
+    } else {
+        tracing::info!(?client, "failed login");
+    }
+    Ok(user)
+}
+
 /// `POST /user/login` (form).
 pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
     let form = req.form();
@@ -155,16 +197,9 @@ pub async fn login(app: &App, req: &Request) -> Result<Response, ApiError> {
         ));
     }
     let bad = || ApiError::bad_request("LOGIN_BAD_CREDENTIALS");
-    let Some(mut user) = app.store.get_user_by_username(username).await? else {
-        // Spend the same time as a real check, so timing does not reveal usernames.
-        let _ = auth::verify_password_async(password.to_owned(), String::new()).await;
+    let Some(mut user) = checked_credentials(app, req, username, password).await? else {
         return Err(bad());
     };
-    if !auth::verify_password_async(password.to_owned(), user.hashed_password.clone()).await
-        || !user.is_active
-    {
-        return Err(bad());
-    }
     if !user.is_verified {
         return Err(ApiError::bad_request("LOGIN_USER_NOT_VERIFIED"));
     }
@@ -200,57 +235,32 @@ pub async fn register(app: &App, req: &Request) -> Result<Response, ApiError> {
     ))
 }
 
-fn public_base_url(app: &App, req: &Request) -> String {
-    if let Some(u) = app
-        .config
-        .public_base_url
-        .as_deref()
-        .filter(|u| !u.is_empty())
-    {
-        return u.trim_end_matches('/').to_owned();
+/// The base URL shown to the caller (`/user/invite/url`, the invite answer): the configured
+/// public URL, else what the request says (forwarded headers only from trusted proxies).
+/// Never used for a link in an e-mail: see [`mail_base_url`].
+fn shown_base_url(app: &App, req: &Request) -> String {
+    match app.config.public_url() {
+        Some(u) => u.to_owned(),
+        None => crate::proxy::request_base_url(
+            req.remote.map(|a| a.ip()),
+            &req.headers,
+            &app.config.trusted_proxy,
+        ),
     }
-    let local_peer = req
-        .remote
-        .map(|a| a.ip().is_loopback() || is_private(a.ip()))
-        .unwrap_or(true);
-    if local_peer {
-        if let Some(fwd) = req.header("forwarded") {
-            let first = fwd.split(',').next().unwrap_or_default();
-            let mut host = None;
-            let mut proto = None;
-            for part in first.split(';') {
-                if let Some((k, v)) = part.trim().split_once('=') {
-                    match k.to_ascii_lowercase().as_str() {
-                        "host" => host = Some(v.trim_matches('"').to_owned()),
-                        "proto" => proto = Some(v.trim_matches('"').to_owned()),
-                        _ => {}
-                    }
-                }
-            }
-            if let Some(h) = host {
-                return format!("{}://{h}", proto.unwrap_or_else(|| "http".into()));
-            }
-        }
-        if let Some(h) = req.header("x-forwarded-host") {
-            let proto = req.header("x-forwarded-proto").unwrap_or("http");
-            return format!("{proto}://{h}");
-        }
-    }
-    let host = req.header("host").unwrap_or("localhost");
-    format!("http://{host}")
 }
 
-fn is_private(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
+/// The base URL of links in e-mails: only the configured public URL. Start-up refuses SMTP
+/// without one, so it is missing only when no mail can be sent; then the mailer's own error.
+fn mail_base_url(app: &App) -> Result<&str, ApiError> {
+    app.config
+        .public_url()
+        .ok_or_else(|| app.mailer.not_configured().to_api_error())
 }
 
 /// `GET /user/invite/url`.
 pub async fn invite_url(app: &App, req: &Request) -> Result<Response, ApiError> {
     app.auth.superuser(req).await?;
-    let base = public_base_url(app, req);
+    let base = shown_base_url(app, req);
     ok(json!({"public_base_url": base, "accept_invite_url": format!("{base}/user/accept-invite")}))
 }
 
@@ -265,9 +275,15 @@ pub async fn invite(app: &App, req: &Request) -> Result<Response, ApiError> {
     let return_token = opt_bool(&body, "return_token")?.unwrap_or(false);
     let send_email = opt_bool(&body, "send_email")?.unwrap_or(true);
     let resend = opt_bool(&body, "resend_if_exists")?.unwrap_or(false);
+    // Upstream looks the e-mail up exactly; the same address in another letter case is then
+    // refused by the case-insensitive uniqueness check when the user is created.
     let existing = match app.store.get_user_by_username(&username).await? {
         Some(u) => Some(u),
-        None => app.store.get_user_by_email(&email).await?,
+        None => match app.store.get_user_by_email(&email).await? {
+            Some(u) if u.email == email => Some(u),
+            Some(_) => return Err(ApiError::bad_request("REGISTER_USER_ALREADY_EXISTS")),
+            None => None,
+        },
     };
     let user = match existing {
         Some(u) => {
@@ -328,15 +344,21 @@ pub async fn invite(app: &App, req: &Request) -> Result<Response, ApiError> {
         ..Default::default()
     };
     let token = app.auth.sign(&claims)?;
-    let base = public_base_url(app, req);
+    let base = shown_base_url(app, req);
     let accept = format!("{base}/user/accept-invite");
     let invite_url = format!("{accept}?token={token}");
     // Any failure (not configured, refused, timed out) is only `email_sent: false`; the
-    // mailer logs why.
-    let email_sent = send_email && {
-        let (subject, text) = mail::texts::invite(&user.username, &invite_url, app.auth.invite_ttl);
-        app.mailer.send(&user.email, &subject, &text).await.is_ok()
-    };
+    // mailer logs why. The mailed link is built on the configured public URL only.
+    let email_sent = send_email
+        && match mail_base_url(app) {
+            Ok(mail_base) => {
+                let link = format!("{mail_base}/user/accept-invite?token={token}");
+                let (subject, text) =
+                    mail::texts::invite(&user.username, &link, app.auth.invite_ttl);
+                app.mailer.send(&user.email, &subject, &text).await.is_ok()
+            }
+            Err(_) => false,
+        };
     ok(json!({
         "user": user_read(&user),
         "email_sent": email_sent,
@@ -405,6 +427,10 @@ fn fingerprint(app: &App, hashed_password: &str) -> Result<String, ApiError> {
 pub async fn forgot_password(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body = req.json()?;
     let email = email_field(&body, "email")?.ok_or_else(|| ApiError::missing("body", "email"))?;
+    // Every request counts, known address or not (a 429 must not tell which addresses exist).
+    app.forgot_password_limiter
+        .take(req.client_ip(&app.config.trusted_proxy))
+        .map_err(|wait| ApiError::too_many_requests("password-reset requests", wait))?;
     if let Some(user) = app.store.get_user_by_email(&email).await?
         && user.is_active
     {
@@ -417,7 +443,7 @@ pub async fn forgot_password(app: &App, req: &Request) -> Result<Response, ApiEr
             ..Default::default()
         };
         let token = app.auth.sign(&claims)?;
-        let reset_url = format!("{}/user/reset-password", public_base_url(app, req));
+        let reset_url = format!("{}/user/reset-password", mail_base_url(app)?);
         let (subject, text) = mail::texts::reset_token(&user.username, &token, &reset_url);
         // Upstream's quirks: unconfigured SMTP is a 400 with the settings' validation text, a
         // failed send a 500 `Failed to send email`.
@@ -469,17 +495,10 @@ pub async fn update_password(app: &App, req: &Request) -> Result<Response, ApiEr
     let username = require_form(&form, "username")?;
     let password = require_form(&form, "password")?;
     let new_password = require_form(&form, "new_password")?;
-    let bad = || ApiError::bad_request("LOGIN_BAD_CREDENTIALS");
-    let mut user = app
-        .store
-        .get_user_by_username(username)
+    // The same password check as login, so the same budget: no second guessing oracle.
+    let mut user = checked_credentials(app, req, username, password)
         .await?
-        .ok_or_else(bad)?;
-    if !user.is_active
-        || !auth::verify_password_async(password.to_owned(), user.hashed_password.clone()).await
-    {
-        return Err(bad());
-    }
+        .ok_or_else(|| ApiError::bad_request("LOGIN_BAD_CREDENTIALS"))?;
     user.hashed_password = auth::hash_password_async(new_password.to_owned()).await?;
     app.store.update_user(user).await?;
     ok(Value::Null)
@@ -527,7 +546,8 @@ async fn apply_update(
         }
         user.username = username.to_owned();
     }
-    if admin && let Some(groups) = opt_groups(body)?.filter(|g| !g.is_empty()) {
+    // An admin's list replaces the groups; `[]` clears them (upstream ignored an empty list).
+    if admin && let Some(groups) = opt_groups(body)? {
         let mut objs = Vec::new();
         for g in groups {
             let grp = app.store.get_group_by_name(&g).await?.ok_or_else(|| {
@@ -547,7 +567,12 @@ async fn apply_update(
             return Err(ApiError::bad_request("UPDATE_USER_EMAIL_ALREADY_EXISTS"));
         }
         user.email = email;
-        user.is_verified = false;
+        // Upstream un-verified on any e-mail change, which locked a user who changed their own
+        // address out (LOGIN_USER_NOT_VERIFIED). Only an admin's change un-verifies (unless the
+        // same request sets `is_verified`).
+        if admin {
+            user.is_verified = false;
+        }
     }
     if admin {
         if let Some(v) = opt_bool(body, "is_active")? {
@@ -607,7 +632,7 @@ fn paged(items: Vec<Value>, total: u64, limit: u64, offset: u64) -> Result<Respo
 pub async fn list_users(app: &App, req: &Request) -> Result<Response, ApiError> {
     app.auth.user(req).await?;
     let q = Query::parse(req.query.clone())?;
-    let (limit, offset) = (q.limit.unwrap_or(50), q.offset.unwrap_or(0));
+    let (limit, offset) = (capped_limit(q.limit, 50)?, q.offset.unwrap_or(0));
     let (users, total) = app.store.find_users(&q.filter, offset, Some(limit)).await?;
     let items = users
         .iter()
@@ -626,7 +651,7 @@ pub async fn list_users(app: &App, req: &Request) -> Result<Response, ApiError> 
 pub async fn list_groups(app: &App, req: &Request) -> Result<Response, ApiError> {
     app.auth.superuser(req).await?;
     let q = Query::parse(req.query.clone())?;
-    let (limit, offset) = (q.limit.unwrap_or(50), q.offset.unwrap_or(0));
+    let (limit, offset) = (capped_limit(q.limit, 50)?, q.offset.unwrap_or(0));
     let (groups, total) = app
         .store
         .find_groups(&q.filter, offset, Some(limit))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kernelci::events::LocalBus;
 use kernelci::store::SqliteStore;
+use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
 use kernelci_server::App;
 use kernelci_server::config::ServerConfig;
 use serde_json::{Value, json};
@@ -46,7 +47,8 @@ pub async fn app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig) -> TestAp
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         Arc::new(LocalBus::new()),
-    );
+    )
+    .expect("app");
     app.bootstrap().await.expect("bootstrap");
     let mut t = TestApp {
         app,
@@ -297,4 +299,27 @@ impl TestApp {
 /// A minimal valid node of `kind`.
 pub fn node(kind: &str, name: &str) -> Value {
     json!({"kind": kind, "name": name, "path": ["checkout", name], "data": {}})
+}
+
+/// Waits (off the async threads, up to 15 s) until the SMTP server holds `n` messages;
+/// asserts there are exactly `n`.
+pub async fn mails(smtp: &SmtpServer, n: usize) -> Vec<ReceivedMail> {
+    let got = tokio::task::block_in_place(|| {
+        smtp.wait_for_messages(n, std::time::Duration::from_secs(15))
+    });
+    assert_eq!(got.len(), n, "messages: {got:#?}\nlog:\n{}", smtp.log());
+    got
+}
+
+/// The text after `prefix` up to the next white space.
+pub fn word_after(text: &str, prefix: &str) -> String {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text:?}"))
+        + prefix.len();
+    text[start..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ApiClient, ClientError, ClientResult, Subscription};
+use super::{Api, ClientError, ClientResult, Subscription};
 use crate::events::{CloudEvent, NodeEvent};
 use crate::models::Timestamp;
+use crate::retry::Backoff;
 
 /// Which node events a [`Listener`] hands over; an empty field accepts anything. Events that do
 /// not pass are acknowledged and skipped.
@@ -102,7 +103,7 @@ pub struct ReceivedEvent {
 }
 
 impl ReceivedEvent {
-    /// The event log position (servers that send `_sequence_id`).
+    /// The event log position (servers that send `sequenceid`, or `_sequence_id` before it).
     pub fn sequence_id(&self) -> Option<u64> {
         self.event.sequence_id.and_then(|s| u64::try_from(s).ok())
     }
@@ -138,7 +139,7 @@ pub struct ListenerHealth {
 /// without the parameter (upstream's) ignore it and keep their implicit acknowledgement.
 #[derive(Debug)]
 pub struct Listener {
-    api: ApiClient,
+    api: Arc<dyn Api>,
     config: ListenerConfig,
     sub: Option<Subscription>,
     acked: Option<u64>,
@@ -146,10 +147,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A listener using `api` (which must carry a token).
-    pub fn new(api: ApiClient, config: ListenerConfig) -> Listener {
+    /// A listener using `api` (an [`super::ApiClient`] carrying a token, or any [`Api`]).
+    pub fn new(api: impl Into<Arc<dyn Api>>, config: ListenerConfig) -> Listener {
         Listener {
-            api,
+            api: api.into(),
             config,
             sub: None,
             acked: None,
@@ -210,7 +211,8 @@ impl Listener {
     /// Waits for the next event that passes the filter. Errors only for problems retrying cannot
     /// fix (a bad token, a refused subscription).
     pub async fn next(&mut self) -> ClientResult<ReceivedEvent> {
-        let mut backoff = Duration::from_millis(200);
+        let policy = Backoff::new(Duration::from_millis(200), self.config.max_backoff);
+        let mut delays = policy.delays();
         loop {
             // Always say what is acknowledged: without `acknowledge`, the server would take
             // the event it delivered last as handled (upstream's implicit ack), losing an
@@ -231,6 +233,7 @@ impl Listener {
                         self.sub = None;
                     }
                     let msg = e.to_string();
+                    let backoff = delays.next().unwrap_or(self.config.max_backoff);
                     tracing::warn!(error = %msg, "listener lost the server; retrying in {backoff:?}");
                     self.note(|h| {
                         h.connected = false;
@@ -238,7 +241,6 @@ impl Listener {
                         h.last_error = Some(msg);
                     });
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                     // Servers that lose in-memory subscriptions on restart answer 404 later.
                     continue;
                 }
@@ -250,7 +252,7 @@ impl Listener {
                     return Err(e);
                 }
             };
-            backoff = Duration::from_millis(200);
+            delays = policy.delays();
             self.note(|h| {
                 h.connected = true;
                 h.last_contact = Some(Timestamp::now());

@@ -14,19 +14,28 @@
 //! # Ok(()) }
 //! ```
 
+mod api;
 mod listener;
+mod nodes;
+mod pubsub;
+mod users;
+
+pub use api::Api;
+#[cfg(feature = "mock")]
+pub use api::MockApi;
 
 pub use listener::{Listener, ListenerConfig, ListenerHealth, NodeEventFilter, ReceivedEvent};
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ErrorKind;
-use crate::models::{Node, NodePatch, ObjectId, State, UserGroup, UserRead};
+use crate::models::Node;
+use crate::retry::Backoff;
 
 /// Errors of the API client.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +92,16 @@ impl ClientError {
             ClientError::Transport { .. } => ErrorKind::Unavailable,
             ClientError::Decode { .. } => ErrorKind::Internal,
             ClientError::Invalid(_) => ErrorKind::Invalid,
+        }
+    }
+
+    /// Whether an idempotent call that failed this way is worth sending again: the server
+    /// could not be reached, or answered with a 5xx other than 501.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Http { status, .. } => *status >= 500 && *status != 501,
+            ClientError::Transport { .. } => true,
+            ClientError::Decode { .. } | ClientError::Invalid(_) => false,
         }
     }
 
@@ -229,55 +248,42 @@ impl ApiClient {
             Method::GET | Method::PUT | Method::DELETE | Method::HEAD
         );
         let attempts = if idempotent { self.retries + 1 } else { 1 };
-        let mut delay = self.backoff;
-        let mut attempt = 1;
-        loop {
-            let mut rb = self.http.request(method.clone(), &url).query(query);
-            if let Some(t) = &self.token {
-                rb = rb.bearer_auth(t);
-            }
-            if let Some(b) = body {
-                rb = rb.json(b);
-            }
-            if let Some(t) = timeout {
-                rb = rb.timeout(t);
-            }
-            let err = match rb.send().await {
-                Ok(resp) => {
+        let policy = Backoff::new(self.backoff, Duration::from_secs(30)).attempts(attempts);
+        let transport = |source| ClientError::Transport {
+            method: method.to_string(),
+            url: url.clone(),
+            source,
+        };
+        policy
+            .retry(
+                || async {
+                    let mut rb = self.http.request(method.clone(), &url).query(query);
+                    if let Some(t) = &self.token {
+                        rb = rb.bearer_auth(t);
+                    }
+                    if let Some(b) = body {
+                        rb = rb.json(b);
+                    }
+                    if let Some(t) = timeout {
+                        rb = rb.timeout(t);
+                    }
+                    let resp = rb.send().await.map_err(transport)?;
                     let status = resp.status();
-                    let text = resp.text().await.map_err(|e| ClientError::Transport {
-                        method: method.to_string(),
-                        url: url.clone(),
-                        source: e,
-                    })?;
+                    let text = resp.text().await.map_err(transport)?;
                     if status.is_success() {
                         return Ok(text);
                     }
-                    let e = ClientError::Http {
+                    Err(ClientError::Http {
                         method: method.to_string(),
                         url: url.clone(),
                         status: status.as_u16(),
                         detail: detail_of(&text),
-                    };
-                    if !(status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED) {
-                        return Err(e);
-                    }
-                    e
-                }
-                Err(e) => ClientError::Transport {
-                    method: method.to_string(),
-                    url: url.clone(),
-                    source: e,
+                    })
                 },
-            };
-            if attempt >= attempts {
-                return Err(err);
-            }
-            tracing::debug!(%err, attempt, "retrying API call");
-            tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2).min(Duration::from_secs(30));
-            attempt += 1;
-        }
+                ClientError::is_retryable,
+                |err, delay| tracing::debug!(%err, ?delay, "retrying API call"),
+            )
+            .await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -339,532 +345,5 @@ impl ApiClient {
     fn to_json<T: Serialize>(v: &T) -> ClientResult<Value> {
         serde_json::to_value(v)
             .map_err(|e| ClientError::Invalid(format!("cannot encode request: {e}")))
-    }
-
-    // ----- users and auth -----
-
-    /// `POST /user/login`: returns a token (not stored in this client; see [`ApiClient::with_token`]).
-    pub async fn login(&self, username: &str, password: &str) -> ClientResult<String> {
-        let v: Value = self
-            .form(
-                "user/login",
-                &[("username", username), ("password", password)],
-            )
-            .await?;
-        v.get("access_token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| ClientError::Decode {
-                url: self.url("user/login"),
-                message: "no access_token".into(),
-            })
-    }
-
-    /// `POST /user/logout` (revokes the token on our server).
-    pub async fn logout(&self) -> ClientResult<()> {
-        self.send(Method::POST, "user/logout", &[], None, None)
-            .await
-            .map(|_| ())
-    }
-
-    /// `GET /whoami`.
-    pub async fn whoami(&self) -> ClientResult<UserRead> {
-        self.call(Method::GET, "whoami", &[], None).await
-    }
-
-    /// `GET /user/{id}`.
-    pub async fn get_user(&self, id: ObjectId) -> ClientResult<UserRead> {
-        self.call(Method::GET, &format!("user/{id}"), &[], None)
-            .await
-    }
-
-    /// `GET /users` (one page).
-    pub async fn find_users(&self, query: &[(&str, &str)]) -> ClientResult<Page<UserRead>> {
-        self.call(Method::GET, "users", query, None).await
-    }
-
-    /// `PATCH /user/me`.
-    pub async fn update_me(&self, fields: &Value) -> ClientResult<UserRead> {
-        self.call(Method::PATCH, "user/me", &[], Some(fields)).await
-    }
-
-    /// `PATCH /user/{id}` (admin).
-    pub async fn update_user(&self, id: ObjectId, fields: &Value) -> ClientResult<UserRead> {
-        self.call(Method::PATCH, &format!("user/{id}"), &[], Some(fields))
-            .await
-    }
-
-    /// `DELETE /user/{id}` (admin).
-    pub async fn delete_user(&self, id: ObjectId) -> ClientResult<()> {
-        self.send(Method::DELETE, &format!("user/{id}"), &[], None, None)
-            .await
-            .map(|_| ())
-    }
-
-    /// `POST /user/invite` (admin): returns the whole invite response.
-    pub async fn invite(
-        &self,
-        username: &str,
-        email: &str,
-        groups: &[&str],
-        superuser: bool,
-        return_token: bool,
-    ) -> ClientResult<Value> {
-        let body = json!({"username": username, "email": email, "groups": groups, "is_superuser": superuser,
-                          "send_email": false, "return_token": return_token});
-        self.call(Method::POST, "user/invite", &[], Some(&body))
-            .await
-    }
-
-    /// `POST /user/accept-invite`.
-    pub async fn accept_invite(&self, token: &str, password: &str) -> ClientResult<UserRead> {
-        self.call(
-            Method::POST,
-            "user/accept-invite",
-            &[],
-            Some(&json!({"token": token, "password": password})),
-        )
-        .await
-    }
-
-    /// `POST /user/update-password`.
-    pub async fn update_password(
-        &self,
-        username: &str,
-        password: &str,
-        new_password: &str,
-    ) -> ClientResult<()> {
-        let _: Value = self
-            .form(
-                "user/update-password",
-                &[
-                    ("username", username),
-                    ("password", password),
-                    ("new_password", new_password),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// `GET /user-groups` (admin; one page).
-    pub async fn find_groups(&self, query: &[(&str, &str)]) -> ClientResult<Page<UserGroup>> {
-        self.call(Method::GET, "user-groups", query, None).await
-    }
-
-    /// `POST /user-groups` (admin).
-    pub async fn create_group(&self, name: &str) -> ClientResult<UserGroup> {
-        self.call(
-            Method::POST,
-            "user-groups",
-            &[],
-            Some(&json!({"name": name})),
-        )
-        .await
-    }
-
-    /// `DELETE /user-groups/{id}` (admin).
-    pub async fn delete_group(&self, id: ObjectId) -> ClientResult<()> {
-        self.send(
-            Method::DELETE,
-            &format!("user-groups/{id}"),
-            &[],
-            None,
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `POST /user/tokens`: a named, revocable API token (our server only).
-    pub async fn create_token(&self, name: &str, expires_in: Option<u64>) -> ClientResult<Value> {
-        self.call(
-            Method::POST,
-            "user/tokens",
-            &[],
-            Some(&json!({"name": name, "expires_in": expires_in})),
-        )
-        .await
-    }
-
-    /// `DELETE /user/tokens/{jti}` (our server only).
-    pub async fn revoke_token(&self, jti: &str) -> ClientResult<()> {
-        self.send(
-            Method::DELETE,
-            &format!("user/tokens/{jti}"),
-            &[],
-            None,
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    // ----- nodes -----
-
-    /// `GET /node/{id}`.
-    pub async fn get_node(&self, id: ObjectId) -> ClientResult<Option<Node>> {
-        self.call(Method::GET, &format!("node/{id}"), &[], None)
-            .await
-    }
-
-    /// `GET /nodes` (one page).
-    pub async fn find_nodes(&self, query: &[(&str, &str)]) -> ClientResult<Page<Node>> {
-        self.call(Method::GET, "nodes", query, None).await
-    }
-
-    /// Every node matching `query`, following pages of 100 (as upstream's client does).
-    pub async fn find_all_nodes(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Node>> {
-        let mut out = Vec::new();
-        let mut offset = 0usize;
-        loop {
-            let off = offset.to_string();
-            let mut q: Vec<(&str, &str)> = query
-                .iter()
-                .filter(|(k, _)| *k != "limit" && *k != "offset")
-                .copied()
-                .collect();
-            q.push(("limit", "100"));
-            q.push(("offset", &off));
-            let page = self.find_nodes(&q).await?;
-            let n = page.items.len();
-            out.extend(page.items);
-            if n < 100 {
-                return Ok(out);
-            }
-            offset += n;
-        }
-    }
-
-    /// `GET /nodes/fast`.
-    pub async fn find_nodes_fast(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Node>> {
-        self.call(Method::GET, "nodes/fast", query, None).await
-    }
-
-    /// `GET /count`.
-    pub async fn count_nodes(&self, query: &[(&str, &str)]) -> ClientResult<u64> {
-        self.call(Method::GET, "count", query, None).await
-    }
-
-    /// `POST /node`.
-    pub async fn create_node(&self, node: &Node) -> ClientResult<Node> {
-        self.call(Method::POST, "node", &[], Some(&Self::to_json(node)?))
-            .await
-    }
-
-    /// `PUT /node/{id}`: the whole node. Like upstream's client, a `node_timeout` error code is
-    /// cleared when the result is no longer `incomplete`.
-    pub async fn update_node(&self, node: &Node, noevent: bool) -> ClientResult<Node> {
-        let id = node
-            .id
-            .ok_or_else(|| ClientError::Invalid("node has no id".into()))?;
-        let mut node = node.clone();
-        if node.result != Some(crate::models::ResultValue::Incomplete)
-            && node.data_str("error_code") == Some("node_timeout")
-            && let Some(d) = node.data.as_mut()
-        {
-            d.insert("error_code".into(), Value::Null);
-            d.insert("error_msg".into(), Value::Null);
-        }
-        let q: &[(&str, &str)] = if noevent { &[("noevent", "true")] } else { &[] };
-        self.call(
-            Method::PUT,
-            &format!("node/{id}"),
-            q,
-            Some(&Self::to_json(&node)?),
-        )
-        .await
-    }
-
-    /// `PATCH /node/{id}`.
-    pub async fn patch_node(&self, id: ObjectId, patch: &NodePatch) -> ClientResult<Node> {
-        self.call(
-            Method::PATCH,
-            &format!("node/{id}"),
-            &[],
-            Some(&Self::to_json(patch)?),
-        )
-        .await
-    }
-
-    /// `PUT /batch/nodeset`.
-    pub async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64> {
-        let body = json!({"nodes": ids, "field": field, "value": value});
-        self.call(Method::PUT, "batch/nodeset", &[], Some(&body))
-            .await
-    }
-
-    /// `PUT /nodes/{root}`: submits a result hierarchy; returns every written node.
-    pub async fn submit_results(&self, root: &Hierarchy) -> ClientResult<Vec<Node>> {
-        let id = root
-            .node
-            .id
-            .ok_or_else(|| ClientError::Invalid("the root node has no id".into()))?;
-        self.call(
-            Method::PUT,
-            &format!("nodes/{id}"),
-            &[],
-            Some(&Self::to_json(root)?),
-        )
-        .await
-    }
-
-    /// Moves a node to `state` (and `result`), re-reading it first; the server checks the
-    /// state machine.
-    pub async fn set_state(
-        &self,
-        id: ObjectId,
-        state: State,
-        result: Option<crate::models::ResultValue>,
-    ) -> ClientResult<Node> {
-        let mut node = self.get_node(id).await?.ok_or_else(|| ClientError::Http {
-            method: "GET".into(),
-            url: self.url(&format!("node/{id}")),
-            status: 404,
-            detail: format!("Node not found with id: {id}"),
-        })?;
-        node.state = state;
-        if result.is_some() {
-            node.result = result;
-        }
-        self.update_node(&node, false).await
-    }
-
-    /// Polls a node until it reaches `state` (or a later one), up to `timeout`.
-    pub async fn wait_for_state(
-        &self,
-        id: ObjectId,
-        state: State,
-        timeout: Duration,
-    ) -> ClientResult<Node> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
-        loop {
-            if let Some(n) = self.get_node(id).await?
-                && n.state >= state
-            {
-                return Ok(n);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Http {
-                    method: "GET".into(),
-                    url: self.url(&format!("node/{id}")),
-                    status: 408,
-                    detail: format!("node {id} did not reach '{state}' within {timeout:?}"),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    // ----- events and pub/sub -----
-
-    /// `GET /events`.
-    pub async fn events(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
-        self.call(Method::GET, "events", query, None).await
-    }
-
-    /// `POST /subscribe/{channel}`.
-    pub async fn subscribe(
-        &self,
-        channel: &str,
-        promiscuous: bool,
-        subscriber_id: Option<&str>,
-    ) -> ClientResult<Subscription> {
-        let mut q: Vec<(&str, &str)> = Vec::new();
-        if promiscuous {
-            q.push(("promisc", "true"));
-        }
-        if let Some(s) = subscriber_id {
-            q.push(("subscriber_id", s));
-        }
-        let text = self
-            .send(
-                Method::POST,
-                &format!("subscribe/{channel}"),
-                &q,
-                None,
-                None,
-            )
-            .await?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
-            url: self.url("subscribe"),
-            message: e.to_string(),
-        })
-    }
-
-    /// `POST /unsubscribe/{id}`.
-    pub async fn unsubscribe(&self, id: u64) -> ClientResult<()> {
-        self.send(Method::POST, &format!("unsubscribe/{id}"), &[], None, None)
-            .await
-            .map(|_| ())
-    }
-
-    /// `GET /listen/{id}` once: the raw message (`{"type", "channel", "data": "<CloudEvent>"}`),
-    /// acknowledging `acknowledge` first when given. Waits up to `timeout`.
-    pub async fn listen_raw(
-        &self,
-        id: u64,
-        acknowledge: Option<u64>,
-        timeout: Duration,
-    ) -> ClientResult<Value> {
-        let ack = acknowledge.map(|a| a.to_string());
-        let q: Vec<(&str, &str)> = ack
-            .as_deref()
-            .map(|a| vec![("acknowledge", a)])
-            .unwrap_or_default();
-        let text = self
-            .send(
-                Method::GET,
-                &format!("listen/{id}"),
-                &q,
-                None,
-                Some(timeout),
-            )
-            .await?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
-            url: self.url("listen"),
-            message: e.to_string(),
-        })
-    }
-
-    /// `POST /ack/{id}` (our server only).
-    pub async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
-        self.send(
-            Method::POST,
-            &format!("ack/{id}"),
-            &[],
-            Some(&json!({"sequence_id": sequence_id})),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `POST /publish/{channel}`.
-    pub async fn publish(
-        &self,
-        channel: &str,
-        data: &Value,
-        attributes: Option<&Value>,
-    ) -> ClientResult<()> {
-        let mut body = json!({"data": data});
-        if let Some(a) = attributes {
-            body["attributes"] = a.clone();
-        }
-        self.send(
-            Method::POST,
-            &format!("publish/{channel}"),
-            &[],
-            Some(&body),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `POST /push/{list}`.
-    pub async fn push(&self, list: &str, data: &Value) -> ClientResult<()> {
-        self.send(
-            Method::POST,
-            &format!("push/{list}"),
-            &[],
-            Some(&json!({"data": data})),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `GET /pop/{list}`: blocks up to `timeout` for an item; returns the CloudEvent.
-    pub async fn pop(&self, list: &str, timeout: Duration) -> ClientResult<Value> {
-        let text = self
-            .send(
-                Method::GET,
-                &format!("pop/{list}"),
-                &[],
-                None,
-                Some(timeout),
-            )
-            .await?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
-            url: self.url("pop"),
-            message: e.to_string(),
-        })
-    }
-
-    /// `GET /stats/subscriptions` (admin).
-    pub async fn subscription_stats(&self) -> ClientResult<Vec<Value>> {
-        self.call(Method::GET, "stats/subscriptions", &[], None)
-            .await
-    }
-
-    // ----- key/value and telemetry -----
-
-    /// `GET /kv/{ns}/{key}`.
-    pub async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>> {
-        self.call(Method::GET, &format!("kv/{namespace}/{key}"), &[], None)
-            .await
-    }
-
-    /// `POST /kv/{ns}/{key}` (the value is sent as a JSON string; empty deletes).
-    pub async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()> {
-        self.send(
-            Method::POST,
-            &format!("kv/{namespace}/{key}"),
-            &[],
-            Some(&Value::from(value)),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `DELETE /kv/{ns}/{key}`.
-    pub async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()> {
-        self.send(
-            Method::DELETE,
-            &format!("kv/{namespace}/{key}"),
-            &[],
-            None,
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `POST /telemetry`: returns how many were inserted.
-    pub async fn add_telemetry(&self, events: &[Value]) -> ClientResult<u64> {
-        let v: Value = self
-            .call(
-                Method::POST,
-                "telemetry",
-                &[],
-                Some(&Value::from(events.to_vec())),
-            )
-            .await?;
-        Ok(v.get("inserted").and_then(Value::as_u64).unwrap_or(0))
-    }
-
-    /// `GET /telemetry` (one page).
-    pub async fn find_telemetry(&self, query: &[(&str, &str)]) -> ClientResult<Page<Value>> {
-        self.call(Method::GET, "telemetry", query, None).await
-    }
-
-    /// `GET /telemetry/stats`.
-    pub async fn telemetry_stats(&self, query: &[(&str, &str)]) -> ClientResult<Vec<Value>> {
-        self.call(Method::GET, "telemetry/stats", query, None).await
-    }
-
-    /// `GET /telemetry/anomalies`.
-    pub async fn telemetry_anomalies(&self, query: &[(&str, &str)]) -> ClientResult<Value> {
-        self.call(Method::GET, "telemetry/anomalies", query, None)
-            .await
-    }
-
-    /// `GET /metrics` (text).
-    pub async fn metrics(&self) -> ClientResult<String> {
-        self.send(Method::GET, "metrics", &[], None, None).await
     }
 }

@@ -10,7 +10,10 @@
 //!   (`kernelci.config.load`), YAML anchors, aliases and merge keys (`<<: *anchor`) resolved,
 //!   then typed section by section. [`PipelineConfig::load`] collects every error (syntax,
 //!   schema, cross references) instead of stopping at the first, each as
-//!   `file:line: key.path: message`.
+//!   `file:line: key.path: message`; what upstream accepts but this deployment cannot use
+//!   (a scheduler entry for a runtime not defined here) is a warning
+//!   ([`PipelineConfig::warnings`]). `cip://<branch>/<arch>/<file>` fragments
+//!   ([`CipFragment`]) are valid, as they are for kernelci-core.
 //! - [`format_params`], [`resolve_rootfs_params`] and [`parse_frequency`]: the small helpers
 //!   the scheduler and `kci job` share.
 //!
@@ -35,8 +38,11 @@
 //! small indentation scanner over the source text, so errors found after merging still point
 //! into the file that defined the value.
 
+mod entries;
 mod format;
+mod jobs;
 mod pipeline;
+mod rules;
 mod settings;
 mod source;
 mod validate;
@@ -44,12 +50,14 @@ mod validate;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use format::{format_params, format_string, parse_frequency, resolve_rootfs_params};
-pub use pipeline::{
-    ApiConfig, BuildConfig, Fragment, JobConfig, PipelineConfig, PlatformConfig, Priority,
-    ReferenceBranch, RuleEntry, Rules, RuntimeConfig, RuntimeSelector, SchedulerEntry, Tree,
-    VersionRule,
+pub use entries::{
+    ApiConfig, BuildConfig, CIP_CONFIG_URL, CipFragment, Fragment, Priority, ReferenceBranch, Tree,
 };
+pub use format::{format_params, format_string, parse_frequency, resolve_rootfs_params};
+pub use jobs::{JobConfig, PlatformConfig, RuntimeConfig, RuntimeSelector, SchedulerEntry};
+pub use pipeline::PipelineConfig;
+pub use rules::{RuleEntry, Rules, VersionRule};
+
 pub use settings::{RuntimeCredentials, Secret, Settings};
 pub use source::{KeyPath, KeySeg, Origin, yaml_files};
 

@@ -1,11 +1,12 @@
-//! Cross-reference checks of a typed configuration: every name an entry uses is defined.
+//! Cross-reference checks of a typed configuration: every name an entry uses is defined, or,
+//! where upstream's loader and scheduler accept an undefined name, a warning.
 
 use std::collections::HashSet;
 
 use serde_json::Value;
 
 use super::source::KeyPath;
-use super::{ConfigError, ConfigErrorKind, PipelineConfig, parse_frequency};
+use super::{CipFragment, ConfigError, ConfigErrorKind, PipelineConfig, parse_frequency};
 
 /// The entry names of a mapping section as written (including entries that failed to type,
 /// so one bad entry does not also make every reference to it an error).
@@ -16,7 +17,11 @@ fn names<'a>(c: &'a PipelineConfig, section: &str) -> HashSet<&'a str> {
     }
 }
 
-pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
+pub(crate) fn cross_check(
+    c: &PipelineConfig,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
     let jobs = names(c, "jobs");
     let runtimes = names(c, "runtimes");
     let platforms = names(c, "platforms");
@@ -51,20 +56,27 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
                 "missing `channel` (e.g. `channel: node`): the entry would never match".into(),
             )),
         }
+        // Upstream's scheduler loads only the runtimes it is started with and skips entries for
+        // the others, so an undefined runtime is a deployment choice, not a broken config.
         match (&entry.runtime.name, &entry.runtime.lab_type) {
             (Some(name), _) => {
                 if !runtimes.contains(name.as_str()) {
-                    errors.push(reference(
+                    warnings.push(reference(
                         &at.key("runtime").key("name"),
-                        format!("unknown runtime {name:?}"),
+                        format!(
+                            "runtime {name:?} is not defined in this deployment: the entry is skipped"
+                        ),
                     ));
                 }
             }
             (None, Some(lab_type)) => {
                 if !lab_types.contains(lab_type.as_str()) {
-                    errors.push(reference(
+                    warnings.push(reference(
                         &at.key("runtime").key("type"),
-                        format!("no runtime has lab_type {lab_type:?}"),
+                        format!(
+                            "no runtime of lab_type {lab_type:?} is defined in this deployment: \
+                             the entry is skipped"
+                        ),
                     ));
                 }
             }
@@ -129,13 +141,23 @@ pub(crate) fn cross_check(c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             _ => Vec::new(),
         };
         for (i, fragment) in used {
-            if fragment.starts_with("CONFIG_") || fragments.contains(fragment) {
-                continue;
-            }
             let at = match i {
                 Some(i) => params.key("fragments").index(i),
                 None => params.key("fragments"),
             };
+            // `cip://<branch>/<path>`: fetched by kernelci-core from the CIP kernel-config
+            // repository, not defined in `fragments:`.
+            match CipFragment::parse(fragment) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    errors.push(schema(&at, e));
+                    continue;
+                }
+                None => {}
+            }
+            if fragment.starts_with("CONFIG_") || fragments.contains(fragment) {
+                continue;
+            }
             errors.push(reference(&at, format!("unknown fragment {fragment:?}")));
         }
         if let Some(Value::String(r)) = job.params.get("rootfs_ref")

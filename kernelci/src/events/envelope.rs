@@ -12,18 +12,24 @@ pub const DEFAULT_SOURCE: &str = "https://api.kernelci.org/";
 pub const DEFAULT_TYPE: &str = "api.kernelci.org";
 /// The `data` of a keep-alive message.
 pub const BEEP: &str = "BEEP";
-/// The key of the sequence id on real-time messages.
-pub const SEQUENCE_ID_KEY: &str = "_sequence_id";
+/// The extension attribute that carries an event's position in the event log, on real-time
+/// messages. CloudEvents attribute names are lower-case letters and digits, so it is
+/// `sequenceid`.
+pub const SEQUENCE_ID_KEY: &str = "sequenceid";
+/// The name upstream (and this project before it followed the CloudEvents naming rule) used for
+/// [`SEQUENCE_ID_KEY`]: still read, never written, so readers work in a mixed deployment.
+pub const LEGACY_SEQUENCE_ID_KEY: &str = "_sequence_id";
 
 const CORE_KEYS: [&str; 6] = ["specversion", "id", "source", "type", "time", "data"];
 
 /// One CloudEvent in structured mode, with upstream's key order.
 ///
 /// [`CloudEvent::to_json`] writes `specversion, id, source, type, time, data`, then the
-/// extension attributes in insertion order (e.g. `owner`), then `_sequence_id` when set, with
+/// extension attributes in insertion order (e.g. `owner`), then `sequenceid` when set, with
 /// Python's `json.dumps` separators and escaping. [`CloudEvent::from_json`] reads any
 /// structured CloudEvent: other attributes (`datacontenttype`, `subject`, ...) are kept in
-/// [`CloudEvent::extensions`], in the order they came.
+/// [`CloudEvent::extensions`], in the order they came; the sequence number is read from
+/// `sequenceid` or, from older servers, `_sequence_id`.
 ///
 /// ```
 /// use kernelci::events::CloudEvent;
@@ -32,14 +38,14 @@ const CORE_KEYS: [&str; 6] = ["specversion", "id", "source", "type", "time", "da
 /// let event = CloudEvent::new(json!({"op": "created"})).with_owner("bob").with_sequence_id(7);
 /// let text = event.to_json();
 /// assert!(text.starts_with(r#"{"specversion": "1.0", "id": ""#));
-/// assert!(text.ends_with(r#""data": {"op": "created"}, "owner": "bob", "_sequence_id": 7}"#));
+/// assert!(text.ends_with(r#""data": {"op": "created"}, "owner": "bob", "sequenceid": 7}"#));
 /// assert_eq!(CloudEvent::from_json(&text).unwrap(), event);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudEvent {
     /// The CloudEvents version, `"1.0"`.
     pub specversion: String,
-    /// A unique id (upstream: a random uuid4).
+    /// A unique id: a random UUID v4 unless the publisher gave one.
     pub id: String,
     /// Where the event comes from.
     pub source: String,
@@ -109,14 +115,14 @@ impl CloudEvent {
         }
     }
 
-    /// With the `_sequence_id` of a real-time message.
+    /// With the sequence number (`sequenceid`) of a real-time message.
     pub fn with_sequence_id(mut self, sequence_id: i64) -> CloudEvent {
         self.sequence_id = Some(sequence_id);
         self
     }
 
     /// Re-wrapped for a replay, as upstream does: a new id and the current time, no
-    /// `_sequence_id`.
+    /// sequence number.
     pub fn rewrapped(&self) -> CloudEvent {
         CloudEvent {
             id: uuid4(),
@@ -198,7 +204,8 @@ impl CloudEvent {
     }
 
     /// Reads a structured-mode CloudEvent from a JSON object. `specversion`, `id`, `source` and
-    /// `type` must be strings; `time` must be an ISO time when present; `_sequence_id` an integer.
+    /// `type` must be strings; `time` must be an ISO time when present; the sequence number
+    /// (`sequenceid`, or the older `_sequence_id`) an integer.
     pub fn from_value(value: Value) -> Result<CloudEvent, EventError> {
         let Value::Object(mut map) = value else {
             return Err(EventError::Invalid(
@@ -231,12 +238,18 @@ impl CloudEvent {
             }
         };
         let data = map.get("data").cloned().unwrap_or(Value::Null);
-        let sequence_id = match map.remove(SEQUENCE_ID_KEY) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| {
-                EventError::Invalid(format!("'{SEQUENCE_ID_KEY}' must be an integer"))
-            })?),
-        };
+        let mut sequence_id = None;
+        // The legacy name first, so that `sequenceid` wins when a message carries both.
+        for key in [LEGACY_SEQUENCE_ID_KEY, SEQUENCE_ID_KEY] {
+            match map.shift_remove(key) {
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    sequence_id = Some(v.as_i64().ok_or_else(|| {
+                        EventError::Invalid(format!("'{key}' must be an integer"))
+                    })?)
+                }
+            }
+        }
         for key in CORE_KEYS {
             map.shift_remove(key);
         }
@@ -257,7 +270,8 @@ impl TryFrom<CloudEvent> for cloudevents::Event {
     type Error = EventError;
 
     /// Converts to the `cloudevents-sdk` event. Extension values must be strings, integers or
-    /// booleans (the CloudEvents type system); `_sequence_id` becomes an integer extension.
+    /// booleans (the CloudEvents type system); the sequence number becomes the integer
+    /// extension `sequenceid`.
     fn try_from(ce: CloudEvent) -> Result<Self, EventError> {
         let mut event = cloudevents::Event::default();
         if ce.specversion != "1.0" {
@@ -346,8 +360,10 @@ impl TryFrom<cloudevents::Event> for CloudEvent {
                 cloudevents::event::ExtensionValue::Boolean(b) => Value::Bool(*b),
                 cloudevents::event::ExtensionValue::Integer(i) => Value::from(*i),
             };
-            if name == SEQUENCE_ID_KEY {
-                ce.sequence_id = value.as_i64();
+            if name == SEQUENCE_ID_KEY || name == LEGACY_SEQUENCE_ID_KEY {
+                if name == SEQUENCE_ID_KEY || ce.sequence_id.is_none() {
+                    ce.sequence_id = value.as_i64();
+                }
             } else {
                 ce.extensions.insert(name.to_owned(), value);
             }
@@ -361,31 +377,35 @@ fn aware_isoformat(time: &Timestamp) -> String {
     format!("{time}+00:00")
 }
 
-/// A random (version 4) UUID in its hyphenated lowercase form.
+/// A random (version 4) UUID in its hyphenated lowercase form (the `uuid` crate; the bytes
+/// from [`crate::random::unique_bytes`], so it never fails: event ids need uniqueness only).
 pub fn uuid4() -> String {
     let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No entropy source: mix the time and a counter; still unique within the process.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        b[..8].copy_from_slice(&nanos.to_le_bytes());
-        b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    b.copy_from_slice(&crate::random::unique_bytes(16));
+    uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// The attributes an event is logged with: its CloudEvent `id`, a fresh [`uuid4`], so that
+/// every delivery of the event, live or replayed, to any subscriber, carries the same id.
+pub fn logged_event_attributes() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), Value::String(uuid4()));
+    m
+}
+
+/// A stable UUID for an event logged without an `id` attribute (written before ids were
+/// logged, or by upstream's API): a version 8 UUID holding the event document's 12-byte
+/// ObjectId, so every delivery of that event still carries the same id.
+pub fn legacy_event_uuid(object_id: [u8; 12]) -> String {
+    let mut b = [0u8; 16];
+    b[..12].copy_from_slice(&object_id);
+    uuid::Builder::from_custom_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -402,7 +422,7 @@ mod tests {
         event.time = Some(Timestamp::parse("2024-01-04T10:48:39.974782").unwrap());
         assert_eq!(
             event.to_json(),
-            r#"{"specversion": "1.0", "id": "5c6f0a43-1d4e-4a6b-9b55-3f6c3f6a2e11", "source": "https://api.kernelci.org/", "type": "api.kernelci.org", "time": "2024-01-04T10:48:39.974782+00:00", "data": {"op": "created", "name": "\u00e9"}, "owner": "bob", "_sequence_id": 42}"#
+            r#"{"specversion": "1.0", "id": "5c6f0a43-1d4e-4a6b-9b55-3f6c3f6a2e11", "source": "https://api.kernelci.org/", "type": "api.kernelci.org", "time": "2024-01-04T10:48:39.974782+00:00", "data": {"op": "created", "name": "\u00e9"}, "owner": "bob", "sequenceid": 42}"#
         );
         event.time = Some(Timestamp::parse("2024-01-04T10:48:39").unwrap());
         assert!(
@@ -422,7 +442,7 @@ mod tests {
         assert!(beep.is_beep());
         let text = beep.to_json();
         assert!(text.contains(r#""data": "BEEP"}"#), "{text}");
-        assert!(!text.contains("owner") && !text.contains("_sequence_id"));
+        assert!(!text.contains("owner") && !text.contains("sequenceid"));
         assert!(!CloudEvent::new(json!("beep")).is_beep());
     }
 
@@ -451,6 +471,7 @@ mod tests {
             r#"{"specversion":"1.0","type":null,"source":"s","id":"1"}"#,
             r#"{"specversion":"1.0","type":"t","source":"s","id":"1","time":"yesterday"}"#,
             r#"{"specversion":"1.0","type":"t","source":"s","id":"1","_sequence_id":"x"}"#,
+            r#"{"specversion":"1.0","type":"t","source":"s","id":"1","sequenceid":"x"}"#,
         ] {
             let err = CloudEvent::from_json(bad).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Invalid, "{bad}");
@@ -485,5 +506,47 @@ mod tests {
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(uuid4(), id);
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        let logged = logged_event_attributes();
+        assert_eq!(
+            uuid::Uuid::parse_str(logged["id"].as_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        let oid = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let legacy = legacy_event_uuid(oid);
+        assert_eq!(legacy, legacy_event_uuid(oid), "stable");
+        assert_ne!(legacy, legacy_event_uuid([0; 12]));
+        assert_eq!(uuid::Uuid::parse_str(&legacy).unwrap().get_version_num(), 8);
+    }
+
+    #[test]
+    fn sequence_number_under_either_name() {
+        let new = r#"{"specversion":"1.0","type":"t","source":"s","id":"1","sequenceid":5}"#;
+        let old = r#"{"specversion":"1.0","type":"t","source":"s","id":"1","_sequence_id":6}"#;
+        let both = r#"{"specversion":"1.0","type":"t","source":"s","id":"1","_sequence_id":6,"sequenceid":7}"#;
+        assert_eq!(CloudEvent::from_json(new).unwrap().sequence_id, Some(5));
+        let legacy = CloudEvent::from_json(old).unwrap();
+        assert_eq!(legacy.sequence_id, Some(6));
+        assert!(legacy.extensions.is_empty(), "{:?}", legacy.extensions);
+        assert!(
+            legacy.to_json().ends_with(r#""sequenceid": 6}"#),
+            "written under the new name: {}",
+            legacy.to_json()
+        );
+        assert_eq!(CloudEvent::from_json(both).unwrap().sequence_id, Some(7));
+        // Through the SDK: the extension name is a valid CloudEvents name.
+        let sdk: cloudevents::Event = CloudEvent::from_json(new).unwrap().try_into().unwrap();
+        assert_eq!(
+            sdk.extension(SEQUENCE_ID_KEY).map(ToString::to_string),
+            Some("5".into())
+        );
+        let mut old_sdk = sdk.clone();
+        old_sdk.remove_extension(SEQUENCE_ID_KEY);
+        old_sdk.set_extension(LEGACY_SEQUENCE_ID_KEY, 9i64);
+        assert_eq!(CloudEvent::try_from(old_sdk).unwrap().sequence_id, Some(9));
     }
 }

@@ -101,7 +101,7 @@ impl EventBus for LocalBus {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[&str]) -> Result<Wakeups, EventError> {
+    async fn subscribe<'c>(&self, channels: &'c [&'c str]) -> Result<Wakeups, EventError> {
         Ok(Wakeups::new(self.inner.wakeups.subscribe(), channels))
     }
 

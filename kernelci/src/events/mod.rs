@@ -45,7 +45,10 @@ use tokio::sync::broadcast;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBus, RedisBusConfig};
-pub use envelope::{BEEP, CloudEvent, DEFAULT_SOURCE, DEFAULT_TYPE, SEQUENCE_ID_KEY, uuid4};
+pub use envelope::{
+    BEEP, CloudEvent, DEFAULT_SOURCE, DEFAULT_TYPE, LEGACY_SEQUENCE_ID_KEY, SEQUENCE_ID_KEY,
+    legacy_event_uuid, logged_event_attributes, uuid4,
+};
 pub use local::LocalBus;
 pub use node_event::{NODE_CHANNEL, NodeEvent, NodeOp, Previous};
 
@@ -231,6 +234,9 @@ impl Wakeups {
 /// - when the backend is unreachable, operations fail with an error of kind
 ///   [`ErrorKind::Unavailable`] within a bounded time instead of hanging, and the bus
 ///   (including existing [`Wakeups`]) works again once the backend is back.
+///
+/// With the `mock` feature, `MockEventBus` (mockall) stands in for a bus in users' unit tests.
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Wakes the listeners of `channel`: the event `sequence_id` was appended to the log.
@@ -242,7 +248,7 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), EventError>;
 
     /// Starts receiving wake-ups for `channels`. Wake-ups sent after this returns are received.
-    async fn subscribe(&self, channels: &[&str]) -> Result<Wakeups, EventError>;
+    async fn subscribe<'c>(&self, channels: &'c [&'c str]) -> Result<Wakeups, EventError>;
 
     /// Appends `message` to the list `list` (upstream `/push`, Redis `RPUSH`).
     async fn push(&self, list: &str, message: &str) -> Result<(), EventError>;
@@ -275,7 +281,7 @@ impl<B: EventBus + ?Sized> EventBus for Arc<B> {
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), EventError> {
         (**self).publish(channel, payload).await
     }
-    async fn subscribe(&self, channels: &[&str]) -> Result<Wakeups, EventError> {
+    async fn subscribe<'c>(&self, channels: &'c [&'c str]) -> Result<Wakeups, EventError> {
         (**self).subscribe(channels).await
     }
     async fn push(&self, list: &str, message: &str) -> Result<(), EventError> {

@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{EventBus, EventError, Wakeup, Wakeups};
+use crate::retry::Backoff;
 
 /// Settings of a [`RedisBus`].
 #[derive(Debug, Clone)]
@@ -258,7 +259,8 @@ async fn pubsub_task(
 ) {
     let prefix = config.channel_prefix.clone();
     let mut channels: HashSet<String> = HashSet::new();
-    let mut backoff = config.reconnect_min;
+    let policy = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let mut delays = policy.delays();
     let mut was_connected = false;
     loop {
         let attempt = async {
@@ -276,6 +278,7 @@ async fn pubsub_task(
         let (mut sink, mut stream) = match attempt.await {
             Ok(pair) => pair,
             Err(err) => {
+                let backoff = delays.next().unwrap_or(config.reconnect_max);
                 tracing::debug!(error = %err, "Redis pub/sub connection failed; retrying in {backoff:?}");
                 // While down, accept subscriptions: they are subscribed on reconnection.
                 let sleep = tokio::time::sleep(backoff);
@@ -292,11 +295,10 @@ async fn pubsub_task(
                         },
                     }
                 }
-                backoff = (backoff * 2).min(config.reconnect_max);
                 continue;
             }
         };
-        backoff = config.reconnect_min;
+        delays = policy.delays();
         let _ = connected.send(true);
         if was_connected {
             tracing::info!("Redis pub/sub connection restored");
@@ -360,7 +362,7 @@ impl EventBus for RedisBus {
         self.publish_raw(channel, payload).await
     }
 
-    async fn subscribe(&self, channels: &[&str]) -> Result<Wakeups, EventError> {
+    async fn subscribe<'c>(&self, channels: &'c [&'c str]) -> Result<Wakeups, EventError> {
         // The receiver exists before SUBSCRIBE is confirmed, so nothing falls in between.
         let wakeups = Wakeups::new(self.inner.wakeups.subscribe(), channels);
         let (done, confirmed) = oneshot::channel();

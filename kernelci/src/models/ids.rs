@@ -20,15 +20,9 @@ pub struct InvalidObjectId(pub String);
 fn process_unique() -> &'static ([u8; 5], AtomicU32) {
     static STATE: OnceLock<([u8; 5], AtomicU32)> = OnceLock::new();
     STATE.get_or_init(|| {
+        // Without an entropy source: time, pid and a counter; ids stay unique per process.
         let mut seed = [0u8; 8];
-        // Without an entropy source, fall back to the time and pid: ids stay unique per process.
-        if getrandom::fill(&mut seed).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or_default();
-            seed = (nanos ^ u64::from(std::process::id()) << 32).to_le_bytes();
-        }
+        seed.copy_from_slice(&crate::random::unique_bytes(8));
         let mut unique = [0u8; 5];
         unique.copy_from_slice(&seed[..5]);
         let counter = u32::from_le_bytes([seed[5], seed[6], seed[7], 0]);

@@ -11,6 +11,7 @@
 pub mod ids;
 pub mod kinds;
 pub mod node;
+pub mod sample;
 pub mod time;
 pub mod user;
 pub mod validate;

@@ -13,7 +13,8 @@
 use serde_json::{Value, json};
 
 use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
-use crate::client::{ApiClient, ReceivedEvent};
+use super::setup::ServiceSetup;
+use crate::client::{Api, ReceivedEvent};
 use crate::models::{Node, ResultValue, State};
 
 /// The channel retries are published on.
@@ -23,7 +24,7 @@ pub const RETRY_CHANNEL: &str = "retry";
 pub const MAX_RETRIES: i64 = 3;
 
 /// The job retry service.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobRetry {
     promiscuous: bool,
 }
@@ -32,6 +33,11 @@ impl JobRetry {
     /// A retry service; `promiscuous` follows every owner's nodes.
     pub fn new(promiscuous: bool) -> JobRetry {
         JobRetry { promiscuous }
+    }
+
+    /// Reads the service from `setup` (section `job_retry`): the `promisc` flag.
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<JobRetry> {
+        Ok(JobRetry::new(setup.flag(false, "promisc")?))
     }
 
     /// The events it handles.
@@ -51,7 +57,7 @@ impl JobRetry {
 
     /// The retry event for `node`, when it should be retried: the ancestor node, ready to
     /// publish. Does not publish.
-    pub async fn retry_for(&self, api: &ApiClient, node: &Node) -> ServiceResult<Option<Node>> {
+    pub async fn retry_for(&self, api: &dyn Api, node: &Node) -> ServiceResult<Option<Node>> {
         if node.state != State::Done {
             return Ok(None);
         }
@@ -107,7 +113,7 @@ impl JobRetry {
     }
 
     /// Retries `node` when it should be: publishes the ancestor on `retry`. Returns it.
-    pub async fn process(&self, api: &ApiClient, node: &Node) -> ServiceResult<Option<Node>> {
+    pub async fn process(&self, api: &dyn Api, node: &Node) -> ServiceResult<Option<Node>> {
         let Some(ancestor) = self.retry_for(api, node).await? else {
             return Ok(None);
         };

@@ -24,7 +24,8 @@
 use serde_json::{Map, Value, json};
 
 use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
-use crate::client::{ApiClient, ReceivedEvent};
+use super::setup::ServiceSetup;
+use crate::client::{Api, ReceivedEvent};
 use crate::models::{ErrorCode, Node, NodeKind, ObjectId, ResultValue, State};
 
 /// The `data` fields that identify a job configuration.
@@ -50,7 +51,7 @@ pub enum RegressionOutcome {
 }
 
 /// The regression tracker.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegressionTracker {
     promiscuous: bool,
 }
@@ -59,6 +60,11 @@ impl RegressionTracker {
     /// A tracker; `promiscuous` follows every owner's nodes (upstream follows its own only).
     pub fn new(promiscuous: bool) -> RegressionTracker {
         RegressionTracker { promiscuous }
+    }
+
+    /// Reads the tracker from `setup` (section `regression_tracker`): the `promisc` flag.
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<RegressionTracker> {
+        Ok(RegressionTracker::new(setup.flag(false, "promisc")?))
     }
 
     /// The events it handles: nodes reaching `done`.
@@ -78,7 +84,7 @@ impl RegressionTracker {
     /// the node id.
     pub async fn track_tree(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         node: Node,
     ) -> ServiceResult<Vec<(ObjectId, RegressionOutcome)>> {
         let mut out = Vec::new();
@@ -101,7 +107,7 @@ impl RegressionTracker {
     }
 
     /// Tracks one node.
-    pub async fn track(&self, api: &ApiClient, node: &Node) -> ServiceResult<RegressionOutcome> {
+    pub async fn track(&self, api: &dyn Api, node: &Node) -> ServiceResult<RegressionOutcome> {
         if node.state != State::Done
             || node.kind == NodeKind::Checkout.as_str()
             || node.kind == NodeKind::Regression.as_str()
@@ -200,7 +206,7 @@ fn push_sequence(reg: &mut Node, id: ObjectId) -> bool {
 }
 
 /// Records the regression on the failing node (without an event: nothing waits for it).
-async fn mark_node(api: &ApiClient, node: &Node, reg_id: ObjectId) -> ServiceResult<()> {
+async fn mark_node(api: &dyn Api, node: &Node, reg_id: ObjectId) -> ServiceResult<()> {
     let mut n = match node.id {
         Some(id) => api.get_node(id).await?.unwrap_or_else(|| node.clone()),
         None => return Ok(()),
@@ -251,7 +257,7 @@ fn latest(nodes: Vec<Node>, path: &[String]) -> Option<Node> {
 }
 
 /// The latest earlier `done` run of the same job.
-async fn previous_run(api: &ApiClient, node: &Node) -> ServiceResult<Option<Node>> {
+async fn previous_run(api: &dyn Api, node: &Node) -> ServiceResult<Option<Node>> {
     let mut q = same_job_query(node, "kernel_revision");
     q.push(("kind".into(), node.kind.clone()));
     q.push(("state".into(), "done".into()));
@@ -260,7 +266,7 @@ async fn previous_run(api: &ApiClient, node: &Node) -> ServiceResult<Option<Node
 }
 
 /// The latest active regression of the same job.
-async fn active_regression(api: &ApiClient, node: &Node) -> ServiceResult<Option<Node>> {
+async fn active_regression(api: &dyn Api, node: &Node) -> ServiceResult<Option<Node>> {
     let mut q = same_job_query(node, "failed_kernel_revision");
     q.push(("kind".into(), "regression".into()));
     q.push(("result".into(), "fail".into()));
@@ -269,7 +275,7 @@ async fn active_regression(api: &ApiClient, node: &Node) -> ServiceResult<Option
 }
 
 /// The ancestors of `node`, nearest first (not including it).
-async fn ancestors(api: &ApiClient, node: &Node) -> ServiceResult<Vec<Node>> {
+async fn ancestors(api: &dyn Api, node: &Node) -> ServiceResult<Vec<Node>> {
     let mut out = Vec::new();
     let mut parent = node.parent;
     while let Some(pid) = parent {
@@ -286,7 +292,7 @@ async fn ancestors(api: &ApiClient, node: &Node) -> ServiceResult<Vec<Node>> {
 }
 
 /// The regression node for `fail` after `pass`.
-async fn new_regression(api: &ApiClient, fail: &Node, pass: &Node) -> ServiceResult<Node> {
+async fn new_regression(api: &dyn Api, fail: &Node, pass: &Node) -> ServiceResult<Node> {
     let chain = ancestors(api, fail).await?;
     let lineage = || std::iter::once(fail).chain(chain.iter());
     let mut data = Map::new();

@@ -8,8 +8,11 @@
 
 use serde_json::Value;
 
-use super::service::{EventHandler, EventSubscription, ServiceContext, ServiceResult, async_trait};
-use crate::client::{ApiClient, ReceivedEvent};
+use super::service::{
+    EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
+};
+use super::setup::ServiceSetup;
+use crate::client::{Api, ReceivedEvent};
 use crate::models::ObjectId;
 use crate::report::{Report, SmtpConfig, gather, send};
 
@@ -25,6 +28,19 @@ impl Reporter {
     /// each report to standard output.
     pub fn new(smtp: Option<SmtpConfig>, print: bool) -> Reporter {
         Reporter { smtp, print }
+    }
+
+    /// Reads the SMTP settings from `setup` (section `test_report`): `smtp_host` and
+    /// `smtp_port` (both, or reports are only printed), `email_sender` and `email_recipient`
+    /// (comma-separated; both required with a host), `smtp_timeout` (seconds, default 60);
+    /// the login from `EMAIL_USER`/`EMAIL_PASSWORD`. `print` also prints every report.
+    pub fn from_settings(setup: &ServiceSetup, print: bool) -> ServiceResult<Reporter> {
+        Ok(Reporter::new(smtp_from_settings(setup)?, print))
+    }
+
+    /// The SMTP configuration, when one is set.
+    pub fn smtp(&self) -> Option<&SmtpConfig> {
+        self.smtp.as_ref()
     }
 
     /// The events it handles: checkouts reaching `done`.
@@ -44,7 +60,7 @@ impl Reporter {
     /// host) and sends it when `send_it` and an SMTP host is configured.
     pub async fn report(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         checkout: ObjectId,
         send_it: bool,
     ) -> ServiceResult<Report> {
@@ -59,6 +75,34 @@ impl Reporter {
         }
         Ok(report)
     }
+}
+
+fn smtp_from_settings(setup: &ServiceSetup) -> ServiceResult<Option<SmtpConfig>> {
+    let host = setup.get(None, "smtp_host").filter(|h| !h.is_empty());
+    let port = setup.get_parsed::<u16>(None, "smtp_port")?;
+    let (Some(host), Some(port)) = (host, port) else {
+        return Ok(None);
+    };
+    let missing = |key: &str| {
+        ServiceError::Config(format!(
+            "[{}] {key} is not set (smtp_host is)",
+            setup.section
+        ))
+    };
+    let sender = setup
+        .get(None, "email_sender")
+        .ok_or_else(|| missing("email_sender"))?;
+    let recipients: Vec<String> = setup
+        .get(None, "email_recipient")
+        .ok_or_else(|| missing("email_recipient"))?
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut smtp = SmtpConfig::from_env(&host, port, &sender, recipients);
+    smtp.timeout = setup.seconds("smtp_timeout", smtp.timeout.as_secs_f64())?;
+    Ok(Some(smtp))
 }
 
 #[async_trait]

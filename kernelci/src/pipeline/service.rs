@@ -11,9 +11,13 @@
 //!   [`EventSubscription::max_attempts`] times), or
 //! - a periodic job run by [`ServiceContext::run_periodic`] (trigger, timeout).
 //!
-//! [`ServiceContext::serve_health`] answers `GET /health` with `200 OK` while every loop is
-//! alive, and `503` once one of them has made no progress (no event, no keep-alive from the
-//! server, no poll pass) for [`Liveness::stuck_after`]. On SIGINT or SIGTERM
+//! Start-up (settings, each service's options, runtimes) lives in [`super::setup`], the
+//! shutdown signal and the liveness register in [`super::lifecycle`], the crash points of the
+//! crash-safety tests in [`super::fault`]; their public items are re-exported here.
+//!
+//! [`ServiceContext::serve_health`] answers `GET /metrics` with the service's [`Metrics`]
+//! (Prometheus text) and `GET /health` with `200 OK` while every loop is alive, and `503`
+//! once one of them has made no progress (no event, no keep-alive from the server, no poll pass) for [`Liveness::stuck_after`]. On SIGINT or SIGTERM
 //! ([`Shutdown::on_signals`]) the current event is finished and acknowledged, then the loops
 //! return.
 //!
@@ -43,26 +47,24 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
+use super::metrics::Metrics;
 use crate::ErrorKind;
-use crate::client::{
-    ApiClient, ClientError, Listener, ListenerConfig, ListenerHealth, NodeEventFilter,
-    ReceivedEvent,
-};
-use crate::config::{PipelineConfig, Settings};
-use crate::models::{Node, ObjectId, Timestamp};
-use crate::storage::{Storage, StorageError};
+use crate::client::{Api, ClientError, Listener, ListenerConfig, NodeEventFilter, ReceivedEvent};
+use crate::models::{Node, ObjectId};
+use crate::retry::Backoff;
+use crate::storage::StorageError;
+
+pub use super::fault::{CRASH_AT_ENV, CRASH_MARKER_ENV, CRASH_STEPS, crash_point};
+pub use super::lifecycle::{Liveness, Shutdown, serve_health};
+pub use super::setup::{ServiceSetup, run_service};
 
 /// The submitter value of nodes the pipeline creates (upstream `SERVICE_PIPELINE`).
 pub const SERVICE_PIPELINE: &str = "service:pipeline";
@@ -135,474 +137,6 @@ impl ServiceError {
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
 // ------------------------------------------------------------------------------------------
-// Start-up
-
-/// What a service binary reads at start-up (upstream `Service.__init__`): `kernelci.toml`
-/// ([`Settings`], looked up in the service's section then `[DEFAULT]`) and the pipeline YAML
-/// configuration (trees, build configs, API and storage entries).
-#[derive(Debug)]
-pub struct ServiceSetup {
-    /// The settings.
-    pub settings: Settings,
-    /// The YAML configuration (empty when no directory was given).
-    pub config: PipelineConfig,
-    /// The service's settings section (`trigger`, `tarball`, `timeout`, ...).
-    pub section: String,
-}
-
-impl ServiceSetup {
-    /// Loads the settings (`settings`: the `--settings` path, else upstream's search) and the
-    /// YAML files under `yaml` (none given: `./config` when it is a directory, as upstream's
-    /// default, else an empty configuration).
-    pub fn load(section: &str, settings: Option<&Path>, yaml: &[PathBuf]) -> ServiceResult<Self> {
-        let settings = Settings::load(settings).map_err(|e| ServiceError::Config(e.to_string()))?;
-        let default = [PathBuf::from("config")];
-        let yaml = if yaml.is_empty() && default[0].is_dir() {
-            &default[..]
-        } else {
-            yaml
-        };
-        let config = if yaml.is_empty() {
-            PipelineConfig::default()
-        } else {
-            PipelineConfig::load(yaml).map_err(|e| ServiceError::Config(e.to_string()))?
-        };
-        Ok(ServiceSetup {
-            settings,
-            config,
-            section: section.to_owned(),
-        })
-    }
-
-    /// A value: `cli` when given, else `[<section>] key`, else `[DEFAULT] key`.
-    pub fn get(&self, cli: Option<String>, key: &str) -> Option<String> {
-        cli.or_else(|| self.settings.get_str(&self.section, key))
-    }
-
-    /// Like [`ServiceSetup::get`], parsed; an error names the key.
-    pub fn get_parsed<T: std::str::FromStr>(
-        &self,
-        cli: Option<T>,
-        key: &str,
-    ) -> ServiceResult<Option<T>>
-    where
-        T::Err: std::fmt::Display,
-    {
-        if cli.is_some() {
-            return Ok(cli);
-        }
-        self.settings
-            .get_parsed(&self.section, key)
-            .map_err(|e| ServiceError::Config(e.to_string()))
-    }
-
-    /// A flag: set on the command line, or true in the settings.
-    pub fn flag(&self, cli: bool, key: &str) -> ServiceResult<bool> {
-        if cli {
-            return Ok(true);
-        }
-        Ok(self
-            .settings
-            .get_bool(&self.section, key)
-            .map_err(|e| ServiceError::Config(e.to_string()))?
-            .unwrap_or(false))
-    }
-
-    /// The API client: `api_url` when given, else the URL of the `api_config` entry of the
-    /// YAML `api:` section; the token from `$KCI_API_TOKEN` (or `[DEFAULT] api_token`).
-    pub fn api(&self, api_url: Option<&str>) -> ServiceResult<ApiClient> {
-        let (url, timeout) = match api_url {
-            Some(u) => (u.to_owned(), 60.0),
-            None => {
-                let name = self.get(None, "api_config").ok_or_else(|| {
-                    ServiceError::Config(format!(
-                        "no API: give --api-url, or api_config in [{}] or [DEFAULT]",
-                        self.section
-                    ))
-                })?;
-                let api = self.config.api.get(&name).ok_or_else(|| {
-                    ServiceError::Config(format!(
-                        "api_config '{name}' is not in the YAML api: section"
-                    ))
-                })?;
-                (api.url.clone(), api.timeout)
-            }
-        };
-        let token = self
-            .settings
-            .api_token()
-            .ok_or_else(|| ServiceError::Config("no API token: set KCI_API_TOKEN".into()))?;
-        let timeout = Duration::from_secs_f64(if timeout > 0.0 { timeout } else { 60.0 });
-        Ok(ApiClient::with_timeout(&url, timeout)?.with_token(token.expose()))
-    }
-
-    /// The service context: named `cli_name`, else the `name` setting, else the section.
-    pub fn context(
-        &self,
-        cli_name: Option<String>,
-        api_url: Option<&str>,
-    ) -> ServiceResult<ServiceContext> {
-        let name = self
-            .get(cli_name, "name")
-            .unwrap_or_else(|| self.section.clone());
-        Ok(ServiceContext::new(name, self.api(api_url)?))
-    }
-
-    /// The storage named `cli` or by the `storage_config` setting, with its `storage_cred`.
-    pub fn storage(&self, cli: Option<String>) -> ServiceResult<Arc<dyn Storage>> {
-        let name = self.get(cli, "storage_config").ok_or_else(|| {
-            ServiceError::Config(format!(
-                "no storage: give --storage-config, or storage_config in [{}] or [DEFAULT]",
-                self.section
-            ))
-        })?;
-        let entry = self.config.storage.get(&name).ok_or_else(|| {
-            ServiceError::Config(format!(
-                "storage '{name}' is not in the YAML storage: section"
-            ))
-        })?;
-        let cred = self.settings.storage_cred(&name);
-        Ok(crate::storage::from_config(
-            entry,
-            cred.as_ref().map(|c| c.expose()),
-        )?)
-    }
-}
-
-/// Runs a service body the way every binary does: SIGINT/SIGTERM stop it, `/health` is served
-/// on `health_port` when given, and the outcome is logged. Returns the process exit code.
-pub async fn run_service<F, Fut>(ctx: &ServiceContext, health_port: Option<u16>, body: F) -> i32
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = ServiceResult<()>>,
-{
-    ctx.shutdown().on_signals();
-    if let Err(e) = ctx.serve_health(health_port).await {
-        tracing::error!(service = %ctx.name(), error = %e, "cannot serve /health");
-        return 1;
-    }
-    tracing::info!(service = %ctx.name(), "started");
-    let outcome = body().await;
-    ctx.shutdown().trigger();
-    match outcome {
-        Ok(()) => {
-            tracing::info!(service = %ctx.name(), "stopped");
-            0
-        }
-        Err(e) => {
-            tracing::error!(service = %ctx.name(), error = %e, kind = ?e.kind(), "failed");
-            1
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// Crash-test hook
-
-/// Names the step at which a service stops dead, for crash-safety tests: `$KCI_TEST_CRASH_AT`
-/// (see [`crash_point`]). Unset in production.
-pub const CRASH_AT_ENV: &str = "KCI_TEST_CRASH_AT";
-
-/// A file [`crash_point`] appends the step name to when it is reached, so a test knows when to
-/// `kill -9` the service.
-pub const CRASH_MARKER_ENV: &str = "KCI_TEST_CRASH_MARKER";
-
-/// The steps a service can be stopped at by [`CRASH_AT_ENV`]:
-///
-/// - `event-received`: the event loop took an accepted event, before its handler ran;
-/// - `event-handled`: the handler succeeded, before the acknowledgement;
-/// - `job-node-created` (scheduler): the job node exists, the job is not submitted yet;
-/// - `job-submitted` (scheduler): the job is submitted, the node does not say so yet;
-/// - `regression-created` (regression): the regression node exists, the failing node does
-///   not point at it yet;
-/// - `checkout-created` (trigger): a checkout node was created, the pass is not over;
-/// - `node-updated` (timeout): the first node of a pass was moved, the pass is not over.
-pub const CRASH_STEPS: [&str; 7] = [
-    "event-received",
-    "event-handled",
-    "job-node-created",
-    "job-submitted",
-    "regression-created",
-    "checkout-created",
-    "node-updated",
-];
-
-fn crash_step() -> Option<&'static str> {
-    static STEP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    STEP.get_or_init(|| std::env::var(CRASH_AT_ENV).ok().filter(|s| !s.is_empty()))
-        .as_deref()
-}
-
-/// The crash-test hook, read only here: when `$KCI_TEST_CRASH_AT` names `step` (one of
-/// [`CRASH_STEPS`]), logs `crash point reached`, appends `step` to the file
-/// `$KCI_TEST_CRASH_MARKER` (when set) and never returns, so the calling task stays frozen at
-/// that exact point until the test kills the process with SIGKILL. Without the variable (every
-/// real deployment) it returns at once.
-pub async fn crash_point(step: &str) {
-    if crash_step() != Some(step) {
-        return;
-    }
-    tracing::error!(step, "crash point reached; waiting to be killed");
-    if let Some(path) = std::env::var_os(CRASH_MARKER_ENV) {
-        let line = format!("{step}\n");
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-        if let Err(e) = written {
-            tracing::error!(error = %e, "cannot write the crash marker");
-        }
-    }
-    std::future::pending::<()>().await;
-}
-
-// ------------------------------------------------------------------------------------------
-// Shutdown
-
-/// A shutdown signal shared by every loop of a service. Cloning shares it.
-#[derive(Debug, Clone)]
-pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-    rx: watch::Receiver<bool>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Shutdown::new()
-    }
-}
-
-impl Shutdown {
-    /// A signal not yet triggered.
-    pub fn new() -> Shutdown {
-        let (tx, rx) = watch::channel(false);
-        Shutdown {
-            tx: Arc::new(tx),
-            rx,
-        }
-    }
-
-    /// Asks every loop to stop after its current step.
-    pub fn trigger(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether a stop was asked for.
-    pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
-    }
-
-    /// Waits until a stop is asked for.
-    pub async fn wait(&self) {
-        let mut rx = self.rx.clone();
-        // The sender lives as long as `self`, so this only ends on `true`.
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
-
-    /// Triggers on SIGINT (Ctrl-C) or SIGTERM. Needs a tokio runtime.
-    pub fn on_signals(&self) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let name = wait_for_signal().await;
-            tracing::info!(signal = name, "stopping after the current step");
-            me.trigger();
-        });
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the service");
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C"
-}
-
-// ------------------------------------------------------------------------------------------
-// Liveness
-
-#[derive(Debug)]
-struct Component {
-    last_beat: Instant,
-    listener: Option<Arc<Mutex<ListenerHealth>>>,
-}
-
-/// The liveness register: each loop of a service registers a component and beats; the service
-/// is alive while every component made progress within [`Liveness::stuck_after`]. A listener's
-/// contacts with the server (events and keep-alives) count as progress.
-#[derive(Debug, Clone)]
-pub struct Liveness {
-    components: Arc<Mutex<BTreeMap<String, Component>>>,
-    stuck_after: Duration,
-}
-
-impl Default for Liveness {
-    fn default() -> Self {
-        Liveness::new(Duration::from_secs(600))
-    }
-}
-
-impl Liveness {
-    /// A register that calls a component stuck after `stuck_after` without progress
-    /// (upstream's watchdog uses 600 s).
-    pub fn new(stuck_after: Duration) -> Liveness {
-        Liveness {
-            components: Arc::default(),
-            stuck_after,
-        }
-    }
-
-    /// How long a component may go without progress.
-    pub fn stuck_after(&self) -> Duration {
-        self.stuck_after
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Component>) -> R) -> Option<R> {
-        self.components.lock().ok().map(|mut c| f(&mut c))
-    }
-
-    /// Registers (or resets) a component.
-    pub fn register(&self, name: &str) {
-        self.with(|c| {
-            c.insert(
-                name.to_owned(),
-                Component {
-                    last_beat: Instant::now(),
-                    listener: None,
-                },
-            )
-        });
-    }
-
-    /// Registers a component whose listener's server contacts count as progress.
-    pub fn register_listener(&self, name: &str, health: Arc<Mutex<ListenerHealth>>) {
-        self.with(|c| {
-            c.insert(
-                name.to_owned(),
-                Component {
-                    last_beat: Instant::now(),
-                    listener: Some(health),
-                },
-            )
-        });
-    }
-
-    /// Removes a component (its loop ended cleanly).
-    pub fn deregister(&self, name: &str) {
-        self.with(|c| c.remove(name));
-    }
-
-    /// Notes progress of a component (long steps call this from their progress callbacks).
-    pub fn beat(&self, name: &str) {
-        self.with(|c| {
-            if let Some(comp) = c.get_mut(name) {
-                comp.last_beat = Instant::now();
-            }
-        });
-    }
-
-    /// How long ago each component last made progress.
-    pub fn ages(&self) -> BTreeMap<String, Duration> {
-        let now_wall = Timestamp::now();
-        self.with(|c| {
-            c.iter()
-                .map(|(name, comp)| {
-                    let mut age = comp.last_beat.elapsed();
-                    let contact = comp
-                        .listener
-                        .as_ref()
-                        .and_then(|h| h.lock().ok().and_then(|h| h.last_contact));
-                    if let Some(contact) = contact {
-                        let micros = (now_wall.micros() - contact.micros()).max(0);
-                        age = age.min(Duration::from_micros(micros.unsigned_abs()));
-                    }
-                    (name.clone(), age)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
-    /// `Ok` when every component is alive; otherwise the stuck ones, with their ages.
-    pub fn check(&self) -> Result<(), String> {
-        let stuck: Vec<String> = self
-            .ages()
-            .into_iter()
-            .filter(|(_, age)| *age > self.stuck_after)
-            .map(|(name, age)| format!("{name} stuck for {}s", age.as_secs()))
-            .collect();
-        if stuck.is_empty() {
-            Ok(())
-        } else {
-            Err(stuck.join(", "))
-        }
-    }
-}
-
-/// Serves `GET /health` on `listener` until `shutdown`: `200 OK` while `liveness` is alive,
-/// `503` with the stuck components otherwise, `404` for other paths.
-pub async fn serve_health(listener: TcpListener, liveness: Liveness, shutdown: Shutdown) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.wait() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((mut stream, _)) = accepted else {
-            continue;
-        };
-        let liveness = liveness.clone();
-        tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(512);
-            let mut chunk = [0u8; 512];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, body) = match (method, path) {
-                ("GET" | "HEAD", "/health") => match liveness.check() {
-                    Ok(()) => ("200 OK", "OK".to_owned()),
-                    Err(stuck) => ("503 Service Unavailable", stuck),
-                },
-                _ => ("404 Not Found", "Not Found".to_owned()),
-            };
-            let body = if method == "HEAD" { "" } else { body.as_str() };
-            let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(reply.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
-// ------------------------------------------------------------------------------------------
 // Events
 
 /// What a service subscribes to.
@@ -619,7 +153,8 @@ pub struct EventSubscription {
     /// How many times a failing handler runs for one event before the event is skipped
     /// (logged as an error and acknowledged).
     pub max_attempts: u32,
-    /// First wait before retrying a failed handler (doubles each time, up to 60 s).
+    /// First wait before retrying a failed handler (doubles each time, up to 60 s, with
+    /// jitter: see [`crate::retry`]).
     pub retry_delay: Duration,
     /// How long one long-poll may take before it is retried.
     pub poll_timeout: Duration,
@@ -714,20 +249,22 @@ pub trait EventHandler: Send {
 #[derive(Debug, Clone)]
 pub struct ServiceContext {
     name: String,
-    api: ApiClient,
+    api: Arc<dyn Api>,
     shutdown: Shutdown,
     liveness: Liveness,
+    metrics: Metrics,
 }
 
 impl ServiceContext {
     /// A context for the service `name` (upstream `--name`), talking to the API with `api`
-    /// (which must carry the service's token).
-    pub fn new(name: impl Into<String>, api: ApiClient) -> ServiceContext {
+    /// (an [`ApiClient`] carrying the service's token, or any other [`Api`], such as a mock).
+    pub fn new(name: impl Into<String>, api: impl Into<Arc<dyn Api>>) -> ServiceContext {
         ServiceContext {
             name: name.into(),
-            api,
+            api: api.into(),
             shutdown: Shutdown::new(),
             liveness: Liveness::default(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -748,8 +285,8 @@ impl ServiceContext {
         &self.name
     }
 
-    /// The API client.
-    pub fn api(&self) -> &ApiClient {
+    /// The API.
+    pub fn api(&self) -> &Arc<dyn Api> {
         &self.api
     }
 
@@ -761,6 +298,11 @@ impl ServiceContext {
     /// The liveness register.
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    /// The metrics served at `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The durable subscriber id for `channel`: `<name>:<channel>`, as upstream.
@@ -805,6 +347,7 @@ impl ServiceContext {
         tokio::spawn(serve_health(
             listener,
             self.liveness.clone(),
+            self.metrics.clone(),
             self.shutdown.clone(),
         ));
         Ok(bound)
@@ -886,7 +429,9 @@ impl ServiceContext {
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_owned();
-            let mut delay = subscription.retry_delay;
+            let mut delays = Backoff::new(subscription.retry_delay, Duration::from_secs(60))
+                .attempts(subscription.max_attempts.max(1))
+                .delays();
             let mut attempt = 1u32;
             crash_point("event-received").await;
             loop {
@@ -899,13 +444,13 @@ impl ServiceContext {
                         listener.ack(&event);
                         break;
                     }
-                    Err(e) if attempt >= subscription.max_attempts.max(1) => {
-                        tracing::error!(service = %self.name, ?seq, node = %node_id, attempt,
-                            error = %e, "event handler keeps failing; skipping the event");
-                        listener.ack(&event);
-                        break;
-                    }
                     Err(e) => {
+                        let Some(delay) = delays.next() else {
+                            tracing::error!(service = %self.name, ?seq, node = %node_id, attempt,
+                                error = %e, "event handler keeps failing; skipping the event");
+                            listener.ack(&event);
+                            break;
+                        };
                         tracing::warn!(service = %self.name, ?seq, node = %node_id, attempt,
                             error = %e, "event handler failed; retrying in {delay:?}");
                         if !self.sleep(delay).await {
@@ -913,7 +458,6 @@ impl ServiceContext {
                             return Ok(());
                         }
                         self.liveness.beat(component);
-                        delay = (delay * 2).min(Duration::from_secs(60));
                         attempt += 1;
                     }
                 }
@@ -956,33 +500,5 @@ impl ServiceContext {
         };
         self.liveness.deregister(&component);
         outcome
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn liveness_reports_stuck_components() {
-        let l = Liveness::new(Duration::from_millis(30));
-        assert!(l.check().is_ok(), "empty register is alive");
-        l.register("a");
-        assert!(l.check().is_ok());
-        std::thread::sleep(Duration::from_millis(50));
-        let err = l.check().unwrap_err();
-        assert!(err.contains("a stuck"), "{err}");
-        l.beat("a");
-        assert!(l.check().is_ok());
-        // A listener's last contact with the server counts as progress.
-        let health = Arc::new(Mutex::new(ListenerHealth::default()));
-        l.register_listener("b", health.clone());
-        std::thread::sleep(Duration::from_millis(50));
-        health.lock().unwrap().last_contact = Some(Timestamp::now());
-        l.beat("a");
-        assert!(l.check().is_ok(), "{:?}", l.ages());
-        l.deregister("a");
-        l.deregister("b");
-        assert!(l.ages().is_empty());
     }
 }

@@ -29,9 +29,10 @@ use serde_json::{Value, json};
 use super::service::{
     EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
 };
+use super::setup::ServiceSetup;
 use super::trigger::BuildTarget;
-use crate::client::{ApiClient, ReceivedEvent};
-use crate::git::{KernelRepo, UpdateOptions, tarball_name};
+use crate::client::{Api, ReceivedEvent};
+use crate::git::{KernelRepo, MAINLINE_URL, UpdateOptions, tarball_name};
 use crate::models::{Node, ResultValue, State, Timestamp};
 use crate::storage::{Storage, UploadFile};
 
@@ -56,6 +57,49 @@ impl std::fmt::Debug for TarballOptions {
             .field("update", &self.update)
             .field("holdoff", &self.holdoff)
             .finish()
+    }
+}
+
+impl TarballOptions {
+    /// Reads the options from `setup` (section `tarball`): `kdir` (default `data/src/linux`),
+    /// `output` (default `data/output`), `tags_from` (comma-separated repositories whose tags
+    /// are fetched too; default upstream's mainline, `none` for none) and `holdoff` (seconds
+    /// a new checkout stays `available`, default 600 as upstream's fixed 10 minutes).
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<TarballOptions> {
+        let tags = setup
+            .get(None, "tags_from")
+            .unwrap_or_else(|| MAINLINE_URL.to_owned());
+        Ok(TarballOptions {
+            kdir: setup
+                .get(None, "kdir")
+                .unwrap_or_else(|| "data/src/linux".into())
+                .into(),
+            output: setup
+                .get(None, "output")
+                .unwrap_or_else(|| "data/output".into())
+                .into(),
+            update: UpdateOptions {
+                extra_tag_urls: tags
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty() && *t != "none")
+                    .map(str::to_owned)
+                    .collect(),
+                ..UpdateOptions::default()
+            },
+            holdoff: setup.seconds("holdoff", 600.0)?,
+        })
+    }
+}
+
+impl PartialEq for TarballOptions {
+    /// Equal when every setting is (the progress callback is not compared).
+    fn eq(&self, other: &TarballOptions) -> bool {
+        self.kdir == other.kdir
+            && self.output == other.output
+            && self.update.extra_tag_urls == other.update.extra_tag_urls
+            && self.update.progress_interval == other.update.progress_interval
+            && self.holdoff == other.holdoff
     }
 }
 
@@ -106,9 +150,16 @@ impl Tarball {
             .names(&["checkout"])
     }
 
-    /// Runs until shutdown.
+    /// Runs until shutdown. Unless the options have a progress callback, long fetches beat
+    /// the event loop's liveness component, so `/health` stays `200` during a first clone.
     pub async fn run(&self, ctx: &ServiceContext) -> ServiceResult<()> {
         let mut handler = self.clone();
+        if handler.options.update.progress.is_none() {
+            let (live, component) = (ctx.liveness().clone(), ctx.events_component("node"));
+            handler.options.update.progress = Some(Arc::new(
+                move |_url: &str, _p: &crate::git::FetchProgress| live.beat(&component),
+            ));
+        }
         ctx.run_events(Tarball::subscription(), &mut handler).await
     }
 
@@ -132,7 +183,7 @@ impl Tarball {
 
     /// Processes one checkout node (the work of one event). Returns the updated node, or
     /// `None` when the node was not for this service.
-    pub async fn process(&self, api: &ApiClient, node: Node) -> ServiceResult<Option<Node>> {
+    pub async fn process(&self, api: &dyn Api, node: Node) -> ServiceResult<Option<Node>> {
         if node.state != State::Running {
             tracing::info!(node = ?node.id, state = %node.state, "checkout already handled");
             return Ok(None);
@@ -213,7 +264,7 @@ impl Tarball {
         Ok(Some(updated))
     }
 
-    async fn fail(&self, api: &ApiClient, mut node: Node, f: Failure) -> ServiceResult<Node> {
+    async fn fail(&self, api: &dyn Api, mut node: Node, f: Failure) -> ServiceResult<Node> {
         tracing::error!(node = ?node.id, code = f.code, error = %f.message, "checkout failed");
         node.state = State::Done;
         node.result = Some(ResultValue::Fail);

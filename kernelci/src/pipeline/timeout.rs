@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::service::{ServiceContext, ServiceError, ServiceResult};
-use crate::client::ApiClient;
+use super::setup::ServiceSetup;
+use crate::client::Api;
 use crate::models::{Node, ObjectId, ResultValue, State, Timestamp};
 
 /// Which transitions a [`TimeoutService`] makes.
@@ -66,7 +67,7 @@ pub const PENDING_STATES: [State; 3] = [State::Running, State::Available, State:
 const BATCH: usize = 50;
 
 /// The timeout service in one mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeoutService {
     mode: TimeoutMode,
     poll_period: Duration,
@@ -76,6 +77,26 @@ impl TimeoutService {
     /// A service in `mode`, polling every `poll_period` (zero: one pass).
     pub fn new(mode: TimeoutMode, poll_period: Duration) -> TimeoutService {
         TimeoutService { mode, poll_period }
+    }
+
+    /// Reads the service from `setup` (section `timeout`): `mode` (`timeout`, `holdoff` or
+    /// `closing`; default `timeout`) and `poll_period` (seconds between passes, default 60 as
+    /// upstream; 0 runs one pass).
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<TimeoutService> {
+        let mode = setup
+            .get(None, "mode")
+            .unwrap_or_else(|| "timeout".into())
+            .parse()
+            .map_err(|e| ServiceError::Config(format!("[{}] mode: {e}", setup.section)))?;
+        Ok(TimeoutService::new(
+            mode,
+            setup.seconds("poll_period", 60.0)?,
+        ))
+    }
+
+    /// The time between passes.
+    pub fn poll_period(&self) -> Duration {
+        self.poll_period
     }
 
     /// The mode.
@@ -98,14 +119,14 @@ impl TimeoutService {
     }
 
     /// One pass at the current time; returns the nodes it updated, as written.
-    pub async fn pass(&self, api: &ApiClient, me: &str) -> ServiceResult<Vec<Node>> {
+    pub async fn pass(&self, api: &dyn Api, me: &str) -> ServiceResult<Vec<Node>> {
         self.pass_at(api, me, Timestamp::now()).await
     }
 
     /// One pass as if it were `now`.
     pub async fn pass_at(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         me: &str,
         now: Timestamp,
     ) -> ServiceResult<Vec<Node>> {
@@ -167,7 +188,7 @@ impl TimeoutService {
 
 /// PUTs `node`; a node that moved on meanwhile (the state machine refuses, or it is gone) is
 /// logged and skipped.
-async fn update(api: &ApiClient, node: &Node, why: &str) -> ServiceResult<Option<Node>> {
+async fn update(api: &dyn Api, node: &Node, why: &str) -> ServiceResult<Option<Node>> {
     match api.update_node(node, false).await {
         Ok(n) => {
             tracing::info!(node = ?n.id, kind = %n.kind, name = %n.name, state = %n.state,
@@ -184,7 +205,7 @@ async fn update(api: &ApiClient, node: &Node, why: &str) -> ServiceResult<Option
 }
 
 /// Whether any node below `root`, at any depth, is still pending.
-pub async fn has_pending_descendants(api: &ApiClient, root: ObjectId) -> ServiceResult<bool> {
+pub async fn has_pending_descendants(api: &dyn Api, root: ObjectId) -> ServiceResult<bool> {
     let mut level = vec![root];
     while !level.is_empty() {
         let mut next = Vec::new();

@@ -24,7 +24,8 @@ use serde_json::{Map, Value, json};
 use sha2::Digest;
 
 use super::service::{SERVICE_PIPELINE, ServiceContext, ServiceError, ServiceResult};
-use crate::client::ApiClient;
+use super::setup::ServiceSetup;
+use crate::client::Api;
 use crate::config::PipelineConfig;
 use crate::models::{Node, NodeKind, Timestamp, UserRead};
 
@@ -109,7 +110,7 @@ impl TreeSelection {
 }
 
 /// Trigger options (`[trigger]` settings and flags).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TriggerOptions {
     /// `--trees`.
     pub trees: TreeSelection,
@@ -132,6 +133,29 @@ impl Default for TriggerOptions {
             poll_period: Duration::ZERO,
             startup_delay: Duration::ZERO,
         }
+    }
+}
+
+impl TriggerOptions {
+    /// Reads the options from `setup` (section `trigger`; overrides, then `[trigger]`, then
+    /// `[DEFAULT]`): `trees`, `force`, `timeout` (minutes, default 180), `poll_period`
+    /// (seconds; 0 or unset runs one pass and stops, as upstream) and `startup_delay`
+    /// (seconds, default 0).
+    pub fn from_settings(setup: &ServiceSetup) -> ServiceResult<TriggerOptions> {
+        let minutes = setup.get_parsed::<f64>(None, "timeout")?.unwrap_or(180.0);
+        let timeout = Duration::try_from_secs_f64(minutes.max(0.0) * 60.0).map_err(|_| {
+            ServiceError::Config(format!(
+                "[{}] timeout = {minutes}: not a number of minutes",
+                setup.section
+            ))
+        })?;
+        Ok(TriggerOptions {
+            trees: TreeSelection::parse(setup.get(None, "trees").as_deref()),
+            force: setup.flag(false, "force")?,
+            timeout,
+            poll_period: setup.seconds("poll_period", 0.0)?,
+            startup_delay: setup.seconds("startup_delay", 0.0)?,
+        })
     }
 }
 
@@ -192,7 +216,7 @@ impl Trigger {
     /// One pass over every target.
     pub async fn pass(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         me: &UserRead,
     ) -> ServiceResult<Vec<(String, TriggerOutcome)>> {
         let mut out = Vec::with_capacity(self.targets.len());
@@ -213,7 +237,7 @@ impl Trigger {
 
     async fn check(
         &self,
-        api: &ApiClient,
+        api: &dyn Api,
         me: &UserRead,
         target: &BuildTarget,
     ) -> ServiceResult<TriggerOutcome> {

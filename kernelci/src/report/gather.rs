@@ -1,8 +1,9 @@
 //! Building a [`Report`] from the API (upstream `test_report._get_results_data`).
 
 use super::{JobSummary, Report, ReportError};
-use crate::client::ApiClient;
-use crate::models::{Node, ObjectId};
+use crate::client::Api;
+use crate::models::{Node, ObjectId, ResultValue};
+use crate::store::results::{ResultTally, display_path};
 
 fn revision_str(node: &Node, field: &str) -> Result<String, ReportError> {
     node.data_str(&format!("kernel_revision.{field}"))
@@ -15,25 +16,17 @@ fn revision_str(node: &Node, field: &str) -> Result<String, ReportError> {
         })
 }
 
-fn query(base: &[(&str, &str)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    base.iter()
-        .chain(extra)
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn refs(q: &[(String, String)]) -> Vec<(&str, &str)> {
-    q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
 /// The report of the checkout `checkout_id`:
 ///
 /// - jobs are the distinct non-empty `group` values of every node of the same revision
 ///   (commit, tree, branch), in first-seen order;
-/// - a job's root is the first node of the revision named like the job; its total is the
-///   number of nodes in the group; its failures are the group's `result=fail` nodes, each
-///   path dot-joined below the root's path (below the checkout's path for the root itself).
-pub async fn gather(api: &ApiClient, checkout_id: ObjectId) -> Result<Report, ReportError> {
+/// - a job's root is the first node of the revision named like the job, and its result is the
+///   job's;
+/// - a job's total and failures count what the views and `/metrics` count
+///   ([`crate::store::results`]): its builds and its leaf test cases (not the job node above
+///   its results, nor groups of tests); a failure is listed by its path below the job
+///   ([`display_path`]), once.
+pub async fn gather(api: &dyn Api, checkout_id: ObjectId) -> Result<Report, ReportError> {
     let checkout = api
         .get_node(checkout_id)
         .await?
@@ -51,57 +44,112 @@ pub async fn gather(api: &ApiClient, checkout_id: ObjectId) -> Result<Report, Re
         ("data.kernel_revision.branch", branch.as_str()),
     ];
     let nodes = api.find_all_nodes(&rev).await?;
-    let mut groups: Vec<String> = Vec::new();
-    for n in &nodes {
-        if let Some(g) = n.group.as_deref().filter(|g| !g.is_empty())
-            && !groups.iter().any(|x| x == g)
-        {
-            groups.push(g.to_owned());
-        }
-    }
-    let mut jobs = Vec::with_capacity(groups.len());
-    for group in groups {
-        let q_root = query(&rev, &[("name", &group)]);
-        let root = api
-            .find_nodes(&refs(&q_root))
-            .await?
-            .items
-            .into_iter()
-            .next();
-        let q_group = query(&rev, &[("group", &group)]);
-        let total = api.count_nodes(&refs(&q_group)).await?;
-        let q_fail = query(&rev, &[("group", &group), ("result", "fail")]);
-        let failures = api.find_all_nodes(&refs(&q_fail)).await?;
-        let root_len = root.as_ref().map_or(0, |r| r.path.len());
-        let failures = failures
-            .iter()
-            .map(|f| {
-                let skip = if root.as_ref().is_some_and(|r| r.id == f.id) {
-                    checkout.path.len()
-                } else {
-                    root_len
-                };
-                f.path
-                    .iter()
-                    .skip(skip)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(".")
-            })
-            .collect();
-        jobs.push(JobSummary {
-            name: group,
-            result: root.and_then(|r| r.result),
-            total,
-            failures,
-        });
-    }
     Ok(Report {
         tree,
         branch,
         describe,
         url,
         commit,
-        jobs,
+        jobs: summarize(&nodes),
     })
+}
+
+/// The jobs of a revision's nodes (see [`gather`]).
+pub fn summarize(nodes: &[Node]) -> Vec<JobSummary> {
+    let tally = ResultTally::new(nodes);
+    let mut groups: Vec<&str> = Vec::new();
+    for n in nodes {
+        if let Some(g) = n.group.as_deref().filter(|g| !g.is_empty())
+            && !groups.contains(&g)
+        {
+            groups.push(g);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let root = nodes.iter().find(|n| n.name == group);
+            let counted: Vec<&Node> = nodes
+                .iter()
+                .filter(|n| n.group.as_deref() == Some(group) && tally.category(n).is_some())
+                .collect();
+            let failures = counted
+                .iter()
+                .filter(|n| n.result == Some(ResultValue::Fail))
+                .map(|n| display_path(n))
+                .collect();
+            JobSummary {
+                name: group.to_owned(),
+                result: root.and_then(|r| r.result),
+                total: counted.len() as u64,
+                failures,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::NodeKind;
+
+    #[test]
+    fn a_failing_case_is_counted_and_listed_once() {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut add = |kind, path: &[&str], parent: Option<usize>, group: &str, result| {
+            let mut n = Node::new(kind, *path.last().unwrap_or(&""));
+            n.id = Some(ObjectId::new());
+            n.path = path.iter().map(|s| (*s).to_owned()).collect();
+            n.parent = parent.and_then(|i| nodes[i].id);
+            n.group = (!group.is_empty()).then(|| group.to_owned());
+            n.result = Some(result);
+            nodes.push(n);
+            nodes.len() - 1
+        };
+        use ResultValue::{Fail, Pass, Skip};
+        let c = add(NodeKind::Checkout, &["checkout"], None, "", Pass);
+        let b = add(NodeKind::Kbuild, &["checkout", "kb"], Some(c), "kb", Pass);
+        let j = add(
+            NodeKind::Job,
+            &["checkout", "kb", "ks"],
+            Some(b),
+            "ks",
+            Fail,
+        );
+        let g = add(
+            NodeKind::Test,
+            &["checkout", "kb", "ks", "math"],
+            Some(j),
+            "ks",
+            Fail,
+        );
+        add(
+            NodeKind::Test,
+            &["checkout", "kb", "ks", "math", "add"],
+            Some(g),
+            "ks",
+            Pass,
+        );
+        add(
+            NodeKind::Test,
+            &["checkout", "kb", "ks", "math", "overflow"],
+            Some(g),
+            "ks",
+            Fail,
+        );
+        add(
+            NodeKind::Test,
+            &["checkout", "kb", "ks", "optional"],
+            Some(j),
+            "ks",
+            Skip,
+        );
+        let jobs = summarize(&nodes);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!((jobs[0].name.as_str(), jobs[0].total), ("kb", 1));
+        assert!(jobs[0].failures.is_empty());
+        assert_eq!((jobs[1].name.as_str(), jobs[1].total), ("ks", 3));
+        assert_eq!(jobs[1].result, Some(Fail));
+        assert_eq!(jobs[1].failures, vec!["math.overflow".to_owned()]);
+    }
 }

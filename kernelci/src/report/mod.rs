@@ -25,7 +25,10 @@
 //!   `text/plain; charset=utf-8` part in quoted-printable.
 //!
 //! Differences from upstream: a missing `describe` prints as an empty string in the body too
-//! (Jinja2 would print `None`).
+//! (Jinja2 would print `None`); a job's total and failures count its builds and leaf test
+//! cases by the one definition the web views and `/metrics` use ([`crate::store::results`]),
+//! so a failing case is listed once, by its path below the job, and neither the job node above
+//! it nor its group of tests is listed beside it (upstream counted every node of the group).
 
 use crate::ErrorKind;
 use crate::models::ResultValue;
@@ -71,16 +74,16 @@ impl ReportError {
     }
 }
 
-/// One job of a report: the nodes of a `group`.
+/// One job of a report: the counted items of a `group`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSummary {
     /// The job (group) name.
     pub name: String,
     /// The result of the job's root node (the node named like the job); `None` prints "None".
     pub result: Option<ResultValue>,
-    /// How many nodes are in the group.
+    /// How many builds and test cases of the group are counted (see the module doc).
     pub total: u64,
-    /// The failing nodes' paths, dot-joined below the job's root.
+    /// The failing ones' paths, dot-joined below the job's root.
     pub failures: Vec<String>,
 }
 
@@ -193,7 +196,7 @@ impl Report {
 #[cfg(feature = "client")]
 mod gather;
 #[cfg(feature = "client")]
-pub use gather::gather;
+pub use gather::{gather, summarize};
 
 #[cfg(feature = "email")]
 mod smtp;

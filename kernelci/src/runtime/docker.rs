@@ -391,13 +391,8 @@ impl DockerRuntime {
         tokio::fs::create_dir_all(&self.output_dir)
             .await
             .map_err(|e| io_error(format!("creating {}", self.output_dir.display()), e))?;
-        let mut suffix = [0u8; 4];
-        getrandom::fill(&mut suffix).map_err(|e| {
-            RuntimeError::new(RuntimeErrorKind::Internal, format!("random name: {e}"))
-        })?;
-        let dir = self
-            .output_dir
-            .join(format!("{file_name}-{}", hex::encode(suffix)));
+        let suffix = crate::random::unique_hex(4);
+        let dir = self.output_dir.join(format!("{file_name}-{suffix}"));
         tokio::fs::create_dir(&dir)
             .await
             .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;

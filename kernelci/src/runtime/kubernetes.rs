@@ -128,8 +128,7 @@ pub fn k8s_job_name(node_id: &str, job_name: &str, suffix: &str) -> String {
 
 fn random_suffix() -> Result<String, RuntimeError> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes)
+    let bytes = crate::random::bytes(8)
         .map_err(|e| RuntimeError::new(RuntimeErrorKind::Internal, format!("random: {e}")))?;
     Ok(bytes
         .iter()

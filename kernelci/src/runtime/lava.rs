@@ -436,12 +436,12 @@ impl LavaRuntime {
                 ),
             )
         })?;
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| {
+        // The name is the only secret of a pulled definition: really random, or no upload.
+        let id = crate::random::hex(16).map_err(|e| {
             RuntimeError::new(RuntimeErrorKind::Internal, format!("random id: {e}"))
         })?;
         let dest = format!("jobs/{}", chrono::Utc::now().format("%Y%m%d"));
-        let file = format!("{}.yaml", hex::encode(id));
+        let file = format!("{id}.yaml");
         let url = storage
             .upload_single(
                 UploadFile::from_bytes(definition.content.clone().into_bytes(), file),

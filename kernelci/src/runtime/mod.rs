@@ -172,6 +172,10 @@ impl JobStatus {
 /// Implementations must be cheap to share (`Arc<dyn Runtime>`), must never panic on input
 /// from the network or the configuration, and must map "the runtime is down" to
 /// [`RuntimeErrorKind::Unavailable`], which the scheduler records as `submit_error`.
+///
+/// With the `mock` feature, `MockRuntime` (mockall) stands in for a runtime in users' unit
+/// tests (e.g. of code that drives a custom runtime through the trait).
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Runtime: Send + Sync + fmt::Debug {
     /// The runtime name (the key in the runtimes YAML).

@@ -308,9 +308,22 @@ impl Runtime for ShellRuntime {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .process_group(0);
-        let mut child = command
-            .spawn()
-            .map_err(|e| io_error(format!("starting {}", script.display()), e))?;
+        // A script we just wrote can be briefly "busy" (ETXTBSY) when another thread of this
+        // process forked while our write descriptor was open; the child closes it at exec, so
+        // a short wait is enough.
+        let mut attempt = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                }
+                other => {
+                    break other
+                        .map_err(|e| io_error(format!("starting {}", script.display()), e))?;
+                }
+            }
+        };
         let pid = child.id().ok_or_else(|| {
             RuntimeError::new(
                 RuntimeErrorKind::Internal,

@@ -30,6 +30,7 @@ use tokio_util::io::ReaderStream;
 use super::archive::ArchiveReport;
 use super::{RelPath, Storage, StorageError, UploadFile, UploadSource, UrlMap, validate_upload};
 use crate::ErrorKind;
+use crate::retry::Backoff;
 
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -165,61 +166,73 @@ impl HttpStorage {
             .iter()
             .any(|(_, _, p)| matches!(p, Pending::Reader(_)));
         let attempts = if retryable { self.attempts } else { 1 };
-        let mut delay = self.retry_delay;
+        let mut delays = Backoff::new(self.retry_delay, Duration::from_secs(60))
+            .attempts(attempts)
+            .delays();
         let mut attempt = 1;
         loop {
-            let mut form = Form::new()
-                .percent_encode_noop()
-                .text("path", dest.to_string());
-            for (field, name, pending) in parts.iter_mut() {
-                form = form.part(field.clone(), pending.part(name).await?);
-            }
-            let mut request = self.client.post(&url).multipart(form).timeout(timeout);
-            if let Some(credential) = &self.credential {
-                request = request.header(reqwest::header::AUTHORIZATION, credential);
-            }
-            let context = format!("POST {url}");
-            let error = match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    return response.text().await.map_err(|e| transport(&context, e));
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let body: String = response
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(500)
-                        .collect();
-                    let error = StorageError::Rejected {
-                        context,
-                        status: status.as_u16(),
-                        body,
-                    };
-                    if !status.is_server_error() {
-                        return Err(error);
-                    }
-                    error
-                }
-                Err(e) => {
-                    // Uploads are idempotent: a connection dropped mid-request is retried too.
-                    let transient =
-                        e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
-                    let error = transport(&context, e);
-                    if !transient {
-                        return Err(error);
-                    }
-                    error
-                }
+            let (error, transient) = match self.post_once(&url, dest, parts, timeout).await {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
             };
-            if attempt >= attempts {
-                return Err(error);
-            }
+            let delay = match delays.next() {
+                Some(delay) if transient => delay,
+                _ => return Err(error),
+            };
             tracing::warn!(attempt, %error, "storage upload failed, retrying in {delay:?}");
             tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2);
             attempt += 1;
+        }
+    }
+
+    /// One multipart POST; an error says whether it is worth another attempt.
+    async fn post_once(
+        &self,
+        url: &str,
+        dest: &RelPath,
+        parts: &mut [(String, String, Pending)],
+        timeout: Duration,
+    ) -> Result<String, (StorageError, bool)> {
+        let mut form = Form::new()
+            .percent_encode_noop()
+            .text("path", dest.to_string());
+        for (field, name, pending) in parts.iter_mut() {
+            form = form.part(
+                field.clone(),
+                pending.part(name).await.map_err(|e| (e, false))?,
+            );
+        }
+        let mut request = self.client.post(url).multipart(form).timeout(timeout);
+        if let Some(credential) = &self.credential {
+            request = request.header(reqwest::header::AUTHORIZATION, credential);
+        }
+        let context = format!("POST {url}");
+        match request.send().await {
+            Ok(response) if response.status().is_success() => response
+                .text()
+                .await
+                .map_err(|e| (transport(&context, e), false)),
+            Ok(response) => {
+                let status = response.status();
+                let body: String = response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(500)
+                    .collect();
+                let error = StorageError::Rejected {
+                    context,
+                    status: status.as_u16(),
+                    body,
+                };
+                Err((error, status.is_server_error()))
+            }
+            Err(e) => {
+                // Uploads are idempotent: a connection dropped mid-request is retried too.
+                let transient = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
+                Err((transport(&context, e), transient))
+            }
         }
     }
 }

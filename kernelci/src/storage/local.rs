@@ -10,18 +10,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::{RelPath, Storage, StorageError, UploadFile, UrlMap, validate_upload};
 
-/// A random suffix for temporary names.
+/// A random suffix for temporary names (unique, not secret).
 pub(crate) fn random_suffix() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Fall back to time + pid; uniqueness within one directory is all we need.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        return format!("{:x}{:x}", nanos, std::process::id());
-    }
-    hex::encode(bytes)
+    crate::random::unique_hex(8)
 }
 
 /// The temporary name used for `final_name` while it is being written: a hidden sibling,

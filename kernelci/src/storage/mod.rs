@@ -408,6 +408,10 @@ pub fn validate_upload(files: &[UploadFile], dest_path: &str) -> Result<RelPath,
 
 /// An artifact store. Implement [`Storage::upload`], [`Storage::exists`] and
 /// [`Storage::base_url`]; the rest is provided, with the upstream URL rules.
+///
+/// With the `mock` feature, `MockStorage` (mockall) stands in for a storage in users' unit
+/// tests.
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug {
     /// The public base URL that stored paths are served under.

@@ -31,7 +31,7 @@ fn node_event(event: NodeEvent, node: &Node) -> NewEvent {
         channel: NODE_CHANNEL.into(),
         owner: node.owner.clone().filter(|o| !o.is_empty()),
         data: event.to_value(),
-        attributes: serde_json::Map::new(),
+        attributes: crate::events::logged_event_attributes(),
     }
 }
 

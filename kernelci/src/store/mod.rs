@@ -9,8 +9,9 @@
 //! | [`KvStore`] | small values under a namespace and key (tokens, subscriptions) |
 //! | [`EventLog`] | the sequenced event log, its retention, counters, durable subscriber cursors |
 //! | [`TelemetryStore`] | telemetry documents and their aggregates |
+//! | [`ResultsStore`] | builds, boots and tests counted in the database (the web views, `/metrics`) |
 //!
-//! [`Store`] is all five together (implemented for every type that implements them), and
+//! [`Store`] is all six together (implemented for every type that implements them), and
 //! [`SharedStore`] the form the API server shares between requests. [`SqliteStore`] (feature
 //! `sqlite`, on by default) is the embedded store, `MongoStore` (feature `mongodb`) the
 //! production one; each implements every trait, one file per concern. A third party may
@@ -32,6 +33,7 @@
 
 mod common;
 mod error;
+pub mod results;
 mod types;
 
 #[cfg(feature = "sqlite")]
@@ -46,6 +48,9 @@ pub use mongo::{MongoConfig, MongoStore};
 
 pub use common::{TelemetryGrouper, apply_update_rule, node_created_event, node_updated_event};
 pub use error::{Conflict, Entity, StoreError, StoreResult};
+pub use results::{
+    NodeGroup, ResultCategory, ResultCounts, ResultGroup, StatusCounts, StatusGroup,
+};
 pub use types::{
     Cursor, Delivery, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeUpdate,
     NodeWrite, Sort, StoredEvent, SubscriberState, SubscriptionRecord, TelemetryGroup,
@@ -311,11 +316,59 @@ pub trait TelemetryStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<TelemetryGroup>>;
 }
 
-/// Everything a KernelCI API keeps: every store trait at once. Implemented for every type
-/// that implements the five.
-pub trait Store: NodeStore + UserStore + KvStore + EventLog + TelemetryStore {}
+/// Results counted in the database: the builds, boots and tests of the definition in
+/// [`results`] (one definition for the web views, `/metrics` and the e-mail report), and node
+/// counts by result. Every method takes a `scope`, the nodes it looks at (any [`Filter`]);
+/// whether a node is a leaf is judged against every node of the store, in or out of scope.
+/// Memory grows with the number of groups or the page asked for, not with the nodes counted.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ResultsStore: Send + Sync + 'static {
+    /// The builds, boots and tests among the nodes `scope` selects, grouped by the values of
+    /// the dotted fields `group_by` (none: one group) and counted by result. Groups without a
+    /// counted item are left out; groups come in any order. A `group_by` field that is not a
+    /// dotted name ([`results::check_group_fields`]) is `Invalid`.
+    async fn count_results(
+        &self,
+        scope: &Filter,
+        group_by: &[String],
+    ) -> StoreResult<Vec<ResultGroup>>;
 
-impl<T: NodeStore + UserStore + KvStore + EventLog + TelemetryStore + ?Sized> Store for T {}
+    /// The items of `category` among the nodes `scope` selects, in [`results::result_order`]
+    /// (failures first), `offset` and at most `limit` of them; and how many there are in all.
+    async fn find_results(
+        &self,
+        scope: &Filter,
+        category: ResultCategory,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<Node>, u64)>;
+
+    /// Every node `scope` selects (counted or not), grouped by `group_by` and counted by result
+    /// (infrastructure errors apart): the health page's node statistics. Groups in any order.
+    async fn count_node_results(
+        &self,
+        scope: &Filter,
+        group_by: &[String],
+    ) -> StoreResult<Vec<NodeGroup>>;
+
+    /// The newest checkout (by `created`, then id) of each tree and branch
+    /// (`data.kernel_revision.{tree,branch}`) among the `checkout` nodes `scope` selects, newest
+    /// first, at most `limit`.
+    async fn latest_checkouts(&self, scope: &Filter, limit: u64) -> StoreResult<Vec<Node>>;
+}
+
+/// Everything a KernelCI API keeps: every store trait at once. Implemented for every type
+/// that implements the six.
+pub trait Store:
+    NodeStore + UserStore + KvStore + EventLog + TelemetryStore + ResultsStore
+{
+}
+
+impl<T: NodeStore + UserStore + KvStore + EventLog + TelemetryStore + ResultsStore + ?Sized> Store
+    for T
+{
+}
 
 /// A store shared between tasks (the API server's).
 pub type SharedStore = std::sync::Arc<dyn Store>;

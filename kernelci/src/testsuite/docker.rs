@@ -203,9 +203,9 @@ pub fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     std::fs::copy(&busybox, dir.join("bin/busybox"))?;
-    let list = Command::new(dir.join("bin/busybox"))
-        .arg("--list")
-        .output()?;
+    // The host's busybox lists the applets: running the copy we just wrote can fail with
+    // ETXTBSY when another test thread forked while the copy was open for writing.
+    let list = Command::new(&busybox).arg("--list").output()?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" && !applet.is_empty() {
             let link = dir.join("bin").join(applet);

@@ -184,6 +184,18 @@ pub const SMTP: Peer = Peer {
     install: Install::Apt("python3-aiosmtpd"),
     installed_by_scripts_test: true,
 };
+/// The kcidb-io PyPI requirement `scripts/test` installs.
+pub const KCIDB_IO_REQUIREMENT: &str = "kcidb-io==141";
+/// kcidb-io, KCIDB's own schema library (the KCIDB tests validate every document with it).
+pub const KCIDB_IO: Peer = Peer {
+    name: "kcidb-io",
+    program: "kcidb-io (KCIDB schema validator, in a venv)",
+    install: Install::Pip {
+        venv: "kcidb-io",
+        requirement: KCIDB_IO_REQUIREMENT,
+    },
+    installed_by_scripts_test: true,
+};
 /// Headless Chromium (the viewer test).
 pub const CHROMIUM: Peer = Peer {
     name: "chromium",
@@ -236,8 +248,8 @@ pub const LAVA: Peer = Peer {
 
 /// Every test peer, once: the names `KCI_ALLOW_MISSING` accepts come from here.
 pub const PEERS: &[Peer] = &[
-    REDIS, SSHD, DOCKER, JONGODB, NX_27017, MOTO, AZURITE, SMTP, CHROMIUM, PYTHON3, GIT, MAKE, KCI,
-    HAPROXY, LAVA,
+    REDIS, SSHD, DOCKER, JONGODB, NX_27017, MOTO, AZURITE, KCIDB_IO, SMTP, CHROMIUM, PYTHON3, GIT,
+    MAKE, KCI, HAPROXY, LAVA,
 ];
 
 /// The environment variable that lets listed peers be missing.

@@ -61,6 +61,7 @@ mod events;
 mod indexes;
 mod kv;
 mod nodes;
+mod results;
 mod telemetry;
 mod users;
 
@@ -509,7 +510,6 @@ async fn run_transaction(
                     || (!inner.transactions
                         && matches!(&err, StoreError::Conflict(Conflict::ConcurrentWrite(_)))))
                     && attempt < TX_ATTEMPTS;
-                eprintln!("DEBUG op failed: {err:?} transient={} session_tx={} attempt={attempt} ops={}", tx.transient, inner.transactions, ops.len());
                 if !retry {
                     return Err(TxFailure {
                         error: err,

@@ -2,7 +2,7 @@
 //!
 //! This file holds the connections (one writer thread with group commit, [`writer`]; a pool of
 //! readers with a time budget), the schema and its migrations; each trait's implementation is
-//! in its own file: [`nodes`], [`users`], [`kv`], [`events`], [`telemetry`].
+//! in its own file: [`nodes`], [`users`], [`kv`], [`events`], [`telemetry`], [`results`].
 //!
 //! Nodes are stored once, as their JSON document; the hot fields (`kind`, `state`, `parent`,
 //! `name`, `created`, `owner`, `group`, `data.kernel_revision.{commit,tree,branch}`, ...) are
@@ -15,6 +15,7 @@ mod counts;
 mod events;
 mod kv;
 mod nodes;
+mod results;
 mod sql;
 mod telemetry;
 #[cfg(test)]

@@ -271,8 +271,7 @@ pub async fn subscription_compare_and_set<S: EventLog>(store: &S) {
     let results = futures::future::join_all(racers).await;
     let winners: Vec<_> = results
         .into_iter()
-        .map(|r| r.expect("update"))
-        .flatten()
+        .filter_map(|r| r.expect("update"))
         .collect();
     assert_eq!(winners.len(), 1, "exactly one compare-and-set wins");
     let now = must("get", store.get_subscription(1).await)

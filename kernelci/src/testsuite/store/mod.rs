@@ -8,8 +8,9 @@
 //! | [`events`] | [`event_log_suite!`](crate::event_log_suite) | `EventLog` |
 //! | [`node_events`] | [`node_event_suite!`](crate::node_event_suite) | `NodeStore + EventLog` |
 //! | [`telemetry`] | [`telemetry_store_suite!`](crate::telemetry_store_suite) | `TelemetryStore` |
+//! | [`results`] | [`results_store_suite!`](crate::results_store_suite) | `ResultsStore + NodeStore` |
 //!
-//! [`store_suite!`](crate::store_suite) runs all six on a store that implements every trait.
+//! [`store_suite!`](crate::store_suite) runs all seven on a store that implements every trait.
 //! Each macro takes an async expression that makes a fresh, empty store and a guard that keeps
 //! its resources alive, and writes one `#[tokio::test]` per check in a module named after the
 //! trait (`node_store::node_round_trip`, ...):
@@ -34,12 +35,14 @@ pub mod events;
 pub mod kv;
 pub mod node_events;
 pub mod nodes;
+pub mod results;
 pub mod telemetry;
 pub mod users;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::models::{Node, NodeKind, ObjectId, ResultValue, State, Timestamp};
+use crate::models::sample::sample_revision;
+use crate::models::{Node, NodeKind, ObjectId};
 use crate::query::{Filter, Query};
 use crate::store::StoreError;
 
@@ -171,6 +174,23 @@ macro_rules! telemetry_store_suite {
     };
 }
 
+/// Runs the [`ResultsStore`](crate::store::ResultsStore) suite ([`results`]) in a module
+/// `results_store` (the store must be a `NodeStore` too, to hold the nodes counted).
+#[macro_export]
+macro_rules! results_store_suite {
+    (@run $($make:tt)+) => {
+        $crate::__store_suite_tests!(results_store, results, $($make)+;
+            counts_match_reference, find_results_failures_first, node_results_match_reference,
+            latest_checkouts_per_branch);
+    };
+    (option $make:expr) => {
+        $crate::results_store_suite!(@run option $make);
+    };
+    ($make:expr) => {
+        $crate::results_store_suite!(@run $make);
+    };
+}
+
 /// Runs every store suite on a store that implements every store trait
 /// ([`Store`](crate::store::Store)).
 #[macro_export]
@@ -182,6 +202,7 @@ macro_rules! store_suite {
         $crate::event_log_suite!($($make)+);
         $crate::node_event_suite!($($make)+);
         $crate::telemetry_store_suite!($($make)+);
+        $crate::results_store_suite!($($make)+);
     };
     (option $make:expr) => {
         $crate::store_suite!(@run option $make);
@@ -191,75 +212,17 @@ macro_rules! store_suite {
     };
 }
 
-fn revision(tree: &str, branch: &str, commit: &str) -> Value {
-    json!({"tree": tree, "url": format!("https://git.example.org/{tree}.git"), "branch": branch,
-           "commit": commit, "describe": format!("v6.{}", commit.len()),
-           "version": {"version": 6, "patchlevel": 1, "sublevel": 0, "extra": "-rc1", "name": "Baby Opossum"}})
-}
-
 /// A checkout node as the trigger makes it.
 pub fn checkout(tree: &str, branch: &str, commit: &str) -> Node {
     let mut n = Node::new(NodeKind::Checkout, "checkout");
     n.owner = Some("admin".into());
-    n.data = json!({"kernel_revision": revision(tree, branch, commit)})
+    n.data = json!({"kernel_revision": sample_revision(tree, branch, commit)})
         .as_object()
         .cloned();
     n
 }
 
-/// A varied, deterministic set of nodes, including odd values (lists and numbers where text is
-/// usual, missing fields), for comparing backends with the reference evaluator.
-pub fn sample_nodes(count: usize) -> Vec<Node> {
-    let trees = ["mainline", "next", "stable", "kernelci"];
-    let kinds = [
-        NodeKind::Checkout,
-        NodeKind::Kbuild,
-        NodeKind::Test,
-        NodeKind::Job,
-        NodeKind::Process,
-    ];
-    let base = Timestamp::parse("2024-01-01T00:00:00").unwrap_or_else(|_| Timestamp::now());
-    (0..count)
-        .map(|i| {
-            let kind = kinds[i % kinds.len()];
-            let mut n = Node::new(kind, format!("node-{}", i % 17));
-            n.id = Some(ObjectId::from_parts(1_700_000_000 + i as u32, i as u32));
-            n.path = vec!["checkout".into(), format!("p{}", i % 3), n.name.clone()];
-            n.state = State::ALL[i % 4];
-            n.result = match i % 5 {
-                0 => None,
-                k => Some(ResultValue::ALL[k - 1]),
-            };
-            n.group = if i % 4 == 0 { None } else { Some(format!("g{}", i % 4)) };
-            n.owner = Some(["alice", "bob", "admin"][i % 3].into());
-            n.created = base.plus_secs((i as i64 * 7919) % 100_000);
-            n.timeout = n.created.plus_secs(3600);
-            n.retry_counter = (i % 4) as i64;
-            n.processed_by_kcidb_bridge = i % 6 == 0;
-            if i % 9 == 0 {
-                n.parent = Some(ObjectId::from_parts(1_700_000_000, 0));
-            }
-            let tree = trees[i % trees.len()];
-            let arch = ["x86_64", "arm64", "riscv"][i % 3];
-            let mut data = json!({"kernel_revision": revision(tree, if i % 2 == 0 { "master" } else { "main" }, &format!("{:040x}", i % 23)),
-                                  "arch": arch, "runtime": "shell"});
-            if kind == NodeKind::Process {
-                // Free-form data: odd shapes that text columns cannot hold.
-                data["kernel_revision"]["tree"] = match i % 3 {
-                    0 => json!(["mainline", "next"]),
-                    1 => json!(42),
-                    _ => Value::Null,
-                };
-                data["misc"] = json!({"count": i % 10, "flag": i % 2 == 0});
-            }
-            if i % 11 == 0 {
-                data.as_object_mut().map(|d| d.remove("arch"));
-            }
-            n.data = data.as_object().cloned();
-            n
-        })
-        .collect()
-}
+pub use crate::models::sample::sample_nodes;
 
 /// Query strings the query test runs; each is compared with the reference evaluator.
 pub const SAMPLE_QUERIES: &[&[(&str, &str)]] = &[

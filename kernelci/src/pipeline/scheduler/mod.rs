@@ -19,7 +19,6 @@
 //! service finishes the node.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,10 +28,13 @@ use super::rules::{self, Candidate, DuplicateGuard, NodeLookup};
 use super::service::{
     EventHandler, EventSubscription, ServiceContext, ServiceError, ServiceResult, async_trait,
 };
-use crate::client::{ApiClient, ClientError, ReceivedEvent};
+use crate::client::{Api, ClientError, ReceivedEvent};
 use crate::config::{PipelineConfig, RuntimeConfig, resolve_rootfs_params};
 use crate::models::{ErrorCode, Node, ObjectId, ResultValue, State, Timestamp};
 use crate::runtime::{JobParams, JobSpec, Runtime, RuntimeError, RuntimeErrorKind};
+
+mod options;
+pub use options::SchedulerOptions;
 
 /// What went wrong in the scheduler itself (not in one job: a job's failure is recorded on
 /// its node).
@@ -58,28 +60,6 @@ impl SchedulerError {
             SchedulerError::Health(_) => crate::ErrorKind::Unavailable,
         }
     }
-}
-
-/// How the scheduler runs (upstream's `[scheduler]` settings and command line).
-#[derive(Debug, Clone, Default)]
-pub struct SchedulerOptions {
-    /// Where a copy of each generated job definition is written (`<output>/<node id>/<file>`);
-    /// `None` writes nothing.
-    pub output: Option<PathBuf>,
-    /// Substituted for `{image_prefix}` in job images.
-    pub image_prefix: String,
-    /// The name of the storage config jobs upload to (`[DEFAULT] storage_config`).
-    pub storage_config: Option<String>,
-    /// The name of the API config jobs talk to (`[DEFAULT] api_config`).
-    pub api_config: Option<String>,
-    /// Receive every owner's events (`--promisc`).
-    pub promiscuous: bool,
-    /// Only node events whose `owner` is this (`--event-owner`).
-    pub event_owner: Option<String>,
-    /// Only node events whose `submitter` is this (`--event-submitter`).
-    pub event_submitter: Option<String>,
-    /// Schedule LAVA jobs even when no device of the type is online.
-    pub disable_device_health_check: bool,
 }
 
 /// What happened to one candidate job of an event.
@@ -192,7 +172,7 @@ fn telemetry_event(
 #[derive(Debug)]
 pub struct Scheduler {
     config: Arc<PipelineConfig>,
-    api: ApiClient,
+    api: Arc<dyn Api>,
     runtimes: BTreeMap<String, Arc<dyn Runtime>>,
     options: SchedulerOptions,
     guard: Mutex<DuplicateGuard>,
@@ -203,7 +183,7 @@ impl Scheduler {
     /// (each must be an entry of the `runtimes:` section, by [`Runtime::name`]).
     pub fn new(
         config: Arc<PipelineConfig>,
-        api: ApiClient,
+        api: impl Into<Arc<dyn Api>>,
         runtimes: Vec<Arc<dyn Runtime>>,
         options: SchedulerOptions,
     ) -> Result<Scheduler, SchedulerError> {
@@ -222,7 +202,7 @@ impl Scheduler {
         }
         Ok(Scheduler {
             config,
-            api,
+            api: api.into(),
             runtimes: map,
             options,
             guard: Mutex::new(DuplicateGuard::default()),
@@ -662,6 +642,9 @@ impl Scheduler {
                     None if name.starts_with("CONFIG_") => {
                         serde_json::json!({ "configs": [name.clone()] })
                     }
+                    // Fetched by the job itself (upstream's kbuild), not defined here: passed
+                    // on in `fragments` only, as upstream's scheduler does.
+                    None if crate::config::CipFragment::parse(&name).is_some() => continue,
                     None => return Err(invalid(format!("unknown fragment {name:?}"))),
                 };
                 configs.insert(name, entry);
