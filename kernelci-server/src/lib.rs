@@ -70,8 +70,11 @@ where
 {
     let mut out = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        let mut chunk = chunk.map_err(|e| {
+            // Most often a client that hung up mid-request: not the server's error.
+            tracing::debug!(error = %e, "client went away (or broke its request body)");
+            ApiError::bad_request(format!("cannot read request body: {e}"))
+        })?;
         if (out.len() + chunk.remaining()) as u64 > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -188,17 +188,50 @@ impl Haproxy {
         stream.write_all(b"GET /stats;csv HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut text = String::new();
         stream.read_to_string(&mut text)?;
-        let body = text
+        let (head, body) = text
             .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
             .ok_or_else(|| std::io::Error::other("haproxy statistics: no HTTP body"))?;
-        Ok(body)
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            Ok(body.to_owned())
+        }
+    }
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &str) -> std::io::Result<String> {
+    let bad = || std::io::Error::other("haproxy statistics: bad chunked body");
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").ok_or_else(bad)?;
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let n = usize::from_str_radix(size, 16).map_err(|_| bad())?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).ok_or_else(bad)?);
+        body = rest
+            .get(n..)
+            .and_then(|r| r.strip_prefix("\r\n"))
+            .ok_or_else(bad)?;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_statistics_are_joined() {
+        let body = "5\r\n# px,\r\n3\r\nsv\n\r\n0\r\n\r\n";
+        assert_eq!(dechunk(body).unwrap(), "# px,sv\n");
+        assert!(dechunk("zz\r\nab").is_err());
+        assert!(dechunk("9\r\nab\r\n").is_err());
+    }
 
     #[test]
     fn config_balances_every_request_without_stickiness() {

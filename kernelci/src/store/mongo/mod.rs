@@ -60,6 +60,7 @@ mod convert;
 mod events;
 mod indexes;
 mod kv;
+mod lock;
 mod nodes;
 mod results;
 mod telemetry;
@@ -137,6 +138,30 @@ struct Inner {
     counters: Collection<Document>,
     transactions: bool,
     query_timeout: Duration,
+    /// This store's name in the append lease (see [`lock`]).
+    holder: String,
+}
+
+impl Inner {
+    /// The collections of `config.database` through `client`; transactions off until probed.
+    fn new(client: Client, config: &MongoConfig) -> Inner {
+        let db = client.database(&config.database);
+        Inner {
+            nodes: db.collection("node"),
+            users: db.collection("user"),
+            groups: db.collection("usergroup"),
+            events: db.collection("eventhistory"),
+            subscribers: db.collection("subscriber_state"),
+            subscriptions: db.collection("subscription"),
+            kv: db.collection("kv"),
+            counters: db.collection("counters"),
+            transactions: false,
+            query_timeout: config.query_timeout,
+            holder: lock::holder_name(),
+            client,
+            db,
+        }
+    }
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -166,6 +191,7 @@ fn write_error_code(e: &mongodb::error::Error) -> Option<i32> {
 pub(crate) fn mongo_err(what: &str, e: mongodb::error::Error) -> StoreError {
     use mongodb::error::ErrorKind;
     let code = write_error_code(&e);
+    tracing::debug!(what, error = %e, "MongoDB error");
     match (&*e.kind, code) {
         (_, Some(11000 | 11001)) => {
             StoreError::Conflict(Conflict::Other(format!("{what}: duplicate key")))
@@ -412,8 +438,23 @@ async fn writer_task(
 }
 
 /// Runs `ops` in order in one transaction (retried as a whole on transient errors), or
-/// directly without transactions; their results in the same order.
+/// directly without transactions; their results in the same order. A transaction runs under
+/// the append lease (see [`lock`]).
 async fn run_transaction(
+    inner: &Arc<Inner>,
+    ops: &mut [&mut TxFn<'static, AnyValue>],
+) -> Result<Vec<AnyValue>, TxFailure> {
+    if !inner.transactions {
+        return run_attempts(inner, ops).await;
+    }
+    lock::acquire(inner).await;
+    let r = run_attempts(inner, ops).await;
+    lock::release(inner).await;
+    r
+}
+
+/// [`run_transaction`]'s attempts.
+async fn run_attempts(
     inner: &Arc<Inner>,
     ops: &mut [&mut TxFn<'static, AnyValue>],
 ) -> Result<Vec<AnyValue>, TxFailure> {
@@ -471,6 +512,7 @@ async fn run_transaction(
                             commit_attempts += 1;
                         }
                         Err(e) if is_transient(&e) && attempt < TX_ATTEMPTS => {
+                            tracing::debug!(attempt, error = %e, "commit conflict: the write runs again");
                             break;
                         }
                         Err(e) if e.contains_label("UnknownTransactionCommitResult") => {
@@ -478,7 +520,10 @@ async fn run_transaction(
                             // when a commit hits a unique index). The write's first event says.
                             match commit_outcome(inner, tx.witness.as_ref()).await {
                                 Some(true) => return Ok(values),
-                                Some(false) if attempt < TX_ATTEMPTS => break,
+                                Some(false) if attempt < TX_ATTEMPTS => {
+                                    tracing::debug!(attempt, error = %e, "commit did not happen: the write runs again");
+                                    break;
+                                }
                                 outcome => {
                                     return Err(TxFailure {
                                         error: mongo_err("commit", e),
@@ -510,6 +555,7 @@ async fn run_transaction(
                     || (!inner.transactions
                         && matches!(&err, StoreError::Conflict(Conflict::ConcurrentWrite(_)))))
                     && attempt < TX_ATTEMPTS;
+                tracing::debug!(attempt, retry, error = %err, "write failed");
                 if !retry {
                     return Err(TxFailure {
                         error: err,
@@ -560,40 +606,36 @@ impl MongoStore {
             .get_or_insert(mongodb::options::ServerMonitoringMode::Poll);
         options.connect_timeout = Some(config.server_selection_timeout);
         options.app_name.get_or_insert_with(|| "kernelci-rs".into());
-        let client = Client::with_options(options).map_err(|e| mongo_err("create client", e))?;
+        let client =
+            Client::with_options(options.clone()).map_err(|e| mongo_err("create client", e))?;
         let db = client.database(&config.database);
         let hello = db
             .run_command(doc! { "hello": 1 })
             .await
             .map_err(|e| mongo_err("hello", e))?;
         let replicated = hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid");
-        let mut inner = Arc::new(Inner {
-            nodes: db.collection("node"),
-            users: db.collection("user"),
-            groups: db.collection("usergroup"),
-            events: db.collection("eventhistory"),
-            subscribers: db.collection("subscriber_state"),
-            subscriptions: db.collection("subscription"),
-            kv: db.collection("kv"),
-            counters: db.collection("counters"),
-            transactions: false,
-            query_timeout: config.query_timeout,
-            client,
-            db,
-        });
+        let mut inner = Inner::new(client, &config);
         let transactions = config.transactions && replicated && probe_transactions(&inner).await;
         if transactions {
-            if let Some(inner) = Arc::get_mut(&mut inner) {
-                inner.transactions = true;
-            }
+            inner.transactions = true;
         } else {
             tracing::warn!(
                 database = %config.database,
                 "MongoDB without transactions: node writes and their events are written one after another"
             );
         }
+        // The writer task has a client (a connection pool) of its own: a failed commit may
+        // cost its connection (jongodb drops it when a commit meets the unique index of a
+        // sequence number another replica took), and the driver then clears every connection
+        // of that pool; reads and subscription updates must not fail with it.
+        let mut writer = Inner::new(
+            Client::with_options(options).map_err(|e| mongo_err("create client", e))?,
+            &config,
+        );
+        writer.transactions = inner.transactions;
+        let inner = Arc::new(inner);
         let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(writer_task(inner.clone(), queue));
+        tokio::spawn(writer_task(Arc::new(writer), queue));
         let store = MongoStore { inner, writes };
         store.raise_counter().await?;
         let ttl = i64::try_from(config.event_ttl.as_secs()).unwrap_or(i64::MAX);
