@@ -18,7 +18,9 @@
 //!   append-to-delivery latency is printed (with `--nocapture`) next to the one with Redis.
 //!
 //! Sizes: `KCI_SCALE_EVENTS` (default 500 for the first test, 200 for the others),
-//! `KCI_SCALE_LISTENERS` (default 10). `scripts/reliability` runs long variants.
+//! `KCI_SCALE_LISTENERS` (default 10); `KCI_SCALE_PACE_MS` makes each writer wait that long
+//! before each write (latency without a backlog); `KCI_SCALE_LOG_DIR` keeps the replicas' logs
+//! and `KCI_SCALE_RUST_LOG` sets their `RUST_LOG`. `scripts/reliability` runs long variants.
 
 #![cfg(feature = "mongodb")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -287,8 +289,10 @@ async fn writer(
     written: Arc<AtomicU64>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
+    let pace = Duration::from_millis(env_num("KCI_SCALE_PACE_MS", 0));
     let mut k = w;
     while k < events {
+        tokio::time::sleep(pace).await;
         let r = http
             .send(
                 "POST",
@@ -556,6 +560,11 @@ async fn round_robin_with_redis() {
         "the waiting /listen on replica 0 ends with 404"
     );
     eprintln!("a /listen waiting on the other replica ended {after:?} after it began");
+    // Unsubscribed 0.3 s in: woken by the notice through Redis, not by the 2 s keep-alive.
+    assert!(
+        after < Duration::from_millis(1900),
+        "the waiting /listen was not woken by the unsubscribe ({after:?})"
+    );
     for (name, replica) in [("replica 0", &a), ("replica 1", &b)] {
         let r = replica
             .call(

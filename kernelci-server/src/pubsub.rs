@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup, legacy_event_uuid};
 use kernelci::models::Timestamp;
 use kernelci::store::{
-    Delivery, EventFilter, SharedStore, StoredEvent, SubscriberState, SubscriptionRecord,
+    Delivery, EventFilter, SharedStore, StoreError, StoredEvent, SubscriberState,
+    SubscriptionRecord,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -48,6 +49,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// How often a waiting `/listen` stamps its subscription's `last_poll` (its lease against the
 /// stale sweep); far below [`STALE_AFTER`].
 pub const LEASE_RENEW: Duration = Duration::from_secs(60);
+/// How many subscription ids a `/subscribe` tries when the one it drew is taken.
+pub const SUBSCRIBE_ATTEMPTS: usize = 8;
 /// How long an implicit acknowledgement waits for the confirmation of the previous delivery.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 /// The log watcher's quickest poll, after the log moved.
@@ -240,10 +243,6 @@ impl PubSub {
         promiscuous: bool,
         subscriber_id: Option<&str>,
     ) -> Result<SubState, ApiError> {
-        let id = self
-            .store
-            .increment_counter("kernelci-api-pubsub-id")
-            .await?;
         let position = match subscriber_id {
             Some(sid) => {
                 self.durable_position(sid, channel, user, promiscuous)
@@ -251,8 +250,8 @@ impl PubSub {
             }
             None => self.store.last_event_sequence().await?,
         };
-        let record = SubscriptionRecord {
-            id,
+        let mut record = SubscriptionRecord {
+            id: 0,
             channel: channel.to_owned(),
             user: user.to_owned(),
             promiscuous,
@@ -263,7 +262,23 @@ impl PubSub {
             last_poll: None,
             version: 0,
         };
-        let stored = self.store.insert_subscription(record).await?;
+        // The counter hands out each id once on MongoDB; a wire-compatible server that loses
+        // concurrent increments (jongodb, two replicas subscribing at once) can repeat one,
+        // which the insert refuses: take the next.
+        let mut attempts = 0;
+        let stored = loop {
+            attempts += 1;
+            record.id = self
+                .store
+                .increment_counter("kernelci-api-pubsub-id")
+                .await?;
+            match self.store.insert_subscription(record.clone()).await {
+                Err(StoreError::Conflict(_)) if attempts < SUBSCRIBE_ATTEMPTS => {
+                    tracing::debug!(id = record.id, "subscription id taken: the next one");
+                }
+                r => break r?,
+            }
+        };
         self.known.fetch_add(1, Ordering::Relaxed);
         Ok(SubState(stored))
     }
@@ -543,6 +558,13 @@ impl PubSub {
         let bus = async {
             match wakeups.as_mut() {
                 Some(w) => match w.recv_timeout(wait).await {
+                    // An unsubscribe notice: the id, which the bus reads as a number.
+                    Ok(Some(Wakeup::Event {
+                        channel,
+                        sequence_id,
+                    })) if &*channel == SUBSCRIPTIONS_CHANNEL => {
+                        u64::try_from(sequence_id).ok() == Some(id)
+                    }
                     Ok(Some(Wakeup::Message { channel, payload }))
                         if &*channel == SUBSCRIPTIONS_CHANNEL =>
                     {

@@ -302,8 +302,9 @@ async fn group_commit_isolates_a_failing_write() {
 }
 
 /// Two stores on one database (two server replicas, each with its own group-commit writer)
-/// appending at once: their transactions conflict on the event counter, and every conflict is
-/// retried per write — no append fails, and the sequence numbers are distinct.
+/// appending at once: the append lease keeps their transactions apart, a conflict that still
+/// happens is retried per write — no append fails, no read meanwhile fails, and the sequence
+/// numbers are distinct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_writers_on_one_database_retry_their_conflicts() {
     use kernelci::store::NewEvent;
@@ -332,6 +333,26 @@ async fn two_writers_on_one_database_retry_their_conflicts() {
             out
         }));
     }
+    // Reads meanwhile, on both stores: a commit that costs the writer its connection must not
+    // fail them (the writer has a connection pool of its own).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let readers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|store| {
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                let filter = kernelci::store::EventFilter::default();
+                while !*stopped.borrow() {
+                    if let Err(e) = store.events_after(0, &filter, 5).await {
+                        failed.push(format!("{e:?}"));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                failed
+            })
+        })
+        .collect();
     let mut seqs = Vec::new();
     let mut failures = Vec::new();
     for t in tasks {
@@ -342,9 +363,13 @@ async fn two_writers_on_one_database_retry_their_conflicts() {
             }
         }
     }
+    let _ = stop.send(true);
+    for r in readers {
+        failures.extend(r.await.expect("reader"));
+    }
     assert!(
         failures.is_empty(),
-        "{} appends failed: {:?}",
+        "{} appends or reads failed: {:?}",
         failures.len(),
         &failures[..failures.len().min(3)]
     );
