@@ -225,6 +225,7 @@ async fn docs_page_renders_the_api_and_tries_requests_in_chromium() {
             "pubsub",
             "kv",
             "telemetry",
+            "viewer",
             "pages"
         ]),
         "{report:#}"

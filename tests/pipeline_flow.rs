@@ -167,7 +167,7 @@ SHA1:     {commit}
 Name              | Result   | Total    | Failures
 ------------------+----------+----------+---------
 kbuild-gcc-12-x86 | pass     |        1 |        0
-kselftest-exec    | pass     |        3 | {:>8}
+kselftest-exec    | pass     |        2 | {:>8}
 
 
 Failing tests

@@ -700,6 +700,10 @@ const TAGS: &[(&str, &str)] = &[
     ("pubsub", "Subscriptions, listening, publishing and lists"),
     ("kv", "The key/value store"),
     ("telemetry", "Job and device telemetry"),
+    (
+        "viewer",
+        "The web viewer's data (our extension): trees, revisions, results, logs, compare, health",
+    ),
     ("pages", "HTML pages, files, metrics and this description"),
 ];
 

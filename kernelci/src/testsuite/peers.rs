@@ -188,7 +188,7 @@ pub const SMTP: Peer = Peer {
 pub const KCIDB_IO_REQUIREMENT: &str = "kcidb-io==141";
 /// kcidb-io, KCIDB's own schema library (the KCIDB tests validate every document with it).
 pub const KCIDB_IO: Peer = Peer {
-    name: "kcidb-io",
+    name: "kcidb",
     program: "kcidb-io (KCIDB schema validator, in a venv)",
     install: Install::Pip {
         venv: "kcidb-io",
