@@ -471,26 +471,46 @@ fn assert_exactly_once(label: &str, o: &Outcome, events: u64) {
     }
 }
 
+/// Starts a deployment (with or without Redis) and runs a stream of `KCI_SCALE_EVENTS`
+/// (default `default_events`) to `KCI_SCALE_LISTENERS` (default 10) listeners; prints its
+/// report under `label`. `None` when a peer is missing and allowed to be.
+async fn start_and_stream(
+    label: &str,
+    with_redis: bool,
+    default_events: u64,
+    shape: Stream,
+) -> Option<(Cluster, Outcome, u64)> {
+    let mut cluster = Cluster::start(with_redis).await?;
+    let events = env_num("KCI_SCALE_EVENTS", default_events);
+    let s = Stream {
+        events,
+        listeners: env_num("KCI_SCALE_LISTENERS", 10) as usize,
+        ..shape
+    };
+    let o = stream(&mut cluster, &s).await;
+    report(label, &o);
+    Some((cluster, o, events))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn round_robin_with_redis() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(mut cluster) = Cluster::start(true).await else {
-        return;
-    };
-    let events = env_num("KCI_SCALE_EVENTS", 500);
-    let listeners = env_num("KCI_SCALE_LISTENERS", 10) as usize;
-    let o = stream(
-        &mut cluster,
-        &Stream {
-            events,
+    let Some((cluster, o, events)) = start_and_stream(
+        "with Redis",
+        true,
+        500,
+        Stream {
+            events: 0,
             writers: 4,
-            listeners,
+            listeners: 0,
             library_listeners: 2,
             kill: false,
         },
     )
-    .await;
-    report("with Redis", &o);
+    .await
+    else {
+        return;
+    };
     assert!(
         o.write_failures.is_empty(),
         "both replicas writing at once: no 5xx, got {:?}; {}",
@@ -627,23 +647,22 @@ async fn round_robin_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_of_a_replica_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(mut cluster) = Cluster::start(true).await else {
-        return;
-    };
-    let events = env_num("KCI_SCALE_EVENTS", 200);
-    let listeners = env_num("KCI_SCALE_LISTENERS", 10) as usize;
-    let o = stream(
-        &mut cluster,
-        &Stream {
-            events,
+    let Some((_cluster, o, events)) = start_and_stream(
+        "kill -9 of a replica",
+        true,
+        200,
+        Stream {
+            events: 0,
             writers: 2,
-            listeners,
+            listeners: 0,
             library_listeners: 0,
             kill: true,
         },
     )
-    .await;
-    report("kill -9 of a replica", &o);
+    .await
+    else {
+        return;
+    };
     assert!(o.log.len() as u64 >= events);
     let mut duplicates = 0;
     for (i, g) in o.got.iter().enumerate() {
@@ -671,23 +690,22 @@ async fn kill9_of_a_replica_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn round_robin_without_redis() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(mut cluster) = Cluster::start(false).await else {
-        return;
-    };
-    let events = env_num("KCI_SCALE_EVENTS", 200);
-    let listeners = env_num("KCI_SCALE_LISTENERS", 10) as usize;
-    let o = stream(
-        &mut cluster,
-        &Stream {
-            events,
+    let Some((_cluster, o, events)) = start_and_stream(
+        "without Redis",
+        false,
+        200,
+        Stream {
+            events: 0,
             writers: 2,
-            listeners,
+            listeners: 0,
             library_listeners: 1,
             kill: false,
         },
     )
-    .await;
-    report("without Redis", &o);
+    .await
+    else {
+        return;
+    };
     assert!(
         o.write_failures.is_empty(),
         "no 5xx: {:?}",
