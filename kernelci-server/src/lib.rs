@@ -10,7 +10,8 @@
 //!   password-reset e-mails over SMTP;
 //! - [`proxy`]: the client's address behind trusted proxies; [`ratelimit`]: login and
 //!   password-reset budgets; [`stream`]: long JSON answers written as they are read;
-//!   [`serve`]: the connection loop (header read timeout).
+//!   [`serve`]: the connection loop (header read timeout, send receipts for `/listen`, quiet
+//!   client disconnects).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -69,8 +70,11 @@ where
 {
     let mut out = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        let mut chunk = chunk.map_err(|e| {
+            // Most often a client that hung up mid-request: not the server's error.
+            tracing::debug!(error = %e, "client went away (or broke its request body)");
+            ApiError::bad_request(format!("cannot read request body: {e}"))
+        })?;
         if (out.len() + chunk.remaining()) as u64 > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,6 +169,8 @@ pub fn bind(
     let bound = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let maintenance = tokio::spawn(maintenance(app.clone()));
+    // This loop tells `/listen` when a response left whole (see `serve`).
+    app.pubsub.confirm_deliveries_on_send();
     let filter = routes(app.clone());
     let storage = app.config.storage_dir.clone().and_then(|dir| {
         let base = format!("http://{bound}/storage/");

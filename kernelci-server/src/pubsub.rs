@@ -1,68 +1,99 @@
-//! Subscriptions over the durable event log.
+//! Subscriptions over the durable event log, served by any replica.
 //!
 //! Every event is in the store's log with a sequence number before anyone is told about it; the
-//! bus only wakes listeners (and when it is down, listeners poll the log every second). A
-//! subscription is a position in the log:
+//! bus only wakes listeners. A subscription is a record in the store
+//! ([`SubscriptionRecord`]), the one source of truth every replica reads and changes by
+//! compare-and-set; no replica keeps a copy between requests, so a load balancer may send each
+//! request to another replica.
 //!
-//! - fire-and-forget (upstream's default) starts at the end of the log when it is made;
-//! - durable (`subscriber_id`) starts after the subscriber's acknowledged position, stored in
-//!   the store, so it survives restarts and can move between server processes;
-//! - `/listen` acknowledges what the previous `/listen` delivered (upstream's implicit ack), or
-//!   exactly `acknowledge=N` when the client says so, and returns the next matching event; an
-//!   event never acknowledged is delivered again after a re-subscribe;
-//! - subscription records live in the store too, so `/listen/{id}` works on any replica and
-//!   after a restart.
+//! - Fire-and-forget subscriptions (upstream's default) start at the end of the log when made;
+//!   durable ones (`subscriber_id`) after the subscriber's acknowledged position, kept in the
+//!   store across restarts and replicas.
+//! - `/listen` first acknowledges: exactly `acknowledge=N` when the client says so, else
+//!   (upstream's implicit acknowledgement) the event the previous `/listen` sent — but only a
+//!   **confirmed** one, whose response was handed whole to the connection (see
+//!   [`crate::serve::SendReceipt`]). A delivery whose replica died, or whose client went away,
+//!   before that is not acknowledged: the event is sent again (at least once, never skipped).
+//!   When the previous delivery is still being confirmed (the client was quicker than the
+//!   confirmation's write), the next `/listen` waits for it, up to [`CONFIRM_WAIT`].
+//! - Then it returns the next matching event after the acknowledged position, recording it as
+//!   sent in the same compare-and-set, or waits: woken by the bus, by the log watcher (which
+//!   polls the log's last sequence number, quickly when the bus does not reach other
+//!   replicas), by an unsubscribe notice, or at the keep-alive deadline (BEEP). A waiting
+//!   `/listen` renews the record's `last_poll` every [`LEASE_RENEW`].
+//! - `/unsubscribe` removes the record: no replica delivers on it afterwards (a delivery is a
+//!   compare-and-set on the record, which fails once it is gone), and waiting `/listen`s are
+//!   told through the bus. The stale sweep removes records idle for [`STALE_AFTER`] with a
+//!   delete-if-unchanged, so it never removes one another replica has touched since.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use kernelci::events::{CloudEvent, DEFAULT_TYPE, EventBus, Wakeup, legacy_event_uuid};
 use kernelci::models::Timestamp;
-use kernelci::store::{EventFilter, SharedStore, StoreError, StoredEvent, SubscriberState};
-use serde::{Deserialize, Serialize};
+use kernelci::store::{
+    Delivery, EventFilter, SharedStore, StoreError, StoredEvent, SubscriberState,
+    SubscriptionRecord,
+};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use warp::http::StatusCode;
+use warp::reply::Response;
 
-use crate::http::ApiError;
+use crate::http::{ApiError, ok};
+use crate::serve::SendReceipt;
 
-const SUBS_NS: &str = "kci:subscriptions";
-/// How often a waiting listener re-reads the log when no wake-up comes (bus down).
-const POLL: Duration = Duration::from_secs(1);
 /// Subscriptions not polled for this long are removed.
 pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// How often a waiting `/listen` stamps its subscription's `last_poll` (its lease against the
+/// stale sweep); far below [`STALE_AFTER`].
+pub const LEASE_RENEW: Duration = Duration::from_secs(60);
+/// How many subscription ids a `/subscribe` tries when the one it drew is taken.
+pub const SUBSCRIBE_ATTEMPTS: usize = 8;
+/// How long an implicit acknowledgement waits for the confirmation of the previous delivery.
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+/// The log watcher's quickest poll, after the log moved.
+pub const LOG_POLL_MIN: Duration = Duration::from_millis(20);
+/// The log watcher's slowest poll when the bus does not reach the other replicas (it doubles
+/// from [`LOG_POLL_MIN`] while the log stands still).
+pub const LOG_POLL_MAX: Duration = Duration::from_millis(200);
+/// The log watcher's poll while the bus wakes every replica (a safety net only).
+pub const LOG_POLL_WITH_BUS: Duration = Duration::from_secs(1);
+/// The bus channel on which unsubscribes are announced (the subscription id as payload).
+pub const SUBSCRIPTIONS_CHANNEL: &str = "kernelci-rs:subscriptions";
 
-/// A subscription's state, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubState {
-    /// Subscription id.
-    pub id: u64,
-    /// Channel.
-    pub channel: String,
-    /// Owner's username.
-    pub user: String,
-    /// Receives every owner's events.
-    pub promiscuous: bool,
-    /// Durable subscriber id, if any.
-    pub durable: Option<String>,
-    /// Acknowledged position in the log.
-    pub position: u64,
-    /// Delivered by the last `/listen`, not yet acknowledged.
-    pub delivered: Option<u64>,
-    /// Creation time.
-    pub created: Timestamp,
-    /// Last `/listen`.
-    pub last_poll: Option<Timestamp>,
-}
+/// A subscription as `/subscribe` made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubState(pub SubscriptionRecord);
 
 impl SubState {
     /// The upstream `Subscription` shape.
     pub fn subscription(&self) -> Value {
-        json!({"id": self.id, "channel": self.channel, "user": self.user, "promiscuous": self.promiscuous})
+        let s = &self.0;
+        json!({"id": s.id, "channel": s.channel, "user": s.user, "promiscuous": s.promiscuous})
     }
 }
 
-type Handle = Arc<tokio::sync::Mutex<SubState>>;
+/// What `/listen` answers: the message, and for an event, the receipt that confirms its
+/// delivery once the connection took the whole response.
+#[derive(Debug)]
+pub struct Listened {
+    /// The upstream message (`{"type": "message", "channel", "data": "<CloudEvent>"}`).
+    pub message: Value,
+    receipt: Option<SendReceipt>,
+}
+
+impl Listened {
+    /// The 200 response, carrying the receipt for the connection loop.
+    pub fn into_response(self) -> Result<Response, ApiError> {
+        let mut response = ok(self.message)?;
+        if let Some(r) = self.receipt {
+            response.extensions_mut().insert(r);
+        }
+        Ok(response)
+    }
+}
 
 /// The subscription manager.
 pub struct PubSub {
@@ -70,15 +101,85 @@ pub struct PubSub {
     bus: Arc<dyn EventBus>,
     keep_alive: Option<Duration>,
     source: String,
-    subs: Mutex<HashMap<u64, Handle>>,
+    /// Deliveries are confirmed by the connection loop ([`PubSub::confirm_deliveries_on_send`]);
+    /// otherwise (a server without it, e.g. warp's test harness) when the response is made.
+    confirm_on_send: AtomicBool,
+    watcher: Arc<LogWatcher>,
+    /// Subscriptions in the store as last counted (`/metrics`).
+    known: AtomicUsize,
 }
 
-fn store_err(e: StoreError) -> ApiError {
-    ApiError::from(e)
+impl std::fmt::Debug for PubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSub")
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found(id: u64) -> ApiError {
+    ApiError::not_found(format!(
+        "Subscription id not found: 'Subscription {id} not found'"
+    ))
+}
+
+/// Polls the log's last sequence number while `/listen`s wait, and tells them when it moved:
+/// how replicas that share a store see each other's events without a bus between them.
+#[derive(Debug)]
+struct LogWatcher {
+    last: watch::Sender<u64>,
+    started: AtomicBool,
+}
+
+impl LogWatcher {
+    /// A receiver that changes when the log grows; starts the polling task on first use. The
+    /// task polls only while receivers exist, and ends with the manager.
+    fn subscribe(
+        self: &Arc<Self>,
+        store: &SharedStore,
+        bus: &Arc<dyn EventBus>,
+    ) -> watch::Receiver<u64> {
+        let rx = self.last.subscribe();
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(watch_log(Arc::downgrade(self), store.clone(), bus.clone()));
+        }
+        rx
+    }
+}
+
+async fn watch_log(watcher: Weak<LogWatcher>, store: SharedStore, bus: Arc<dyn EventBus>) {
+    let mut interval = LOG_POLL_MIN;
+    loop {
+        let Some(w) = watcher.upgrade() else { return };
+        if w.last.receiver_count() == 0 {
+            drop(w);
+            interval = LOG_POLL_MIN;
+            tokio::time::sleep(LOG_POLL_MAX).await;
+            continue;
+        }
+        match store.last_event_sequence().await {
+            Ok(seq) if seq != *w.last.borrow() => {
+                w.last.send_replace(seq);
+                interval = LOG_POLL_MIN;
+            }
+            Ok(_) => interval = (interval * 2).min(LOG_POLL_MAX),
+            Err(e) => {
+                tracing::debug!(error = %e, "log watcher: cannot read the last sequence");
+                interval = LOG_POLL_MAX;
+            }
+        }
+        let pause = if bus.wakes_other_processes() {
+            LOG_POLL_WITH_BUS
+        } else {
+            interval
+        };
+        drop(w);
+        tokio::time::sleep(pause).await;
+    }
 }
 
 impl PubSub {
-    /// A manager over `store`'s log, woken by `bus`.
+    /// A manager over `store`'s log and subscriptions, woken by `bus`.
     pub fn new(
         store: SharedStore,
         bus: Arc<dyn EventBus>,
@@ -90,51 +191,48 @@ impl PubSub {
             bus,
             keep_alive,
             source,
-            subs: Mutex::new(HashMap::new()),
+            confirm_on_send: AtomicBool::new(false),
+            watcher: Arc::new(LogWatcher {
+                last: watch::channel(0).0,
+                started: AtomicBool::new(false),
+            }),
+            known: AtomicUsize::new(0),
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
-        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    /// Deliveries are confirmed when the connection took the whole response
+    /// ([`crate::serve::serve`] tells): called by [`crate::bind`].
+    pub fn confirm_deliveries_on_send(&self) {
+        self.confirm_on_send.store(true, Ordering::Relaxed);
     }
 
-    async fn save(&self, s: &SubState) -> Result<(), ApiError> {
-        let doc = serde_json::to_string(s).map_err(ApiError::internal)?;
-        self.store
-            .kv_set(SUBS_NS, &s.id.to_string(), &doc)
-            .await
-            .map_err(store_err)
+    fn confirming(&self) -> bool {
+        self.confirm_on_send.load(Ordering::Relaxed)
     }
 
-    async fn handle(&self, id: u64) -> Result<Option<Handle>, ApiError> {
-        if let Some(h) = self.cache().get(&id).cloned() {
-            return Ok(Some(h));
-        }
-        let Some(doc) = self
+    /// The record `id` of `user`; 404 when there is none, 403 when it is another user's
+    /// (upstream answered 500 for this client's mistake).
+    async fn owned(&self, id: u64, user: &str) -> Result<SubscriptionRecord, ApiError> {
+        let rec = self
             .store
-            .kv_get(SUBS_NS, &id.to_string())
-            .await
-            .map_err(store_err)?
-        else {
-            return Ok(None);
-        };
-        let state: SubState = serde_json::from_str(&doc).map_err(ApiError::internal)?;
-        let h = Arc::new(tokio::sync::Mutex::new(state));
-        Ok(Some(self.cache().entry(id).or_insert(h).clone()))
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if rec.user != user {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("Subscription {id} not owned by {user}"),
+            ));
+        }
+        Ok(rec)
     }
 
-    /// Another user's subscription: 403 (upstream answered 500 for a client's mistake).
-    fn not_owned(id: u64, user: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("Subscription {id} not owned by {user}"),
-        )
-    }
-
-    fn not_found(id: u64) -> ApiError {
-        ApiError::not_found(format!(
-            "Subscription id not found: 'Subscription {id} not found'"
-        ))
+    /// The record `id` again (after a compare-and-set lost, or a wait); 404 when it is gone.
+    async fn reread(&self, id: u64) -> Result<SubscriptionRecord, ApiError> {
+        self.store
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| not_found(id))
     }
 
     /// `POST /subscribe/{channel}`.
@@ -145,111 +243,131 @@ impl PubSub {
         promiscuous: bool,
         subscriber_id: Option<&str>,
     ) -> Result<SubState, ApiError> {
-        let id = self
-            .store
-            .increment_counter("kernelci-api-pubsub-id")
-            .await
-            .map_err(store_err)?;
         let position = match subscriber_id {
-            Some(sid) => match self.store.get_subscriber(sid).await.map_err(store_err)? {
-                Some(mut state) => {
-                    if state.user != user {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
-                            format!("Subscriber id '{sid}' belongs to another user"),
-                        ));
-                    }
-                    if state.channel != channel || state.promiscuous != promiscuous {
-                        state.channel = channel.to_owned();
-                        state.promiscuous = promiscuous;
-                        self.store
-                            .put_subscriber(state.clone())
-                            .await
-                            .map_err(store_err)?;
-                    }
-                    state.last_event_id
-                }
-                None => {
-                    let last = self.store.last_event_sequence().await.map_err(store_err)?;
-                    let state = SubscriberState {
-                        subscriber_id: sid.to_owned(),
-                        channel: channel.to_owned(),
-                        user: user.to_owned(),
-                        promiscuous,
-                        last_event_id: last,
-                        created_at: Timestamp::now(),
-                        last_poll: None,
-                    };
-                    self.store.put_subscriber(state).await.map_err(store_err)?;
-                    last
-                }
-            },
-            None => self.store.last_event_sequence().await.map_err(store_err)?,
+            Some(sid) => {
+                self.durable_position(sid, channel, user, promiscuous)
+                    .await?
+            }
+            None => self.store.last_event_sequence().await?,
         };
-        let state = SubState {
-            id,
+        let mut record = SubscriptionRecord {
+            id: 0,
             channel: channel.to_owned(),
             user: user.to_owned(),
             promiscuous,
             durable: subscriber_id.map(str::to_owned),
             position,
-            delivered: None,
+            sent: None,
             created: Timestamp::now(),
             last_poll: None,
+            version: 0,
         };
-        self.save(&state).await?;
-        self.cache()
-            .insert(id, Arc::new(tokio::sync::Mutex::new(state.clone())));
-        Ok(state)
+        // The counter hands out each id once on MongoDB; a wire-compatible server that loses
+        // concurrent increments (jongodb, two replicas subscribing at once) can repeat one,
+        // which the insert refuses: take the next.
+        let mut attempts = 0;
+        let stored = loop {
+            attempts += 1;
+            record.id = self
+                .store
+                .increment_counter("kernelci-api-pubsub-id")
+                .await?;
+            match self.store.insert_subscription(record.clone()).await {
+                Err(StoreError::Conflict(_)) if attempts < SUBSCRIBE_ATTEMPTS => {
+                    tracing::debug!(id = record.id, "subscription id taken: the next one");
+                }
+                r => break r?,
+            }
+        };
+        self.known.fetch_add(1, Ordering::Relaxed);
+        Ok(SubState(stored))
     }
 
-    /// `POST /unsubscribe/{id}`. Durable positions are kept.
-    pub async fn unsubscribe(&self, id: u64, user: &str) -> Result<(), ApiError> {
-        let h = self
-            .handle(id)
-            .await?
-            .ok_or_else(|| PubSub::not_found(id))?;
-        let s = h.lock().await;
-        if s.user != user {
-            return Err(PubSub::not_owned(id, user));
+    /// Where the durable subscriber `sid` continues (created at the end of the log when new).
+    async fn durable_position(
+        &self,
+        sid: &str,
+        channel: &str,
+        user: &str,
+        promiscuous: bool,
+    ) -> Result<u64, ApiError> {
+        if let Some(mut state) = self.store.get_subscriber(sid).await? {
+            if state.user != user {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("Subscriber id '{sid}' belongs to another user"),
+                ));
+            }
+            if state.channel != channel || state.promiscuous != promiscuous {
+                state.channel = channel.to_owned();
+                state.promiscuous = promiscuous;
+                self.store.put_subscriber(state.clone()).await?;
+            }
+            return Ok(state.last_event_id);
         }
-        self.store
-            .kv_delete(SUBS_NS, &id.to_string())
+        let last = self.store.last_event_sequence().await?;
+        let state = SubscriberState {
+            subscriber_id: sid.to_owned(),
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            promiscuous,
+            last_event_id: last,
+            created_at: Timestamp::now(),
+            last_poll: None,
+        };
+        self.store.put_subscriber(state).await?;
+        Ok(last)
+    }
+
+    /// `POST /unsubscribe/{id}`: removes the subscription for every replica. Durable positions
+    /// are kept.
+    pub async fn unsubscribe(&self, id: u64, user: &str) -> Result<(), ApiError> {
+        self.owned(id, user).await?;
+        if !self.store.delete_subscription(id, None).await? {
+            return Err(not_found(id));
+        }
+        let _ = self
+            .known
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        // Wake waiting `/listen`s on it (on every replica, with Redis): they answer 404.
+        if let Err(e) = self
+            .bus
+            .publish(SUBSCRIPTIONS_CHANNEL, &id.to_string())
             .await
-            .map_err(store_err)?;
-        drop(s);
-        self.cache().remove(&id);
+        {
+            tracing::debug!(error = %e, id, "unsubscribe notice not sent");
+        }
         Ok(())
     }
 
-    async fn acknowledge(&self, s: &mut SubState, upto: u64) -> Result<(), ApiError> {
-        if upto > s.position {
-            s.position = upto;
-        }
-        if let Some(d) = &s.durable {
-            self.store
-                .ack_subscriber(d, s.position)
-                .await
-                .map_err(store_err)?;
+    /// Moves the durable subscriber of `rec` (if any) to `position` (forward only).
+    async fn ack_durable(&self, rec: &SubscriptionRecord, before: u64) -> Result<(), ApiError> {
+        if let Some(d) = &rec.durable
+            && rec.position > before
+        {
+            self.store.ack_subscriber(d, rec.position).await?;
         }
         Ok(())
     }
 
     /// `POST /ack/{id}` (our extension): acknowledges up to `sequence_id`.
     pub async fn ack(&self, id: u64, user: &str, sequence_id: u64) -> Result<(), ApiError> {
-        let h = self
-            .handle(id)
-            .await?
-            .ok_or_else(|| PubSub::not_found(id))?;
-        let mut s = h.lock().await;
-        if s.user != user {
-            return Err(PubSub::not_owned(id, user));
+        let mut rec = self.owned(id, user).await?;
+        loop {
+            let before = rec.position;
+            let mut next = rec.clone();
+            next.position = next.position.max(sequence_id);
+            if next.sent.is_some_and(|s| s.sequence_id <= next.position) {
+                next.sent = None;
+            }
+            if next == rec {
+                return Ok(());
+            }
+            match self.store.update_subscription(next).await? {
+                Some(stored) => return self.ack_durable(&stored, before).await,
+                None => rec = self.reread(id).await?,
+            }
         }
-        self.acknowledge(&mut s, sequence_id).await?;
-        if s.delivered.is_some_and(|d| d <= s.position) {
-            s.delivered = None;
-        }
-        self.save(&s).await
     }
 
     /// The CloudEvent of a logged event. Its `id` is the UUID v4 logged with the event (or the
@@ -300,129 +418,262 @@ impl PubSub {
         json!({"type": "message", "pattern": null, "channel": channel, "data": event.to_json()})
     }
 
-    /// `GET /listen/{id}`: acknowledges, then waits for the next event (or a BEEP after the
-    /// keep-alive period).
+    /// What an implicit acknowledgement covers: the previous delivery once it is confirmed.
+    /// An unconfirmed one is waited for (up to [`CONFIRM_WAIT`]: its replica may still be
+    /// writing the confirmation); still unconfirmed, it is not acknowledged and will be sent
+    /// again. `rec` is refreshed while waiting.
+    async fn implicit_ack(&self, rec: &mut SubscriptionRecord) -> Result<Option<u64>, ApiError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match rec.sent {
+                None => return Ok(None),
+                Some(Delivery {
+                    sequence_id,
+                    confirmed: true,
+                }) => return Ok(Some(sequence_id)),
+                Some(Delivery { sequence_id, .. }) => {
+                    if started.elapsed() >= CONFIRM_WAIT {
+                        tracing::debug!(
+                            id = rec.id,
+                            sequence_id,
+                            "the previous delivery was never confirmed: sending it again"
+                        );
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                    *rec = self.reread(rec.id).await?;
+                }
+            }
+        }
+    }
+
+    /// `GET /listen/{id}`: acknowledges (see the module documentation), then returns the next
+    /// event, or a BEEP after the keep-alive period.
     pub async fn listen(
         &self,
         id: u64,
         user: &str,
         acknowledge: Option<u64>,
-    ) -> Result<Value, ApiError> {
-        let h = self
-            .handle(id)
-            .await?
-            .ok_or_else(|| PubSub::not_found(id))?;
-        // The subscription is locked only to read or move its position, never while waiting:
-        // `/unsubscribe`, `/ack` and `/stats/subscriptions` must not wait for a long-poll.
-        let (channel, filter) = {
-            let mut s = h.lock().await;
-            if s.user != user {
-                return Err(PubSub::not_owned(id, user));
-            }
-            match acknowledge {
-                Some(n) => self.acknowledge(&mut s, n).await?,
-                None => {
-                    if let Some(d) = s.delivered {
-                        self.acknowledge(&mut s, d).await?;
-                    }
-                }
-            }
-            s.delivered = None;
-            s.last_poll = Some(Timestamp::now());
-            let filter = EventFilter {
-                channel: Some(s.channel.clone()),
-                owner: if s.promiscuous {
-                    None
-                } else {
-                    Some(s.user.clone())
-                },
-            };
-            (s.channel.clone(), filter)
+    ) -> Result<Listened, ApiError> {
+        let mut rec = self.owned(id, user).await?;
+        let acked = match acknowledge {
+            Some(n) => n,
+            None => self.implicit_ack(&mut rec).await?.unwrap_or(0),
         };
-        // Subscribe to wake-ups before reading the log, so nothing slips in between.
-        let mut wakeups = self.bus.subscribe(&[channel.as_str()]).await.ok();
+        let channel = rec.channel.clone();
+        let filter = EventFilter {
+            channel: Some(rec.channel.clone()),
+            owner: (!rec.promiscuous).then(|| rec.user.clone()),
+        };
+        // Listen for wake-ups before reading the log, so nothing slips in between.
+        let mut wakeups = self
+            .bus
+            .subscribe(&[channel.as_str(), SUBSCRIPTIONS_CHANNEL])
+            .await
+            .ok();
+        let mut log = self.watcher.subscribe(&self.store, &self.bus);
         let deadline = self.keep_alive.map(|k| Instant::now() + k);
+        let mut settled = false;
+        let mut lease = Instant::now();
         loop {
-            let wait = {
-                let mut s = h.lock().await;
-                if !self.cache().contains_key(&id) {
-                    // Unsubscribed (or cleaned up) while we waited.
-                    return Err(PubSub::not_found(id));
-                }
-                s.last_poll = Some(Timestamp::now());
-                let next = self
-                    .store
-                    .events_after(s.position, &filter, 1)
-                    .await
-                    .map_err(store_err)?;
-                if let Some(e) = next.into_iter().next() {
-                    s.delivered = Some(e.sequence_id);
-                    self.save(&s).await?;
-                    return Ok(PubSub::message(&channel, &self.cloud_event(&e)));
-                }
-                match deadline {
-                    Some(d) => {
-                        let now = Instant::now();
-                        if now >= d {
-                            self.save(&s).await?;
-                            let beep = CloudEvent::beep().with_source(self.source.clone());
-                            return Ok(PubSub::message(&channel, &beep));
-                        }
-                        POLL.min(d - now)
+            let before = rec.position;
+            let position = before.max(acked);
+            let next = self.store.events_after(position, &filter, 1).await?;
+            if let Some(e) = next.into_iter().next() {
+                let mut sending = rec.clone();
+                sending.position = position;
+                sending.sent = Some(Delivery {
+                    sequence_id: e.sequence_id,
+                    confirmed: !self.confirming(),
+                });
+                sending.last_poll = Some(Timestamp::now());
+                match self.store.update_subscription(sending).await? {
+                    Some(stored) => {
+                        self.ack_durable(&stored, before).await?;
+                        let receipt = self.confirming().then(|| self.confirm_later(stored));
+                        return Ok(Listened {
+                            message: PubSub::message(&channel, &self.cloud_event(&e)),
+                            receipt,
+                        });
                     }
-                    None => POLL,
-                }
-            };
-            match wakeups.as_mut() {
-                Some(w) => match w.recv_timeout(wait).await {
-                    Ok(Some(Wakeup::Message { .. })) | Ok(Some(_)) | Ok(None) => {}
-                    Err(_) => {
-                        wakeups = None;
-                        tokio::time::sleep(wait).await;
+                    // Changed meanwhile (an ack, another replica): decide again.
+                    None => {
+                        rec = self.reread(id).await?;
+                        continue;
                     }
-                },
-                None => {
-                    tokio::time::sleep(wait).await;
-                    wakeups = self.bus.subscribe(&[channel.as_str()]).await.ok();
                 }
+            }
+            if !settled || lease.elapsed() >= LEASE_RENEW {
+                // Nothing to send yet: store the acknowledgement and the poll time (the lease).
+                let mut waiting = rec.clone();
+                waiting.position = position;
+                waiting.sent = None;
+                waiting.last_poll = Some(Timestamp::now());
+                match self.store.update_subscription(waiting).await? {
+                    Some(stored) => {
+                        // (`rec` is read again after the wait.)
+                        self.ack_durable(&stored, before).await?;
+                        settled = true;
+                        lease = Instant::now();
+                    }
+                    None => {
+                        rec = self.reread(id).await?;
+                        continue;
+                    }
+                }
+            }
+            let mut wait = LEASE_RENEW.saturating_sub(lease.elapsed());
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    let beep = CloudEvent::beep().with_source(self.source.clone());
+                    return Ok(Listened {
+                        message: PubSub::message(&channel, &beep),
+                        receipt: None,
+                    });
+                }
+                wait = wait.min(d - now);
+            }
+            // After an event wake-up the record is not read again: the compare-and-set of a
+            // delivery fails if it changed (or went away), and then it is.
+            if self.wait(&mut wakeups, &mut log, &channel, id, wait).await {
+                rec = self.reread(id).await?;
             }
         }
     }
 
-    /// The subscriptions this process serves (`/stats/subscriptions`).
-    pub async fn stats(&self) -> Vec<Value> {
-        let handles: Vec<Handle> = self.cache().values().cloned().collect();
-        let mut out = Vec::new();
-        for h in handles {
-            let s = h.lock().await;
-            out.push(json!({
-                "id": s.id, "channel": s.channel, "user": s.user, "promiscuous": s.promiscuous,
-                "created": s.created, "last_poll": s.last_poll,
-            }));
+    /// Waits up to `wait` for a wake-up from the bus or the log watcher. Returns whether the
+    /// subscription record should be read again (an unsubscribe notice for it, missed
+    /// wake-ups, or the time is up).
+    async fn wait(
+        &self,
+        wakeups: &mut Option<kernelci::events::Wakeups>,
+        log: &mut watch::Receiver<u64>,
+        channel: &str,
+        id: u64,
+        wait: Duration,
+    ) -> bool {
+        let bus = async {
+            match wakeups.as_mut() {
+                Some(w) => match w.recv_timeout(wait).await {
+                    // An unsubscribe notice: the id, which the bus reads as a number.
+                    Ok(Some(Wakeup::Event {
+                        channel,
+                        sequence_id,
+                    })) if &*channel == SUBSCRIPTIONS_CHANNEL => {
+                        u64::try_from(sequence_id).ok() == Some(id)
+                    }
+                    Ok(Some(Wakeup::Message { channel, payload }))
+                        if &*channel == SUBSCRIPTIONS_CHANNEL =>
+                    {
+                        payload.parse::<u64>().ok() == Some(id)
+                    }
+                    Ok(Some(Wakeup::Missed)) | Ok(None) => true,
+                    Ok(Some(_)) => false,
+                    Err(_) => {
+                        // The bus failed: the log watcher (and the timeout) still wake us.
+                        *wakeups = None;
+                        std::future::pending::<bool>().await
+                    }
+                },
+                None => std::future::pending::<bool>().await,
+            }
+        };
+        let reread = tokio::select! {
+            reread = bus => reread,
+            _ = log.changed() => false,
+            () = tokio::time::sleep(wait) => true,
+        };
+        if wakeups.is_none() {
+            *wakeups = self
+                .bus
+                .subscribe(&[channel, SUBSCRIPTIONS_CHANNEL])
+                .await
+                .ok();
         }
-        out.sort_by_key(|v| v["id"].as_u64());
-        out
+        reread
+    }
+
+    /// A receipt for the delivery recorded in `sent`: once the connection took the whole
+    /// response, the delivery is marked confirmed; if the response never left whole, the
+    /// delivery is withdrawn (the next `/listen` sends the event again without waiting).
+    fn confirm_later(&self, sent: SubscriptionRecord) -> SendReceipt {
+        let (receipt, answer) = SendReceipt::new();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let delivered = answer.await.unwrap_or(false);
+            let Some(Delivery { sequence_id, .. }) = sent.sent else {
+                return;
+            };
+            let mut rec = sent;
+            // A few rounds: only a concurrent change of the same record makes one lose.
+            for _ in 0..8 {
+                if rec.sent.map(|s| s.sequence_id) != Some(sequence_id)
+                    || rec.sent.is_some_and(|s| s.confirmed)
+                {
+                    return;
+                }
+                let mut next = rec.clone();
+                next.sent = delivered.then_some(Delivery {
+                    sequence_id,
+                    confirmed: true,
+                });
+                match store.update_subscription(next).await {
+                    Ok(Some(_)) => return,
+                    Ok(None) => match store.get_subscription(rec.id).await {
+                        Ok(Some(r)) => rec = r,
+                        _ => return,
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, id = rec.id, "cannot confirm a delivery; it will be sent again");
+                        return;
+                    }
+                }
+            }
+        });
+        receipt
+    }
+
+    /// Every stored subscription, every replica's (`/stats/subscriptions`).
+    pub async fn stats(&self) -> Result<Vec<Value>, ApiError> {
+        let all = self.store.list_subscriptions().await?;
+        self.known.store(all.len(), Ordering::Relaxed);
+        Ok(all
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id, "channel": s.channel, "user": s.user, "promiscuous": s.promiscuous,
+                    "created": s.created, "last_poll": s.last_poll,
+                })
+            })
+            .collect())
     }
 
     /// Removes subscriptions not polled (or, never polled, not used since creation) for
-    /// [`STALE_AFTER`]. Returns how many were removed.
+    /// `max_idle`, each only if unchanged since it was read (a replica serving it renews
+    /// `last_poll`). Returns how many were removed.
     pub async fn cleanup_stale(&self, max_idle: Duration) -> usize {
-        let handles: Vec<(u64, Handle)> =
-            self.cache().iter().map(|(k, v)| (*k, v.clone())).collect();
-        let now = Timestamp::now();
+        let all = match self.store.list_subscriptions().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "stale subscription sweep: cannot list subscriptions");
+                return 0;
+            }
+        };
+        let now = Timestamp::now().micros();
+        let limit = i64::try_from(max_idle.as_micros()).unwrap_or(i64::MAX);
         let mut removed = 0;
-        for (id, h) in handles {
-            let Ok(s) = h.try_lock() else { continue };
+        for s in &all {
             let last = s.last_poll.unwrap_or(s.created);
-            let idle = now.micros().saturating_sub(last.micros());
-            if idle > i64::try_from(max_idle.as_micros()).unwrap_or(i64::MAX) {
-                drop(s);
-                if self.store.kv_delete(SUBS_NS, &id.to_string()).await.is_ok() {
-                    self.cache().remove(&id);
-                    removed += 1;
-                }
+            if now.saturating_sub(last.micros()) > limit
+                && let Ok(true) = self.store.delete_subscription(s.id, Some(s.version)).await
+            {
+                removed += 1;
             }
         }
+        self.known.store(all.len() - removed, Ordering::Relaxed);
         removed
     }
 
@@ -435,12 +686,13 @@ impl PubSub {
         }
     }
 
-    /// How many subscriptions this process holds.
+    /// How many subscriptions the store held when last counted (the sweep counts every
+    /// minute; this process's subscribes and unsubscribes count at once).
     pub fn len(&self) -> usize {
-        self.cache().len()
+        self.known.load(Ordering::Relaxed)
     }
 
-    /// Whether this process holds no subscription.
+    /// Whether [`PubSub::len`] is zero.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

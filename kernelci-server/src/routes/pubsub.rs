@@ -59,8 +59,10 @@ pub async fn listen(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
             )
         })?),
     };
-    let msg = app.pubsub.listen(id, &user.username, ack).await?;
-    ok(msg)
+    app.pubsub
+        .listen(id, &user.username, ack)
+        .await?
+        .into_response()
 }
 
 /// `POST /ack/{id}` with `{"sequence_id": N}` (our extension).
@@ -264,5 +266,5 @@ pub async fn pop(app: &App, req: &Request, list: &str) -> Result<Response, ApiEr
 /// `GET /stats/subscriptions`.
 pub async fn stats(app: &App, req: &Request) -> Result<Response, ApiError> {
     app.auth.superuser(req).await?;
-    ok(json!(app.pubsub.stats().await))
+    ok(json!(app.pubsub.stats().await?))
 }

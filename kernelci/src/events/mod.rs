@@ -262,6 +262,15 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), EventError> {
         Ok(())
     }
+
+    /// Whether wake-ups reach other processes right now (a shared backend, connected): then
+    /// a server replica learns of events appended by other replicas from the bus, and its
+    /// listeners need to poll the log only as a safety net. `false` (the default, and
+    /// [`LocalBus`]) means wake-ups stay in this process: replicas sharing a store must poll
+    /// its log to see each other's events.
+    fn wakes_other_processes(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -283,6 +292,9 @@ impl<B: EventBus + ?Sized> EventBus for Arc<B> {
     }
     async fn ping(&self) -> Result<(), EventError> {
         (**self).ping().await
+    }
+    fn wakes_other_processes(&self) -> bool {
+        (**self).wakes_other_processes()
     }
 }
 

@@ -450,6 +450,11 @@ impl EventBus for RedisBus {
         rx.await.map_err(|_| EventError::Closed)?
     }
 
+    /// While the pub/sub connection is up: every replica on this Redis hears every wake-up.
+    fn wakes_other_processes(&self) -> bool {
+        self.is_connected()
+    }
+
     async fn ping(&self) -> Result<(), EventError> {
         let mut conn = self.inner.commands.clone();
         bounded(

@@ -52,8 +52,9 @@ pub use results::{
     NodeGroup, ResultCategory, ResultCounts, ResultGroup, StatusCounts, StatusGroup,
 };
 pub use types::{
-    Cursor, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeUpdate, NodeWrite, Sort,
-    StoredEvent, SubscriberState, TelemetryGroup, TelemetryQuery, UpdateRule, node_json,
+    Cursor, Delivery, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeUpdate,
+    NodeWrite, Sort, StoredEvent, SubscriberState, SubscriptionRecord, TelemetryGroup,
+    TelemetryQuery, UpdateRule, node_json,
 };
 
 use async_trait::async_trait;
@@ -197,10 +198,15 @@ pub trait KvStore: Send + Sync + 'static {
 }
 
 /// The event log: events with a per-store sequence number that only grows, read after a
-/// position, removed by retention; shared counters; and the positions of durable subscribers.
+/// position, removed by retention; shared counters; the positions of durable subscribers; and
+/// the subscriptions every server replica serves.
 ///
 /// Node writes append their events through [`NodeStore`], in the node write's transaction;
 /// [`EventLog::append_events`] appends other events (`/publish`).
+///
+/// Subscriptions are the one source of truth for `/listen` on any replica: each change is a
+/// compare-and-set on the record's version, a delete can be made conditional on it (the
+/// stale sweep), and every replica sees the same records.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
@@ -252,6 +258,34 @@ pub trait EventLog: Send + Sync + 'static {
     /// Moves a subscriber's acknowledged position forward to `sequence_id` (never backwards)
     /// and stamps `last_poll`. `NotFound` when the subscriber does not exist.
     async fn ack_subscriber(&self, subscriber_id: &str, sequence_id: u64) -> StoreResult<()>;
+
+    // ----- subscriptions (shared by every replica, compare-and-set) -----
+
+    /// Stores a new subscription with version 1 (whatever `record.version` says) and returns
+    /// it as stored. An id already stored is a `Conflict`.
+    async fn insert_subscription(
+        &self,
+        record: SubscriptionRecord,
+    ) -> StoreResult<SubscriptionRecord>;
+
+    /// The subscription with this id.
+    async fn get_subscription(&self, id: u64) -> StoreResult<Option<SubscriptionRecord>>;
+
+    /// Compare-and-set: replaces the stored subscription `record.id` by `record`, with the
+    /// version one above `record.version`, only if the stored version is still
+    /// `record.version`. Returns the record as stored, or `None` when another writer changed
+    /// or removed it in between (read it again and decide again).
+    async fn update_subscription(
+        &self,
+        record: SubscriptionRecord,
+    ) -> StoreResult<Option<SubscriptionRecord>>;
+
+    /// Removes the subscription `id`; with `version`, only if it still has that version
+    /// (delete-if-unchanged). Returns whether it was removed.
+    async fn delete_subscription(&self, id: u64, version: Option<u64>) -> StoreResult<bool>;
+
+    /// Every stored subscription, by id.
+    async fn list_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>>;
 }
 
 /// Telemetry events (upstream collection `telemetry`): runtime errors, job and test results,

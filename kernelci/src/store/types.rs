@@ -204,6 +204,51 @@ pub struct SubscriberState {
     pub last_poll: Option<Timestamp>,
 }
 
+/// A subscription (`/subscribe`) as the store keeps it, shared by every server replica: who
+/// listens to what, how far the listener acknowledged, and what was last sent to it.
+///
+/// Every change is a compare-and-set on [`SubscriptionRecord::version`]
+/// ([`EventLog::update_subscription`](super::EventLog::update_subscription)), so two replicas
+/// serving the same subscription never overwrite each other's changes, and a removed
+/// subscription stays removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// The subscription id (`/listen/{id}`), from the counter `kernelci-api-pubsub-id`.
+    pub id: u64,
+    /// The channel.
+    pub channel: String,
+    /// The owner's username.
+    pub user: String,
+    /// Receives every owner's events.
+    pub promiscuous: bool,
+    /// The durable subscriber id, if any (its position is also kept as a
+    /// [`SubscriberState`]).
+    pub durable: Option<String>,
+    /// The last sequence number the listener acknowledged.
+    pub position: u64,
+    /// The event last sent to the listener and not acknowledged yet.
+    pub sent: Option<Delivery>,
+    /// When it was made.
+    pub created: Timestamp,
+    /// When a replica last served it (a `/listen` began, or a waiting `/listen` renewed its
+    /// lease): the stale-subscription sweep goes by this.
+    pub last_poll: Option<Timestamp>,
+    /// Grows by one with every stored change; the compare-and-set token. A new record is
+    /// stored with version 1.
+    pub version: u64,
+}
+
+/// An event sent to a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The event's sequence number.
+    pub sequence_id: u64,
+    /// Whether the whole response was handed to the connection. Only a confirmed delivery is
+    /// acknowledged implicitly (by the next `/listen` without `acknowledge`); an unconfirmed
+    /// one (the replica died, or the client went away, while sending) is sent again.
+    pub confirmed: bool,
+}
+
 /// Which telemetry documents a read selects: those `filter` matches (evaluated on the stored
 /// document) with `ts` in `[since, until]`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -5,6 +5,7 @@
 //!   ...) started on free loopback ports for tests and stopped by pid when dropped.
 //! - [`sshd`] (feature `ssh`): a real OpenSSH daemon with generated keys.
 //! - [`redis`]: a real `redis-server` that tests can kill and restart.
+//! - [`haproxy`]: a real HAProxy balancing every request round robin over server replicas.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) whose received messages tests can read.
 //! - [`s3`] (feature `s3`): moto, an S3-compatible server; [`azure`] (feature `azure`):
 //!   Azurite, the Azure Blob emulator; [`cloud`]: what their tests share and a fault-injecting
@@ -21,6 +22,7 @@ pub mod bus;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub mod cloud;
 pub mod docker;
+pub mod haproxy;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 pub mod peers;

@@ -231,6 +231,13 @@ pub const KCI: Peer = Peer {
     install: Install::Command("cargo build -p kernelci-bins --bin kci"),
     installed_by_scripts_test: true,
 };
+/// HAProxy, the load balancer in front of the server replicas (the scale-out tests).
+pub const HAPROXY: Peer = Peer {
+    name: "haproxy",
+    program: "haproxy",
+    install: Install::Apt("haproxy"),
+    installed_by_scripts_test: true,
+};
 /// A real LAVA lab (the opt-in real-LAVA tests, run by `scripts/reliability`).
 pub const LAVA: Peer = Peer {
     name: "lava",
@@ -242,7 +249,7 @@ pub const LAVA: Peer = Peer {
 /// Every test peer, once: the names `KCI_ALLOW_MISSING` accepts come from here.
 pub const PEERS: &[Peer] = &[
     REDIS, SSHD, DOCKER, JONGODB, NX_27017, MOTO, AZURITE, KCIDB_IO, SMTP, CHROMIUM, PYTHON3, GIT,
-    MAKE, KCI, LAVA,
+    MAKE, KCI, HAPROXY, LAVA,
 ];
 
 /// The environment variable that lets listed peers be missing.

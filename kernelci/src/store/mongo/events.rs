@@ -1,5 +1,7 @@
 //! [`EventLog`] on MongoDB: collection `eventhistory` (upstream's shape), the sequence and the
-//! retention point in `counters`, durable subscriber positions in `subscriber_state`.
+//! retention point in `counters`, durable subscriber positions in `subscriber_state`,
+//! subscriptions in `subscription` (each change a single-document compare-and-set on
+//! `version`: no transaction, atomic on any MongoDB).
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -15,8 +17,88 @@ use super::{
 use crate::models::Timestamp;
 use crate::query::Filter;
 use crate::store::{
-    Entity, EventFilter, EventLog, NewEvent, StoreError, StoreResult, StoredEvent, SubscriberState,
+    Conflict, Delivery, Entity, EventFilter, EventLog, NewEvent, StoreError, StoreResult,
+    StoredEvent, SubscriberState, SubscriptionRecord,
 };
+
+/// A subscription as stored (`_id` the id; integers as `Int64`, times as datetimes).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SubscriptionDoc {
+    #[serde(rename = "_id")]
+    id: i64,
+    version: i64,
+    channel: String,
+    user: String,
+    promiscuous: bool,
+    durable: Option<String>,
+    position: i64,
+    sent: Option<SentDoc>,
+    created: mongodb::bson::DateTime,
+    last_poll: Option<mongodb::bson::DateTime>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SentDoc {
+    sequence_id: i64,
+    confirmed: bool,
+}
+
+fn int(v: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} {v} too large")))
+}
+
+fn subscription_doc(r: &SubscriptionRecord) -> StoreResult<Document> {
+    let d = SubscriptionDoc {
+        id: int(r.id, "subscription id")?,
+        version: int(r.version, "version")?,
+        channel: r.channel.clone(),
+        user: r.user.clone(),
+        promiscuous: r.promiscuous,
+        durable: r.durable.clone(),
+        position: int(r.position, "position")?,
+        sent: r
+            .sent
+            .map(|s| {
+                Ok::<_, StoreError>(SentDoc {
+                    sequence_id: int(s.sequence_id, "sequence id")?,
+                    confirmed: s.confirmed,
+                })
+            })
+            .transpose()?,
+        created: convert::datetime(r.created),
+        last_poll: r.last_poll.map(convert::datetime),
+    };
+    mongodb::bson::to_document(&d).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn decode_subscription(d: Document) -> StoreResult<SubscriptionRecord> {
+    let d: SubscriptionDoc =
+        mongodb::bson::from_document(d).map_err(|e| corrupt("subscription", e))?;
+    let uint = |v: i64| u64::try_from(v).map_err(|_| corrupt("subscription", "negative number"));
+    let time = |t: mongodb::bson::DateTime| {
+        convert::from_datetime(t).ok_or_else(|| corrupt("subscription", "bad time"))
+    };
+    Ok(SubscriptionRecord {
+        id: uint(d.id)?,
+        channel: d.channel,
+        user: d.user,
+        promiscuous: d.promiscuous,
+        durable: d.durable,
+        position: uint(d.position)?,
+        sent: d
+            .sent
+            .map(|s| {
+                Ok::<_, StoreError>(Delivery {
+                    sequence_id: uint(s.sequence_id)?,
+                    confirmed: s.confirmed,
+                })
+            })
+            .transpose()?,
+        created: time(d.created)?,
+        last_poll: d.last_poll.map(time).transpose()?,
+        version: uint(d.version)?,
+    })
+}
 
 fn event_doc(e: &StoredEvent) -> Document {
     let mut d = doc! {
@@ -94,7 +176,7 @@ impl Tx {
             None => action.await,
         };
         let last = as_u64(
-            r.map_err(|e| self.fail("next event sequence", e))?
+            r.map_err(|e| self.fail_sequence("next event sequence", e))?
                 .as_ref()
                 .and_then(|d| d.get("seq")),
         );
@@ -114,13 +196,49 @@ impl Tx {
             .map(|(e, sequence_id)| e.stored(sequence_id, now))
             .collect();
         let docs: Vec<Document> = stored.iter().map(event_doc).collect();
+        if self.witness.is_none() {
+            self.witness = docs.first().and_then(|d| d.get("_id")).cloned();
+        }
         let evs = self.inner.events.clone();
         let r = match self.session.as_mut() {
             Some(s) => evs.insert_many(docs).session(s).await,
             None => evs.insert_many(docs).await,
         };
-        r.map_err(|e| self.fail("append events", e))?;
+        r.map_err(|e| self.fail_sequence("append events", e))?;
         Ok(stored)
+    }
+}
+
+impl MongoStore {
+    /// `EventsPurged` when events after `after` were removed by retention.
+    async fn check_retention(&self, after: u64) -> StoreResult<()> {
+        let last = self.counter(SEQ_ID).await?;
+        if after >= last {
+            // Nothing was ever appended after `after`: nothing to have lost.
+            return Ok(());
+        }
+        let purged = self.counter(PURGED_ID).await?;
+        // Retention by the TTL index leaves no mark: the oldest event kept tells.
+        let oldest = self
+            .inner
+            .events
+            .find_one(doc! {})
+            .sort(doc! { "sequence_id": 1 })
+            .await
+            .map_err(|e| mongo_err("read events", e))?
+            .map(|d| as_u64(d.get("sequence_id")));
+        let below_oldest = match oldest {
+            Some(o) => o.saturating_sub(1),
+            None => last,
+        };
+        let boundary = purged.max(below_oldest);
+        if after < boundary {
+            return Err(StoreError::EventsPurged {
+                requested: after,
+                oldest: boundary + 1,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -141,27 +259,6 @@ impl EventLog for MongoStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
         self.read(async {
-            let purged = self.counter(PURGED_ID).await?;
-            // Retention by the TTL index leaves no mark: the oldest event kept tells.
-            let oldest = self
-                .inner
-                .events
-                .find_one(doc! {})
-                .sort(doc! { "sequence_id": 1 })
-                .await
-                .map_err(|e| mongo_err("read events", e))?
-                .map(|d| as_u64(d.get("sequence_id")));
-            let below_oldest = match oldest {
-                Some(o) => o.saturating_sub(1),
-                None => self.counter(SEQ_ID).await?,
-            };
-            let boundary = purged.max(below_oldest);
-            if after < boundary {
-                return Err(StoreError::EventsPurged {
-                    requested: after,
-                    oldest: boundary + 1,
-                });
-            }
             let mut f = doc! { "sequence_id": { "$gt": i64::try_from(after).unwrap_or(i64::MAX) } };
             if let Some(ch) = &filter.channel {
                 f.insert("channel", ch.clone());
@@ -182,7 +279,17 @@ impl EventLog for MongoStore {
                 .try_collect()
                 .await
                 .map_err(|e| mongo_err("read events", e))?;
-            docs.iter().map(decode_event).collect()
+            let events = docs
+                .iter()
+                .map(decode_event)
+                .collect::<StoreResult<Vec<_>>>()?;
+            // The next event right after `after` proves nothing between was purged; otherwise
+            // check the retention point (read after the events: a purge that ran before
+            // the read is seen, one after it did not touch what was read).
+            if events.first().is_none_or(|e| e.sequence_id != after + 1) {
+                self.check_retention(after).await?;
+            }
+            Ok(events)
         })
         .await
     }
@@ -328,5 +435,88 @@ impl EventLog for MongoStore {
             return Err(StoreError::not_found(Entity::Subscriber, subscriber_id));
         }
         Ok(())
+    }
+
+    async fn insert_subscription(
+        &self,
+        mut record: SubscriptionRecord,
+    ) -> StoreResult<SubscriptionRecord> {
+        record.version = 1;
+        let d = subscription_doc(&record)?;
+        match self.inner.subscriptions.insert_one(d).await {
+            Ok(_) => Ok(record),
+            Err(e) => Err(match mongo_err("insert subscription", e) {
+                StoreError::Conflict(_) => StoreError::Conflict(Conflict::Other(format!(
+                    "subscription {} exists",
+                    record.id
+                ))),
+                other => other,
+            }),
+        }
+    }
+
+    async fn get_subscription(&self, id: u64) -> StoreResult<Option<SubscriptionRecord>> {
+        let id = int(id, "subscription id")?;
+        let d = self
+            .read(async {
+                self.inner
+                    .subscriptions
+                    .find_one(doc! { "_id": id })
+                    .await
+                    .map_err(|e| mongo_err("get subscription", e))
+            })
+            .await?;
+        d.map(decode_subscription).transpose()
+    }
+
+    async fn update_subscription(
+        &self,
+        mut record: SubscriptionRecord,
+    ) -> StoreResult<Option<SubscriptionRecord>> {
+        let id = int(record.id, "subscription id")?;
+        let expected = int(record.version, "version")?;
+        record.version += 1;
+        let d = subscription_doc(&record)?;
+        // One document, matched on its version: atomic without a transaction.
+        let r = self
+            .inner
+            .subscriptions
+            .replace_one(doc! { "_id": id, "version": expected }, d)
+            .await
+            .map_err(|e| mongo_err("update subscription", e))?;
+        Ok((r.matched_count == 1).then_some(record))
+    }
+
+    async fn delete_subscription(&self, id: u64, version: Option<u64>) -> StoreResult<bool> {
+        let mut filter = doc! { "_id": int(id, "subscription id")? };
+        if let Some(v) = version {
+            filter.insert("version", int(v, "version")?);
+        }
+        let r = self
+            .inner
+            .subscriptions
+            .delete_one(filter)
+            .await
+            .map_err(|e| mongo_err("delete subscription", e))?;
+        Ok(r.deleted_count == 1)
+    }
+
+    async fn list_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>> {
+        let docs: Vec<Document> = self
+            .read(async {
+                let c = self
+                    .inner
+                    .subscriptions
+                    .find(doc! {})
+                    .sort(doc! { "_id": 1 })
+                    .max_time(self.inner.query_timeout)
+                    .await
+                    .map_err(|e| mongo_err("list subscriptions", e))?;
+                c.try_collect()
+                    .await
+                    .map_err(|e| mongo_err("list subscriptions", e))
+            })
+            .await?;
+        docs.into_iter().map(decode_subscription).collect()
     }
 }

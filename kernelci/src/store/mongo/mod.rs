@@ -14,6 +14,7 @@
 //! | `eventhistory` | `{_id, timestamp, sequence_id, channel, owner, data}` (+ `attributes` when given) |
 //! | `telemetry` | upstream's telemetry events (`ts` a BSON datetime) |
 //! | `subscriber_state` | `{subscriber_id, channel, user, promiscuous, last_event_id, created_at, last_poll}` |
+//! | `subscription` | `{_id: id, version, channel, user, promiscuous, durable, position, sent: {sequence_id, confirmed}, created, last_poll}` (the subscriptions every replica serves; upstream keeps them in each process's memory) |
 //! | `kv` | `{namespace, key, value}` (upstream keeps these in Redis) |
 //! | `counters` | `{_id: "event_seq", seq}` the event sequence, `{_id: "event_purged_through", seq}` the retention point (upstream keeps the sequence in Redis; at start-up the counter is raised to the highest `sequence_id` already stored) |
 //!
@@ -59,6 +60,7 @@ mod convert;
 mod events;
 mod indexes;
 mod kv;
+mod lock;
 mod nodes;
 mod results;
 mod telemetry;
@@ -131,10 +133,35 @@ struct Inner {
     groups: Collection<Document>,
     events: Collection<Document>,
     subscribers: Collection<Document>,
+    subscriptions: Collection<Document>,
     kv: Collection<Document>,
     counters: Collection<Document>,
     transactions: bool,
     query_timeout: Duration,
+    /// This store's name in the append lease (see [`lock`]).
+    holder: String,
+}
+
+impl Inner {
+    /// The collections of `config.database` through `client`; transactions off until probed.
+    fn new(client: Client, config: &MongoConfig) -> Inner {
+        let db = client.database(&config.database);
+        Inner {
+            nodes: db.collection("node"),
+            users: db.collection("user"),
+            groups: db.collection("usergroup"),
+            events: db.collection("eventhistory"),
+            subscribers: db.collection("subscriber_state"),
+            subscriptions: db.collection("subscription"),
+            kv: db.collection("kv"),
+            counters: db.collection("counters"),
+            transactions: false,
+            query_timeout: config.query_timeout,
+            holder: lock::holder_name(),
+            client,
+            db,
+        }
+    }
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -164,6 +191,7 @@ fn write_error_code(e: &mongodb::error::Error) -> Option<i32> {
 pub(crate) fn mongo_err(what: &str, e: mongodb::error::Error) -> StoreError {
     use mongodb::error::ErrorKind;
     let code = write_error_code(&e);
+    tracing::debug!(what, error = %e, "MongoDB error");
     match (&*e.kind, code) {
         (_, Some(11000 | 11001)) => {
             StoreError::Conflict(Conflict::Other(format!("{what}: duplicate key")))
@@ -188,21 +216,27 @@ pub(crate) fn mongo_err(what: &str, e: mongodb::error::Error) -> StoreError {
     }
 }
 
-/// Whether a transaction failing with `e` may be retried as a whole. Genuine MongoDB labels
-/// write conflicts `TransientTransactionError`; some wire-compatible servers only give the code
-/// (112, WriteConflict).
-/// A lost connection is not retried here: it surfaces as `Unavailable` at once.
-fn is_transient(e: &mongodb::error::Error) -> bool {
+/// Whether `e` says the server could not be reached (rather than that it refused something).
+fn is_network(e: &mongodb::error::Error) -> bool {
     use mongodb::error::ErrorKind;
-    let network = matches!(
+    matches!(
         &*e.kind,
         ErrorKind::Io(_)
             | ErrorKind::ServerSelection { .. }
             | ErrorKind::ConnectionPoolCleared { .. }
             | ErrorKind::DnsResolve { .. }
             | ErrorKind::Shutdown
-    );
-    !network && (e.contains_label("TransientTransactionError") || write_error_code(e) == Some(112))
+    )
+}
+
+/// Whether a transaction failing with `e` may be retried as a whole. Genuine MongoDB labels
+/// write conflicts `TransientTransactionError`; some wire-compatible servers only give the code
+/// (112, WriteConflict).
+/// A lost connection is not retried here: it surfaces as `Unavailable` at once (a commit whose
+/// outcome it left unknown is resolved in [`run_transaction`]).
+fn is_transient(e: &mongodb::error::Error) -> bool {
+    !is_network(e)
+        && (e.contains_label("TransientTransactionError") || write_error_code(e) == Some(112))
 }
 
 /// Raises the counter `id` to at least `value` (`$max` without `$max`, which some
@@ -250,11 +284,16 @@ fn as_u64(b: Option<&Bson>) -> u64 {
 struct Tx {
     inner: Arc<Inner>,
     session: Option<ClientSession>,
-    /// A driver error carried a `TransientTransactionError` label: the whole write may be
-    /// retried.
+    /// A driver error carried a `TransientTransactionError` label (or was another conflict
+    /// with a concurrent transaction): the whole write may be retried.
     transient: bool,
+    /// The last driver error said the server could not be reached.
+    network: bool,
     /// Node ids inserted so far (undone on failure without transactions).
     inserted: Vec<Bson>,
+    /// The `_id` of the first event document this write appended: present after a commit
+    /// exactly when the transaction committed (see [`commit_outcome`]).
+    witness: Option<Bson>,
 }
 
 impl Tx {
@@ -262,7 +301,20 @@ impl Tx {
         if self.session.is_some() && is_transient(&e) {
             self.transient = true;
         }
+        self.network = is_network(&e);
         mongo_err(what, e)
+    }
+
+    /// Like [`Tx::fail`], for the writes of the event sequence: inside a transaction a
+    /// duplicate key there (a `sequence_id`, or the counter's upsert) means a concurrent
+    /// transaction took the same number. Genuine MongoDB reports that race as a write
+    /// conflict on the counter; jongodb lets both increments through and only the unique index
+    /// catches it. Either way the whole write is run again.
+    fn fail_sequence(&mut self, what: &str, e: mongodb::error::Error) -> StoreError {
+        if self.session.is_some() && matches!(write_error_code(&e), Some(11000 | 11001)) {
+            self.transient = true;
+        }
+        self.fail(what, e)
     }
 
     async fn find_one(
@@ -303,6 +355,23 @@ type AnyValue = Box<dyn std::any::Any + Send>;
 /// The most writes committed together in one transaction.
 const MAX_GROUP: usize = 32;
 
+/// Why [`run_transaction`] failed.
+struct TxFailure {
+    error: StoreError,
+    /// The database could not be reached (rather than refusing this write): the other writes
+    /// waiting would fail alike.
+    database_away: bool,
+}
+
+impl TxFailure {
+    fn away(error: StoreError) -> TxFailure {
+        TxFailure {
+            error,
+            database_away: true,
+        }
+    }
+}
+
 /// A write waiting for the writer task.
 struct PendingWrite {
     op: TxFn<'static, AnyValue>,
@@ -314,8 +383,11 @@ struct PendingWrite {
 /// transactions, the writes waiting when a transaction starts are committed together in it
 /// (group commit, at most [`MAX_GROUP`]): one commit instead of one per write. A group in
 /// which a write fails is rolled back and its writes run again one by one, so each write
-/// gets its own result. Runs until every clone of the store is dropped; a write whose caller
-/// went away still completes.
+/// gets its own result; a conflict with another process's transactions (another server
+/// replica on the same database) is retried inside [`run_transaction`], group or not, and
+/// never fails the group. Only when the database cannot be reached do all the writes of a
+/// group get that error at once. Runs until every clone of the store is dropped; a write whose
+/// caller went away still completes.
 async fn writer_task(
     inner: Arc<Inner>,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingWrite>,
@@ -339,9 +411,12 @@ async fn writer_task(
                 }
                 // The database is away: every write of the group fails alike (running them
                 // one by one would wait out the server selection timeout once per write).
-                Err(e @ (StoreError::Unavailable { .. } | StoreError::Timeout(_))) => {
+                Err(TxFailure {
+                    error,
+                    database_away: true,
+                }) => {
                     for p in group {
-                        let _ = p.done.send(Err(e.copied()));
+                        let _ = p.done.send(Err(error.copied()));
                     }
                     continue;
                 }
@@ -352,6 +427,7 @@ async fn writer_task(
         for mut p in group {
             let r = run_transaction(&inner, &mut [&mut p.op])
                 .await
+                .map_err(|f| f.error)
                 .and_then(|mut v| {
                     v.pop()
                         .ok_or_else(|| StoreError::Internal("write without a result".into()))
@@ -362,11 +438,26 @@ async fn writer_task(
 }
 
 /// Runs `ops` in order in one transaction (retried as a whole on transient errors), or
-/// directly without transactions; their results in the same order.
+/// directly without transactions; their results in the same order. A transaction runs under
+/// the append lease (see [`lock`]).
 async fn run_transaction(
     inner: &Arc<Inner>,
     ops: &mut [&mut TxFn<'static, AnyValue>],
-) -> StoreResult<Vec<AnyValue>> {
+) -> Result<Vec<AnyValue>, TxFailure> {
+    if !inner.transactions {
+        return run_attempts(inner, ops).await;
+    }
+    lock::acquire(inner).await;
+    let r = run_attempts(inner, ops).await;
+    lock::release(inner).await;
+    r
+}
+
+/// [`run_transaction`]'s attempts.
+async fn run_attempts(
+    inner: &Arc<Inner>,
+    ops: &mut [&mut TxFn<'static, AnyValue>],
+) -> Result<Vec<AnyValue>, TxFailure> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -375,10 +466,10 @@ async fn run_transaction(
                 .client
                 .start_session()
                 .await
-                .map_err(|e| mongo_err("start session", e))?;
+                .map_err(|e| TxFailure::away(mongo_err("start session", e)))?;
             s.start_transaction()
                 .await
-                .map_err(|e| mongo_err("start transaction", e))?;
+                .map_err(|e| TxFailure::away(mongo_err("start transaction", e)))?;
             Some(s)
         } else {
             None
@@ -387,7 +478,9 @@ async fn run_transaction(
             inner: inner.clone(),
             session,
             transient: false,
+            network: false,
             inserted: Vec::new(),
+            witness: None,
         };
         let mut out = Ok(Vec::with_capacity(ops.len()));
         for op in ops.iter_mut() {
@@ -419,9 +512,32 @@ async fn run_transaction(
                             commit_attempts += 1;
                         }
                         Err(e) if is_transient(&e) && attempt < TX_ATTEMPTS => {
+                            tracing::debug!(attempt, error = %e, "commit conflict: the write runs again");
                             break;
                         }
-                        Err(e) => return Err(mongo_err("commit", e)),
+                        Err(e) if e.contains_label("UnknownTransactionCommitResult") => {
+                            // Retrying the commit did not tell (jongodb drops the connection
+                            // when a commit hits a unique index). The write's first event says.
+                            match commit_outcome(inner, tx.witness.as_ref()).await {
+                                Some(true) => return Ok(values),
+                                Some(false) if attempt < TX_ATTEMPTS => {
+                                    tracing::debug!(attempt, error = %e, "commit did not happen: the write runs again");
+                                    break;
+                                }
+                                outcome => {
+                                    return Err(TxFailure {
+                                        error: mongo_err("commit", e),
+                                        database_away: outcome.is_none() && tx.witness.is_some(),
+                                    });
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            return Err(TxFailure {
+                                database_away: is_network(&e),
+                                error: mongo_err("commit", e),
+                            });
+                        }
                     }
                 }
             }
@@ -439,13 +555,28 @@ async fn run_transaction(
                     || (!inner.transactions
                         && matches!(&err, StoreError::Conflict(Conflict::ConcurrentWrite(_)))))
                     && attempt < TX_ATTEMPTS;
+                tracing::debug!(attempt, retry, error = %err, "write failed");
                 if !retry {
-                    return Err(err);
+                    return Err(TxFailure {
+                        error: err,
+                        database_away: tx.network,
+                    });
                 }
             }
         }
         let backoff = 2u64.saturating_pow(u32::try_from(attempt.min(6)).unwrap_or(6));
         tokio::time::sleep(Duration::from_millis(backoff + fastrand_ms())).await;
+    }
+}
+
+/// Whether a transaction whose commit outcome is unknown committed: its first event document
+/// (`witness`) is stored exactly when it did. `None` when that cannot be told (no event was
+/// appended, or the database does not answer).
+async fn commit_outcome(inner: &Inner, witness: Option<&Bson>) -> Option<bool> {
+    let id = witness?;
+    match inner.events.find_one(doc! { "_id": id.clone() }).await {
+        Ok(found) => Some(found.is_some()),
+        Err(_) => None,
     }
 }
 
@@ -475,39 +606,36 @@ impl MongoStore {
             .get_or_insert(mongodb::options::ServerMonitoringMode::Poll);
         options.connect_timeout = Some(config.server_selection_timeout);
         options.app_name.get_or_insert_with(|| "kernelci-rs".into());
-        let client = Client::with_options(options).map_err(|e| mongo_err("create client", e))?;
+        let client =
+            Client::with_options(options.clone()).map_err(|e| mongo_err("create client", e))?;
         let db = client.database(&config.database);
         let hello = db
             .run_command(doc! { "hello": 1 })
             .await
             .map_err(|e| mongo_err("hello", e))?;
         let replicated = hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid");
-        let mut inner = Arc::new(Inner {
-            nodes: db.collection("node"),
-            users: db.collection("user"),
-            groups: db.collection("usergroup"),
-            events: db.collection("eventhistory"),
-            subscribers: db.collection("subscriber_state"),
-            kv: db.collection("kv"),
-            counters: db.collection("counters"),
-            transactions: false,
-            query_timeout: config.query_timeout,
-            client,
-            db,
-        });
+        let mut inner = Inner::new(client, &config);
         let transactions = config.transactions && replicated && probe_transactions(&inner).await;
         if transactions {
-            if let Some(inner) = Arc::get_mut(&mut inner) {
-                inner.transactions = true;
-            }
+            inner.transactions = true;
         } else {
             tracing::warn!(
                 database = %config.database,
                 "MongoDB without transactions: node writes and their events are written one after another"
             );
         }
+        // The writer task has a client (a connection pool) of its own: a failed commit may
+        // cost its connection (jongodb drops it when a commit meets the unique index of a
+        // sequence number another replica took), and the driver then clears every connection
+        // of that pool; reads and subscription updates must not fail with it.
+        let mut writer = Inner::new(
+            Client::with_options(options).map_err(|e| mongo_err("create client", e))?,
+            &config,
+        );
+        writer.transactions = inner.transactions;
+        let inner = Arc::new(inner);
         let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(writer_task(inner.clone(), queue));
+        tokio::spawn(writer_task(Arc::new(writer), queue));
         let store = MongoStore { inner, writes };
         store.raise_counter().await?;
         let ttl = i64::try_from(config.event_ttl.as_secs()).unwrap_or(i64::MAX);

@@ -1,18 +1,28 @@
 //! [`EventLog`] on SQLite: table `event` (`seq` is the sequence, AUTOINCREMENT so a number is
 //! never reused, even after a purge), the retention mark `meta.purged_through`, counters in
-//! `counter`, durable subscriber positions in `subscriber`.
+//! `counter`, durable subscriber positions in `subscriber`, subscriptions in `subscription`
+//! (`id`, `version` — the compare-and-set token — and the record as JSON).
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
-use super::{SqliteStore, corrupt, db_err, one_doc, sql};
+use super::{SqliteStore, corrupt, db_err, load_all, one_doc, sql};
 use crate::models::{ObjectId, Timestamp};
 use crate::query::Filter;
 use crate::store::{
-    Entity, EventFilter, EventLog, NewEvent, StoreError, StoreResult, StoredEvent, SubscriberState,
+    Conflict, Entity, EventFilter, EventLog, NewEvent, StoreError, StoreResult, StoredEvent,
+    SubscriberState, SubscriptionRecord,
 };
+
+fn sql_id(id: u64) -> StoreResult<i64> {
+    i64::try_from(id).map_err(|_| StoreError::Invalid(format!("subscription id {id} too large")))
+}
+
+fn subscription_doc(record: &SubscriptionRecord) -> StoreResult<String> {
+    serde_json::to_string(record).map_err(|e| StoreError::Internal(e.to_string()))
+}
 
 /// Appends `ev` with the next sequence number, inside the caller's transaction (a node write's
 /// or [`EventLog::append_events`]'s).
@@ -271,6 +281,92 @@ impl EventLog for SqliteStore {
             )
             .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_subscription(
+        &self,
+        mut record: SubscriptionRecord,
+    ) -> StoreResult<SubscriptionRecord> {
+        record.version = 1;
+        let id = sql_id(record.id)?;
+        self.write(move |tx| {
+            let doc = subscription_doc(&record)?;
+            tx.execute(
+                "INSERT INTO subscription (id, version, doc) VALUES (?1, 1, ?2)",
+                params![id, doc],
+            )
+            .map_err(|e| match db_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(Conflict::Other(format!(
+                    "subscription {} exists",
+                    record.id
+                ))),
+                other => other,
+            })?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, id: u64) -> StoreResult<Option<SubscriptionRecord>> {
+        let id = sql_id(id)?.to_string();
+        self.read_point(move |c| {
+            one_doc(
+                c,
+                "SELECT doc FROM subscription WHERE id = CAST(?1 AS INTEGER)",
+                &id,
+                "subscription",
+            )
+        })
+        .await
+    }
+
+    async fn update_subscription(
+        &self,
+        mut record: SubscriptionRecord,
+    ) -> StoreResult<Option<SubscriptionRecord>> {
+        let id = sql_id(record.id)?;
+        let expected = sql_id(record.version)?;
+        record.version += 1;
+        self.write(move |tx| {
+            let doc = subscription_doc(&record)?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE subscription SET version = ?3, doc = ?4 WHERE id = ?1 AND version = ?2",
+                )
+                .map_err(db_err)?
+                .execute(params![id, expected, expected + 1, doc])
+                .map_err(db_err)?;
+            Ok((changed == 1).then_some(record))
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: u64, version: Option<u64>) -> StoreResult<bool> {
+        let id = sql_id(id)?;
+        let version = version.map(sql_id).transpose()?;
+        self.write(move |tx| {
+            let n = match version {
+                Some(v) => tx.execute(
+                    "DELETE FROM subscription WHERE id = ?1 AND version = ?2",
+                    params![id, v],
+                ),
+                None => tx.execute("DELETE FROM subscription WHERE id = ?1", params![id]),
+            }
+            .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn list_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>> {
+        self.read(|c| {
+            load_all(
+                c,
+                "SELECT doc FROM subscription ORDER BY id",
+                "subscription",
+            )
         })
         .await
     }

@@ -240,6 +240,11 @@ CREATE TABLE IF NOT EXISTS subscriber (
   subscriber_id TEXT PRIMARY KEY,
   doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS subscription (
+  id INTEGER PRIMARY KEY,
+  version INTEGER NOT NULL,
+  doc TEXT NOT NULL
+);
 "
     )
 }

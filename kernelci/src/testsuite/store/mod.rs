@@ -130,7 +130,8 @@ macro_rules! kv_store_suite {
 macro_rules! event_log_suite {
     (@run $($make:tt)+) => {
         $crate::__store_suite_tests!(event_log, events, $($make)+;
-            event_log, counters, subscribers);
+            event_log, counters, subscribers, subscription_records,
+            subscription_compare_and_set, subscription_conditional_delete);
     };
     (option $make:expr) => {
         $crate::event_log_suite!(@run option $make);
