@@ -365,8 +365,9 @@ async fn a_new_commit_builds_and_tests_in_docker_containers() {
         tokio::spawn(async move { run(opts, shutdown, &mut out).await })
     };
 
-    // Wait for the checkout of the commit to be done.
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // Wait for the checkout of the commit to be done (containers on the vfs driver are slow
+    // on a loaded 2-core machine: 180 s was once not enough).
+    let deadline = Instant::now() + Duration::from_secs(300);
     let api = loop {
         if let Ok(password) = std::fs::read_to_string(data.join("admin-password")) {
             let api = ApiClient::new(&api_url).unwrap();

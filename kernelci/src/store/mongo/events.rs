@@ -371,6 +371,7 @@ impl EventLog for MongoStore {
 
     async fn increment_counter(&self, name: &str) -> StoreResult<u64> {
         let id = format!("counter:{name}");
+        let _one_at_a_time = self.inner.counter_lock.lock().await;
         let r = self
             .inner
             .counters

@@ -136,6 +136,10 @@ struct Inner {
     subscriptions: Collection<Document>,
     kv: Collection<Document>,
     counters: Collection<Document>,
+    /// Serialises this process's counter increments. A genuine MongoDB applies each `$inc`
+    /// atomically anyway; the wire emulators (jongodb) can hand two concurrent callers the same
+    /// value, so one caller at a time here keeps a process's values distinct on them too.
+    counter_lock: tokio::sync::Mutex<()>,
     transactions: bool,
     query_timeout: Duration,
     /// This store's name in the append lease (see [`lock`]).
@@ -155,6 +159,7 @@ impl Inner {
             subscriptions: db.collection("subscription"),
             kv: db.collection("kv"),
             counters: db.collection("counters"),
+            counter_lock: tokio::sync::Mutex::new(()),
             transactions: false,
             query_timeout: config.query_timeout,
             holder: lock::holder_name(),
