@@ -529,7 +529,7 @@ impl Scheduler {
         match self.submit(c, runtime, input, &mut node).await {
             Ok(job_id) => {
                 super::service::crash_point("job-submitted").await;
-                self.api.update_node(&node, false).await?;
+                self.record_submission(&node).await?;
                 Ok(Outcome::Submitted {
                     node: node_id,
                     job_id,
@@ -554,6 +554,43 @@ impl Scheduler {
                 })
             }
         }
+    }
+
+    /// Writes what the submission set on `submitted` (`data.job_id`, `data.job_context`,
+    /// `artifacts.job_definition`, a pull lab's `available`) onto the node as it is now: a fast
+    /// job may already have reported its results, and the copy made before the submission
+    /// must not overwrite them (or be refused as a move back to `running`).
+    async fn record_submission(&self, submitted: &Node) -> Result<(), SchedulerError> {
+        let Some(id) = submitted.id else {
+            return Ok(());
+        };
+        let Some(mut current) = self.api.get_node(id).await? else {
+            self.api.update_node(submitted, false).await?;
+            return Ok(());
+        };
+        if let Some(from) = submitted.data.as_ref() {
+            let data = current.data.get_or_insert_with(Map::new);
+            for key in ["job_id", "job_context"] {
+                if let Some(v) = from.get(key) {
+                    data.insert(key.into(), v.clone());
+                }
+            }
+        }
+        if let Some(url) = submitted
+            .artifacts
+            .as_ref()
+            .and_then(|a| a.get("job_definition"))
+        {
+            current
+                .artifacts
+                .get_or_insert_with(Map::new)
+                .insert("job_definition".into(), url.clone());
+        }
+        if current.state.can_transition_to(submitted.state) {
+            current.state = submitted.state;
+        }
+        self.api.update_node(&current, false).await?;
+        Ok(())
     }
 
     /// Renders and submits the job of `node`; on success fills `data.job_id` (and
