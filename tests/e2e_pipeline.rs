@@ -7,10 +7,10 @@
 //! `regression` node naming the failing and the last passing run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kernelci::client::ApiClient;
@@ -20,35 +20,7 @@ use kernelci::report::SmtpConfig;
 use kernelci::testsuite::peers::{KCI, free_port};
 use kernelci::testsuite::smtp::{ReceivedMail, SmtpServer};
 use kernelci_bins::up::{UpOptions, run};
-
-/// A `Write` the test can read while `kci up` writes to it.
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Output {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn kci_binary() -> Option<std::path::PathBuf> {
-    if let Ok(p) = std::env::var("KCI_BIN") {
-        return Some(p.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("kci");
-    candidate.is_file().then_some(candidate)
-}
+use support::{CapturedOutput, kci_binary};
 
 fn head_commit(repo: &Path) -> String {
     let repo = git2::Repository::open(repo).unwrap();
@@ -66,7 +38,7 @@ async fn find(api: &ApiClient, pairs: &[(&str, &str)]) -> Vec<Node> {
     api.find_nodes(&query).await.unwrap().items
 }
 
-fn wait_mail(smtp: &SmtpServer, n: usize, out: &Output) -> Vec<ReceivedMail> {
+fn wait_mail(smtp: &SmtpServer, n: usize, out: &CapturedOutput) -> Vec<ReceivedMail> {
     let mails = smtp.wait_for_messages(n, Duration::from_secs(150));
     assert!(
         mails.len() >= n,
@@ -148,7 +120,7 @@ async fn a_new_commit_goes_through_every_service_to_a_mailed_report_and_a_regres
         ..UpOptions::default()
     };
     let shutdown = Shutdown::new();
-    let out = Output::default();
+    let out = CapturedOutput::default();
     let task = {
         let (shutdown, mut out) = (shutdown.clone(), out.clone());
         tokio::spawn(async move { run(opts, shutdown, &mut out).await })
@@ -359,7 +331,7 @@ async fn a_new_commit_builds_and_tests_in_docker_containers() {
         ..UpOptions::default()
     };
     let shutdown = Shutdown::new();
-    let out = Output::default();
+    let out = CapturedOutput::default();
     let task = {
         let (shutdown, mut out) = (shutdown.clone(), out.clone());
         tokio::spawn(async move { run(opts, shutdown, &mut out).await })

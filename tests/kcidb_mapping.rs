@@ -6,6 +6,8 @@
 
 mod kcidb_support;
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,25 +21,7 @@ use kernelci::pipeline::service::Shutdown;
 use kernelci::testsuite::peers::free_port;
 use kernelci_bins::up::{UpOptions, demo_config, run};
 use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct Output(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Output {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Output {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use support::CapturedOutput;
 
 fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -121,7 +105,7 @@ async fn kci_up_demo_leaves_valid_kcidb_documents() {
         exit_after_report: true,
         ..opts(&data, listen)
     };
-    let out = Output::default();
+    let out = CapturedOutput::default();
     let mut o = out.clone();
     let summary = tokio::time::timeout(
         Duration::from_secs(300),
@@ -243,7 +227,7 @@ scheduler:
         ..opts(&data, listen)
     };
     let shutdown = Shutdown::new();
-    let out = Output::default();
+    let out = CapturedOutput::default();
     let task = {
         let (shutdown, mut out) = (shutdown.clone(), out.clone());
         tokio::spawn(async move { run(options, shutdown, &mut out).await })

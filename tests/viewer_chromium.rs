@@ -10,11 +10,11 @@
 //! binary (`cargo build -p kernelci-bins --bin kci`, or `$KCI_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kernelci::client::ApiClient;
@@ -22,38 +22,10 @@ use kernelci::models::{Node, State};
 use kernelci::pipeline::service::Shutdown;
 use kernelci::testsuite::peers::{CHROMIUM, KCI, find_program, free_port};
 use kernelci_bins::up::{UpOptions, run};
-
-/// A `Write` the test can read while `kci up` writes to it.
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Output {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use support::{CapturedOutput, kci_binary};
 
 fn chromium() -> Option<PathBuf> {
     find_program("chromium").or_else(|| find_program("chromium-browser"))
-}
-
-fn kci_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("KCI_BIN") {
-        return Some(p.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("kci");
-    candidate.is_file().then_some(candidate)
 }
 
 /// Headless Chromium with the flags this machine needs (no sandbox as root, no background
@@ -187,7 +159,7 @@ async fn find(api: &ApiClient, pairs: &[(&str, &str)]) -> Vec<Node> {
 }
 
 /// Waits until `check` finds something, or fails with `what` and `kci up`'s output.
-async fn wait_for<T, F, Fut>(what: &str, out: &Output, secs: u64, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, out: &CapturedOutput, secs: u64, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -241,7 +213,7 @@ async fn every_view_in_chromium_on_two_demo_revisions() {
         ..UpOptions::default()
     };
     let shutdown = Shutdown::new();
-    let out = Output::default();
+    let out = CapturedOutput::default();
     let task = {
         let (shutdown, mut out) = (shutdown.clone(), out.clone());
         tokio::spawn(async move { run(opts, shutdown, &mut out).await })

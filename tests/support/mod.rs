@@ -114,3 +114,35 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A `Write` a test can read while `kci up` (or anything else) writes to it; clones share the
+/// buffer.
+#[derive(Clone, Default)]
+pub struct CapturedOutput(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedOutput {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The `kci` binary: `$KCI_BIN`, else the one cargo built next to the test binaries.
+pub fn kci_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KCI_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kci");
+    candidate.is_file().then_some(candidate)
+}
