@@ -7,8 +7,10 @@
 //! nodes name in `user_groups`), an admin, and four bad tokens carrying alice's identity:
 //! expired, forged (signed with a wrong key), `alg: none`, and revoked.
 //!
-//! The table must name every route of `kernelci_server::openapi::ROUTES` (the list the router
-//! and `/openapi.json` share), so a new route without a row fails this test.
+//! The rows must name every entry of the server's route table (`kernelci_server::table`, which
+//! drives the router and `/openapi.json`), one row each, with the access rule the entry
+//! declares; a new route without a row, or a row whose rule disagrees with the entry, fails
+//! this test.
 //!
 //! Set `KCI_ACCESS_MATRIX_OUT=<file>` to write the matrix as a Markdown table.
 
@@ -21,6 +23,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header, encode};
+use kernelci_server::table::{self, Access};
 use reliability_support::{ADMIN_PASSWORD, Body, Http, SECRET, ServerProc, ServerSpec, node};
 use serde_json::{Value, json};
 
@@ -390,6 +393,56 @@ const TABLE: &[Row] = &[
         Rule::Public(400),
     ),
     Row("GET", "/viewer/api/health", Fx::Nothing, Rule::Public(200)),
+    // The viewer's pages: public; errors are HTML pages with the error's status.
+    Row("GET", "/viewer/trees", Fx::Nothing, Rule::Public(200)),
+    Row(
+        "GET",
+        "/viewer/tree/no-such-tree/master",
+        Fx::Nothing,
+        Rule::Public(404),
+    ),
+    Row(
+        "GET",
+        "/viewer/checkout/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row(
+        "GET",
+        "/viewer/result/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(200),
+    ),
+    Row("GET", "/viewer/log", Fx::Nothing, Rule::Public(400)),
+    Row(
+        "GET",
+        "/viewer/log/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(404),
+    ),
+    Row(
+        "GET",
+        "/viewer/compare/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row(
+        "GET",
+        "/viewer/compare/{id}/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(400),
+    ),
+    Row("GET", "/viewer/health", Fx::Nothing, Rule::Public(200)),
+    Row(
+        "GET",
+        "/viewer/node/{id}",
+        Fx::AliceNode(""),
+        Rule::Public(200),
+    ),
+    Row("GET", "/viewer/nodes", Fx::Nothing, Rule::Public(200)),
+    Row("GET", "/viewer/manage", Fx::Nothing, Rule::Public(200)),
+    // The token is in the form, not the header: without one, 401 for everyone.
+    Row("POST", "/viewer/manage", Fx::Nothing, Rule::Public(401)),
 ];
 
 /// The test's world: the server, the callers' long-lived tokens, the bad tokens.
@@ -682,7 +735,7 @@ impl World {
     }
 }
 
-/// The route template a table path stands for (to compare with `openapi::ROUTES`).
+/// The route template a row's path stands for (to compare with the route table).
 fn template(path: &str) -> String {
     let segs: Vec<String> = path
         .split('/')
@@ -704,22 +757,50 @@ fn route_key(method: &str, path: &str) -> String {
         .replace("/icons/ok.png", "/icons/{}")
         .replace("/static/css/viewer.css", "/static/css/{}")
         .replace("/static/js/viewer.js", "/static/js/{}")
-        .replace("/kv/ns/{}", "/kv/{}/{}");
+        .replace("/kv/ns/{}", "/kv/{}/{}")
+        .replace("/viewer/tree/no-such-tree/master", "/viewer/tree/{}/{}");
     format!("{method} {t}")
+}
+
+/// Whether a row's rule is the access an entry declares.
+fn rule_is(rule: Rule, access: Access) -> bool {
+    matches!(
+        (rule, access),
+        (Rule::Public(_), Access::Public)
+            | (
+                Rule::User(_) | Rule::NodeEdit(_) | Rule::SubOwner(_) | Rule::TokenOwner(_),
+                Access::User
+            )
+            | (Rule::Verified(_), Access::Verified)
+            | (Rule::Admin(_), Access::Superuser)
+    )
 }
 
 #[test]
 fn table_names_every_route() {
     let table: BTreeSet<String> = TABLE.iter().map(|r| route_key(r.0, r.1)).collect();
-    let routes: BTreeSet<String> = kernelci_server::openapi::ROUTES
-        .iter()
-        .map(|r| route_key(r.method, r.path))
+    let routes: BTreeSet<String> = table::routes()
+        .map(|(_, r)| route_key(r.method, r.path))
         .collect();
     let missing: Vec<_> = routes.difference(&table).collect();
     let extra: Vec<_> = table.difference(&routes).collect();
     assert!(missing.is_empty(), "routes without a row: {missing:?}");
     assert!(extra.is_empty(), "rows without a route: {extra:?}");
     assert_eq!(TABLE.len(), routes.len(), "one row per route");
+    // The access each entry declares (and documents) is the rule the matrix holds it to.
+    for row in TABLE {
+        let (_, entry) = table::routes()
+            .find(|(_, r)| route_key(r.method, r.path) == route_key(row.0, row.1))
+            .unwrap();
+        assert!(
+            rule_is(row.3, entry.access),
+            "{} {}: the table says {:?}, the row {:?}",
+            row.0,
+            row.1,
+            entry.access,
+            row.3
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

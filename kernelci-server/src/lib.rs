@@ -43,9 +43,11 @@ pub mod pubsub;
 pub mod ratelimit;
 pub mod router;
 pub mod routes;
+pub mod schemas;
 pub mod serve;
 pub mod storage_upload;
 pub mod stream;
+pub mod table;
 pub mod viewer;
 
 use std::convert::Infallible;

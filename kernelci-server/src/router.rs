@@ -1,5 +1,6 @@
 //! The request router: upstream's version prefixes (`/latest`, `/v0`, bare paths), trailing-slash
-//! redirects, dispatch to the handlers, request logging and metrics.
+//! redirects, dispatch to the handlers through the route table ([`crate::table`]), request
+//! logging and metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use warp::reply::Response;
 
 use crate::app::App;
 use crate::http::{ApiError, Request, redirect, typed};
-use crate::routes::{events, kv, nodes, pages, pubsub, telemetry, users};
+use crate::table::{self, Lookup};
 
 /// Where a raw path goes after the version rules.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,128 +113,21 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
 
 type Handled = (&'static str, Result<Response, ApiError>);
 
+/// Answers from the route table ([`crate::table`]): the route's handler, or 405 when the
+/// path is a route's with another method, else 404. The metrics label is the route's path
+/// template (`-` for the fallback).
 async fn dispatch(app: &App, req: &Request) -> Handled {
     let segs = req.segments();
-    if crate::viewer::owns(&segs)
-        && let Some(handled) = crate::viewer::route(app, req, &segs).await
-    {
-        return handled;
-    }
-    let m = &req.method;
-    macro_rules! r {
-        ($route:expr, $e:expr) => {
-            ($route, $e.await)
-        };
-    }
-    match (m, segs.as_slice()) {
-        (&Method::GET, []) => ("/", Ok(pages::index())),
-        (&Method::GET, ["openapi.json"]) => ("/openapi.json", Ok(crate::openapi::reply())),
-        (&Method::GET, ["docs"]) => ("/docs", Ok(pages::docs())),
-        (&Method::GET, ["icons", name]) => ("/icons/{icon_name}", pages::icon(name)),
-        (&Method::GET, ["static", kind @ ("css" | "js"), name]) => {
-            ("/static/{kind}/{filename}", pages::static_file(kind, name))
-        }
-        (&Method::GET, ["metrics"]) => ("/metrics", Ok(pages::metrics(app).await)),
-        // Users and auth.
-        (&Method::POST, ["user", "login"]) => r!("/user/login", users::login(app, req)),
-        (&Method::POST, ["user", "logout"]) => r!("/user/logout", users::logout(app, req)),
-        (&Method::POST, ["user", "register"]) => r!("/user/register", users::register(app, req)),
-        (&Method::GET, ["user", "invite"]) => ("/user/invite", Ok(pages::invite_page(false))),
-        (&Method::POST, ["user", "invite"]) => r!("/user/invite", users::invite(app, req)),
-        (&Method::GET, ["user", "accept-invite"]) => {
-            ("/user/accept-invite", Ok(pages::invite_page(true)))
-        }
-        (&Method::POST, ["user", "accept-invite"]) => {
-            r!("/user/accept-invite", users::accept_invite(app, req))
-        }
-        (&Method::GET, ["user", "invite", "url"]) => {
-            r!("/user/invite/url", users::invite_url(app, req))
-        }
-        (&Method::POST, ["user", "forgot-password"]) => {
-            r!("/user/forgot-password", users::forgot_password(app, req))
-        }
-        (&Method::POST, ["user", "reset-password"]) => {
-            r!("/user/reset-password", users::reset_password(app, req))
-        }
-        (&Method::POST, ["user", "update-password"]) => {
-            r!("/user/update-password", users::update_password(app, req))
-        }
-        (&Method::POST, ["user", "tokens"]) => r!("/user/tokens", users::create_token(app, req)),
-        (&Method::DELETE, ["user", "tokens", jti]) => {
-            r!("/user/tokens/{jti}", users::revoke_token(app, req, jti))
-        }
-        (&Method::GET, ["whoami"]) => r!("/whoami", users::whoami(app, req)),
-        (&Method::PATCH, ["user", "me"]) => r!("/user/me", users::patch_me(app, req)),
-        (&Method::GET, ["user", id]) => r!("/user/{id}", users::get_user(app, req, id)),
-        (&Method::DELETE, ["user", id]) => r!("/user/{id}", users::delete_user(app, req, id)),
-        (&Method::PATCH, ["user", id]) => r!("/user/{user_id}", users::patch_user(app, req, id)),
-        (&Method::GET, ["users"]) => r!("/users", users::list_users(app, req)),
-        (&Method::GET, ["user-groups"]) => r!("/user-groups", users::list_groups(app, req)),
-        (&Method::POST, ["user-groups"]) => r!("/user-groups", users::create_group(app, req)),
-        (&Method::GET, ["user-groups", id]) => {
-            r!("/user-groups/{group_id}", users::get_group(app, req, id))
-        }
-        (&Method::DELETE, ["user-groups", id]) => {
-            r!("/user-groups/{group_id}", users::delete_group(app, req, id))
-        }
-        // Nodes.
-        (&Method::GET, ["node", id]) => r!("/node/{node_id}", nodes::get(app, id)),
-        (&Method::GET, ["nodes"]) => r!("/nodes", nodes::find(app, req)),
-        (&Method::GET, ["nodes", "fast"]) => r!("/nodes/fast", nodes::find_fast(app, req)),
-        (&Method::GET, ["count"]) => r!("/count", nodes::count(app, req)),
-        (&Method::POST, ["node"]) => r!("/node", nodes::create(app, req)),
-        (&Method::PUT, ["node", id]) => r!("/node/{node_id}", nodes::replace(app, req, id)),
-        (&Method::PATCH, ["node", id]) => r!("/node/{node_id}", nodes::patch(app, req, id)),
-        (&Method::PUT, ["batch", "nodeset"]) => r!("/batch/nodeset", nodes::batch_set(app, req)),
-        (&Method::PUT, ["nodes", id]) => r!("/nodes/{node_id}", nodes::hierarchy(app, req, id)),
-        // Events, pub/sub, key/value, telemetry.
-        (&Method::GET, ["events"]) => r!("/events", events::list(app, req)),
-        (&Method::POST, ["subscribe", ch]) => {
-            r!("/subscribe/{channel}", pubsub::subscribe(app, req, ch))
-        }
-        (&Method::POST, ["unsubscribe", id]) => {
-            r!("/unsubscribe/{sub_id}", pubsub::unsubscribe(app, req, id))
-        }
-        (&Method::GET, ["listen", id]) => r!("/listen/{sub_id}", pubsub::listen(app, req, id)),
-        (&Method::POST, ["ack", id]) => r!("/ack/{sub_id}", pubsub::ack(app, req, id)),
-        (&Method::POST, ["publish", ch]) => r!("/publish/{channel}", pubsub::publish(app, req, ch)),
-        (&Method::POST, ["push", list]) => r!("/push/{list_name}", pubsub::push(app, req, list)),
-        (&Method::GET, ["pop", list]) => r!("/pop/{list_name}", pubsub::pop(app, req, list)),
-        (&Method::GET, ["stats", "subscriptions"]) => {
-            r!("/stats/subscriptions", pubsub::stats(app, req))
-        }
-        (&Method::GET, ["kv", ns, key]) => r!("/kv/{namespace}/{key}", kv::get(app, req, ns, key)),
-        (&Method::POST, ["kv", ns, key]) => r!("/kv/{namespace}/{key}", kv::set(app, req, ns, key)),
-        (&Method::DELETE, ["kv", ns, key]) => {
-            r!("/kv/{namespace}/{key}", kv::delete(app, req, ns, key))
-        }
-        (&Method::POST, ["telemetry"]) => r!("/telemetry", telemetry::add(app, req)),
-        (&Method::GET, ["telemetry"]) => r!("/telemetry", telemetry::list(app, req)),
-        (&Method::GET, ["telemetry", "stats"]) => {
-            r!("/telemetry/stats", telemetry::stats(app, req))
-        }
-        (&Method::GET, ["telemetry", "anomalies"]) => {
-            r!("/telemetry/anomalies", telemetry::anomalies(app, req))
-        }
-        _ => ("-", Err(not_found_or_method(req, &segs))),
-    }
-}
-
-/// 405 when the path exists with another method, else 404.
-fn not_found_or_method(req: &Request, segs: &[&str]) -> ApiError {
-    let known = crate::openapi::ROUTES.iter().any(|r| {
-        let tpl: Vec<&str> = r.path.split('/').filter(|s| !s.is_empty()).collect();
-        tpl.len() == segs.len()
-            && tpl
-                .iter()
-                .zip(segs)
-                .all(|(t, s)| t.starts_with('{') || t == s)
-            && r.method != req.method.as_str()
-    });
-    if known {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-    } else {
-        ApiError::not_found("Not Found")
+    match table::find(req.method.as_str(), &segs) {
+        Lookup::Found(route, params) => (route.path, (route.handler)(app, req, params).await),
+        Lookup::WrongMethod => (
+            "-",
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+            )),
+        ),
+        Lookup::NotFound => ("-", Err(ApiError::not_found("Not Found"))),
     }
 }
 

@@ -165,32 +165,3 @@ pub async fn log_data(app: &App, req: &Request, id: Option<&str>) -> Result<LogR
 pub async fn log(app: &App, req: &Request, id: Option<&str>) -> Result<Response, ApiError> {
     ok_json(&log_data(app, req, id).await?)
 }
-
-/// Serves `/viewer/api/<rest>`; `None` when no endpoint has this path.
-pub async fn dispatch(
-    app: &App,
-    req: &Request,
-    rest: &[&str],
-) -> Option<(&'static str, Result<Response, ApiError>)> {
-    Some(match rest {
-        ["trees"] => ("/viewer/api/trees", trees(app, req).await),
-        ["checkout", id] => ("/viewer/api/checkout/{id}", checkout(app, req, id).await),
-        ["checkout", id, "results"] => (
-            "/viewer/api/checkout/{id}/results",
-            results(app, req, id).await,
-        ),
-        ["checkout", id, "history"] => (
-            "/viewer/api/checkout/{id}/history",
-            history(app, req, id).await,
-        ),
-        ["result", id] => ("/viewer/api/result/{id}", result(app, req, id).await),
-        ["compare", a, b] => (
-            "/viewer/api/compare/{base}/{target}",
-            compare(app, req, a, b).await,
-        ),
-        ["health"] => ("/viewer/api/health", health(app, req).await),
-        ["log"] => ("/viewer/api/log", log(app, req, None).await),
-        ["log", id] => ("/viewer/api/log/{id}", log(app, req, Some(id)).await),
-        _ => return None,
-    })
-}

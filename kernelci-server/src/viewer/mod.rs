@@ -19,6 +19,8 @@
 //! `/dashboard` the trees page (`/viewer?node_id=ID`, the link the KCIDB bridge publishes, the
 //! node page), `/stats` and `/analytics` the health page, `/manage` the manage page.
 //!
+//! Every page and data endpoint is an entry of the route table ([`crate::table::viewer`]).
+//!
 //! Data (JSON, our extension of the API, in the OpenAPI document): `/viewer/api/trees`,
 //! `/viewer/api/checkout/{id}` (+ `/results`, `/history`), `/viewer/api/result/{id}`,
 //! `/viewer/api/log/{id}`, `/viewer/api/compare/{base}/{target}`, `/viewer/api/health`.
@@ -31,16 +33,9 @@ pub mod data;
 pub mod log;
 pub mod manage;
 pub mod model;
-pub mod openapi;
 pub mod pages;
 
 use std::time::Duration;
-
-use warp::http::Method;
-use warp::reply::Response;
-
-use crate::app::App;
-use crate::http::{ApiError, Request};
 
 /// The viewer's state: its cache and the storage it may read logs from.
 #[derive(Debug)]
@@ -75,80 +70,4 @@ impl Viewer {
             lava_urls,
         }
     }
-}
-
-type Handled = (&'static str, Result<Response, ApiError>);
-
-/// Whether a path (segments below the version prefix) is the viewer's.
-pub fn owns(segs: &[&str]) -> bool {
-    matches!(
-        segs.first(),
-        Some(&("viewer" | "dashboard" | "stats" | "analytics" | "manage"))
-    )
-}
-
-fn page(route: &'static str, r: Result<Response, ApiError>) -> Handled {
-    (route, Ok(r.unwrap_or_else(pages::error_page)))
-}
-
-/// Serves a viewer path (see the module documentation); `None` when it is not one.
-pub async fn route(app: &App, req: &Request, segs: &[&str]) -> Option<Handled> {
-    let get = req.method == Method::GET;
-    Some(match (segs, get) {
-        (["viewer", "api", rest @ ..], true) => return api::dispatch(app, req, rest).await,
-        (["viewer"], true) => match req.query_param("node_id").filter(|i| !i.is_empty()) {
-            Some(id) => page("/viewer", pages::node(app, id).await),
-            None => page(
-                "/viewer",
-                pages::trees(app, req, Some("Maestro API Viewer")).await,
-            ),
-        },
-        (["dashboard"], true) => page(
-            "/dashboard",
-            pages::trees(app, req, Some("KernelCI Dashboard")).await,
-        ),
-        (["stats"], true) => page(
-            "/stats",
-            pages::health(app, req, Some("KernelCI API Statistics")).await,
-        ),
-        (["analytics"], true) => page(
-            "/analytics",
-            pages::health(app, req, Some("KernelCI Pipeline Analytics")).await,
-        ),
-        (["manage"], true) => page(
-            "/manage",
-            manage::form(app, Some("Maestro API Manage")).await,
-        ),
-        (["viewer", "trees"], true) => page("/viewer/trees", pages::trees(app, req, None).await),
-        (["viewer", "tree", tree, branch], true) => page(
-            "/viewer/tree/{tree}/{branch}",
-            pages::tree_latest(app, tree, branch).await,
-        ),
-        (["viewer", "checkout", id], true) => {
-            page("/viewer/checkout/{id}", pages::checkout(app, req, id).await)
-        }
-        (["viewer", "result", id], true) => {
-            page("/viewer/result/{id}", pages::result(app, req, id).await)
-        }
-        (["viewer", "log"], true) => page("/viewer/log", pages::log(app, req, None).await),
-        (["viewer", "log", id], true) => {
-            page("/viewer/log/{id}", pages::log(app, req, Some(id)).await)
-        }
-        (["viewer", "compare", id], true) => page(
-            "/viewer/compare/{id}",
-            pages::compare_previous(app, req, id).await,
-        ),
-        (["viewer", "compare", a, b], true) => page(
-            "/viewer/compare/{base}/{target}",
-            pages::compare(app, req, a, b).await,
-        ),
-        (["viewer", "health"], true) => page("/viewer/health", pages::health(app, req, None).await),
-        (["viewer", "node", id], true) => page("/viewer/node/{id}", pages::node(app, id).await),
-        (["viewer", "nodes"], true) => page("/viewer/nodes", pages::nodes(app, req).await),
-        (["viewer", "manage"], true) => page("/viewer/manage", manage::form(app, None).await),
-        (["viewer", "manage"], false) if req.method == Method::POST => {
-            page("/viewer/manage", manage::submit(app, req).await)
-        }
-        _ => return None,
-    })
 }

@@ -26,7 +26,7 @@ const MAX_FACET_VALUES: usize = 50;
 
 /// Result filters, kept in the URL: each parameter may repeat; values of one facet are ORed,
 /// facets are ANDed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultFilters {
     /// `status`: `pass`, `fail`, `inconclusive`.
     pub status: Vec<StatusGroup>,
@@ -124,7 +124,7 @@ pub fn encode_pairs(pairs: &[(String, String)]) -> String {
 }
 
 /// A revision: its checkout node and kernel revision.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RevisionInfo {
     /// The checkout node id.
     pub id: String,
@@ -174,7 +174,7 @@ impl RevisionInfo {
 }
 
 /// `GET /viewer/api/trees`: the landing page's data.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TreesResponse {
     /// The time window, in days.
     pub days: u32,
@@ -185,7 +185,7 @@ pub struct TreesResponse {
 }
 
 /// One tree/branch of the landing page.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TreeRow {
     /// The latest revision.
     pub revision: RevisionInfo,
@@ -194,7 +194,7 @@ pub struct TreeRow {
 }
 
 /// One value of a breakdown and its counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BreakdownRow {
     /// The facet value (null: not set on the nodes).
     pub value: Option<String>,
@@ -203,7 +203,7 @@ pub struct BreakdownRow {
 }
 
 /// `GET /viewer/api/checkout/{id}`: a revision's summary under the filters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckoutSummary {
     /// The revision.
     pub checkout: RevisionInfo,
@@ -218,7 +218,7 @@ pub struct CheckoutSummary {
 }
 
 /// One build, boot or test in a list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultRow {
     /// Node id.
     pub id: String,
@@ -291,7 +291,7 @@ impl ResultRow {
 }
 
 /// `GET /viewer/api/checkout/{id}/results`: one page of a category.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultsResponse {
     /// `build`, `boot` or `test`.
     pub category: String,
@@ -306,7 +306,7 @@ pub struct ResultsResponse {
 }
 
 /// `GET /viewer/api/checkout/{id}/history`: the revision and those before it on its branch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HistoryResponse {
     /// The filters applied to every entry.
     pub filters: ResultFilters,
@@ -315,7 +315,7 @@ pub struct HistoryResponse {
 }
 
 /// One earlier run of the same test.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunEntry {
     /// Node id.
     pub id: String,
@@ -332,7 +332,7 @@ pub struct RunEntry {
 }
 
 /// The regression node the tracker made for a failure.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegressionRef {
     /// The regression node id.
     pub id: String,
@@ -345,7 +345,7 @@ pub struct RegressionRef {
 }
 
 /// An artifact of a node (or of its nearest ancestor that has it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArtifactLink {
     /// The artifact key (`log`, `build_log`, ...).
     pub key: String,
@@ -358,7 +358,7 @@ pub struct ArtifactLink {
 }
 
 /// `GET /viewer/api/result/{id}`: a build or test with its context and status history.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultDetail {
     /// The build or test.
     pub node: ResultRow,
@@ -381,7 +381,7 @@ pub struct ResultDetail {
 }
 
 /// One highlighted line of a log.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogLine {
     /// 1-based line number.
     pub number: usize,
@@ -392,7 +392,7 @@ pub struct LogLine {
 }
 
 /// `GET /viewer/api/log/{id}`: a log from storage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogResponse {
     /// The node it belongs to (when asked by node).
     pub node: Option<String>,
@@ -415,7 +415,7 @@ pub struct LogResponse {
 }
 
 /// A change between two revisions of one build or test.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     /// `build`, `boot`, `test`.
     pub category: String,
@@ -430,7 +430,7 @@ pub struct Change {
 }
 
 /// `GET /viewer/api/compare/{base}/{target}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompareResponse {
     /// The base (older) revision.
     pub base: RevisionInfo,
@@ -450,7 +450,7 @@ pub struct CompareResponse {
 }
 
 /// Counts of a group of nodes on the health page.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthRow {
     /// The group's values (kind and state; or runtime; or platform).
     pub keys: Vec<Option<String>>,
@@ -467,7 +467,7 @@ pub struct HealthRow {
 }
 
 /// A node that has waited long in a non-final state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StuckNode {
     /// The state.
     pub state: String,
@@ -478,7 +478,7 @@ pub struct StuckNode {
 }
 
 /// A telemetry group over the anomaly threshold.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TelemetryAnomaly {
     /// Runtime (lab).
     pub runtime: Option<String>,
@@ -493,7 +493,7 @@ pub struct TelemetryAnomaly {
 }
 
 /// `GET /viewer/api/health`: is the pipeline healthy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthResponse {
     /// The window, in hours.
     pub hours: u32,

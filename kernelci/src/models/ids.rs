@@ -144,6 +144,21 @@ impl<'de> Deserialize<'de> for ObjectId {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ObjectId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ObjectId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-f]{24}$",
+            "description": "An object id: 24 hexadecimal digits",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use super::shape::{self, Field, Shape};
 use super::validate::{ModelError, ValidationErrors};
 
 /// The kinds a node can be written as.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
@@ -73,6 +74,7 @@ impl FromStr for NodeKind {
 }
 
 /// Error codes a node's `data.error_code` may hold.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {
     /// The job parameters were wrong.
@@ -152,6 +154,7 @@ impl FromStr for ErrorCode {
 }
 
 /// A kernel version, as read from the top-level Makefile.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelVersion {
     /// `VERSION`.
@@ -170,6 +173,7 @@ pub struct KernelVersion {
 }
 
 /// A kernel source revision.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revision {
     /// Tree name, e.g. `mainline`.
@@ -201,6 +205,7 @@ pub struct Revision {
 }
 
 /// `data` of a `checkout` node.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CheckoutData {
     /// The revision.
@@ -221,6 +226,7 @@ pub struct CheckoutData {
 }
 
 /// `data` of a `kbuild` node.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KbuildData {
     /// The revision.
@@ -271,6 +277,7 @@ pub struct KbuildData {
 }
 
 /// `data` of `test` and `job` nodes.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestData {
     /// Error code.
@@ -330,6 +337,7 @@ pub struct TestData {
 }
 
 /// `data` of a `regression` node.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegressionData {
     /// The first failing node.

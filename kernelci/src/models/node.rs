@@ -15,6 +15,7 @@ use super::{ObjectId, Timestamp};
 pub const DEFAULT_TIMEOUT_SECS: i64 = 6 * 3600;
 
 /// Where a node is in its life. See [`State::can_transition_to`].
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -83,6 +84,7 @@ impl FromStr for State {
 }
 
 /// The outcome of a node.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResultValue {
@@ -153,6 +155,7 @@ fn default_timeout() -> Timestamp {
 /// now, `timeout` now + 6 h, empty `artifacts`/`data`/`debug`/`platform_filter`/`user_groups`),
 /// accepts `_id` for `id`, and ignores unknown top-level keys. `data` is kept exactly as sent
 /// (extra keys included); [`Node::validate`] checks it against the kind's model.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     /// The node's id; absent before the store assigns one.
@@ -369,6 +372,7 @@ pub fn normalise_http_url(input: &str) -> Result<String, String> {
 /// The body of `PATCH /node/{id}`: each field that is present replaces the stored one.
 ///
 /// A field set to `Some(None)` was sent as `null`; `None` means it was not sent.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct NodePatch {
     /// New state (its transition is checked).

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::ObjectId;
 
 /// A user group. Membership is a copy of the group inside the user record, as upstream keeps it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserGroup {
     /// The group's id.
@@ -75,6 +76,7 @@ impl User {
 }
 
 /// The public shape of a user, keys in upstream's order.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRead {
     /// The user's id.

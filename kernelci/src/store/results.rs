@@ -69,6 +69,7 @@ impl ResultCategory {
 }
 
 /// The three status groups every count is shown in.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusGroup {
@@ -152,6 +153,7 @@ pub const INFRA_ERROR_CODES: [&str; 14] = [
 pub const BOOT_SEGMENT: &str = "boot";
 
 /// Counts by result.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusCounts {
     /// `pass`.
@@ -221,6 +223,7 @@ impl StatusCounts {
 }
 
 /// Counts of builds, boots and tests.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultCounts {
     /// Builds.
