@@ -87,75 +87,6 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-
-    /// An integer query parameter read as FastAPI reads `int = Query(ge=min)`: 422
-    /// `int_parsing` when it is no integer, `greater_than_equal` below `min`.
-    pub fn query_int(&self, name: &str, min: i64) -> Result<Option<i64>, ApiError> {
-        let Some(raw) = self.query_param(name) else {
-            return Ok(None);
-        };
-        let t = raw.trim();
-        let n = t.parse::<i64>().ok().or_else(|| {
-            t.parse::<f64>()
-                .ok()
-                .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e18)
-                .map(|x| x as i64)
-        });
-        let Some(n) = n else {
-            return Err(ApiError::validation(
-                "query",
-                name,
-                "int_parsing",
-                "Input should be a valid integer, unable to parse string as an integer",
-                raw,
-            ));
-        };
-        if n < min {
-            return Err(ApiError::bound("query", name, raw, "ge", json!(min)));
-        }
-        Ok(Some(n))
-    }
-
-    /// A number query parameter read as FastAPI reads `float = Query(ge=min, le=max)`: 422
-    /// `float_parsing`, `greater_than_equal` or `less_than_equal`.
-    pub fn query_float(&self, name: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
-        let Some(raw) = self.query_param(name) else {
-            return Ok(None);
-        };
-        let Ok(x) = raw.trim().parse::<f64>() else {
-            return Err(ApiError::validation(
-                "query",
-                name,
-                "float_parsing",
-                "Input should be a valid number, unable to parse string as a number",
-                raw,
-            ));
-        };
-        if x < min {
-            return Err(ApiError::bound("query", name, raw, "ge", json!(min)));
-        }
-        // NaN compares false everywhere: pydantic reports it against the upper bound.
-        if x > max || x.is_nan() {
-            return Err(ApiError::bound("query", name, raw, "le", json!(max)));
-        }
-        Ok(Some(x))
-    }
-
-    /// A boolean query flag, read as upstream's FastAPI reads `bool` (true/1/yes/on).
-    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
-        match self.query_param(name) {
-            None => Ok(false),
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                ApiError::validation(
-                    "query",
-                    name,
-                    "bool_parsing",
-                    "Input should be a valid boolean, unable to interpret input",
-                    v,
-                )
-            }),
-        }
-    }
 }
 
 /// What Python's `json` module says about a body serde_json could not parse (upstream shows
@@ -183,6 +114,19 @@ fn python_json_error(e: &serde_json::Error) -> &'static str {
     } else {
         "Expecting value"
     }
+}
+
+/// A body that must be a JSON object: pydantic's 422 `model_attributes_type` otherwise.
+pub fn json_object(body: &Value) -> Result<&serde_json::Map<String, Value>, ApiError> {
+    body.as_object().ok_or_else(|| {
+        ApiError::validation(
+            "body",
+            "",
+            "model_attributes_type",
+            "Input should be a valid dictionary",
+            body,
+        )
+    })
 }
 
 /// Parses a boolean like pydantic does.

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod proxy;
 pub mod pubsub;
+pub mod query;
 pub mod ratelimit;
 pub mod router;
 pub mod routes;

@@ -138,7 +138,7 @@ fn build() -> Value {
                 json!({"name": name, "in": "path", "required": true, "schema": path_schema(route, name)})
             })
             .collect();
-        for q in route.query {
+        for q in route.query.iter().copied().flatten() {
             let schema = Value::from((q.schema)(&mut generator));
             let mut p = json!({"name": q.name, "in": "query", "required": q.required,
                                "description": q.description, "schema": schema});

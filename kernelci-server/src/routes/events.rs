@@ -8,6 +8,7 @@ use warp::reply::Response;
 
 use crate::app::App;
 use crate::http::{ApiError, Request, ok, parse_bool};
+use crate::query::Page;
 use crate::stream;
 
 fn eq(f: Filter, field: &str, v: Scalar) -> Filter {
@@ -43,8 +44,7 @@ fn parse_from(v: &str) -> Option<Timestamp> {
 /// `GET /events`: filters as upstream, results in sequence order; long answers stream.
 pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
     let mut f = Filter::all();
-    let mut limit: Option<u64> = None;
-    let mut offset = 0u64;
+    let Page { limit, offset } = Page::from_request(req, 0, None)?;
     let mut recursive = false;
     let (mut id, mut ids) = (None, None);
     let has = |k: &str| req.query_param(k).is_some();
@@ -95,28 +95,7 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
                 })?;
                 f = f.and("timestamp", Op::Gt, Operand::One(Scalar::Time(t)));
             }
-            "limit" => {
-                limit = Some(v.parse().map_err(|_| {
-                    ApiError::validation(
-                        "query",
-                        "limit",
-                        "int_parsing",
-                        "Input should be a valid integer",
-                        v,
-                    )
-                })?)
-            }
-            "offset" => {
-                offset = v.parse().map_err(|_| {
-                    ApiError::validation(
-                        "query",
-                        "offset",
-                        "int_parsing",
-                        "Input should be a valid integer",
-                        v,
-                    )
-                })?
-            }
+            "limit" | "offset" => {}
             // Upstream turned recursion on for any non-empty value, `false` included; here
             // it is a boolean, and an empty value means off.
             "recursive" => {

@@ -387,15 +387,7 @@ pub async fn patch(app: &App, req: &Request, id: &str) -> Result<Response, ApiEr
 pub async fn batch_set(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body = req.json()?;
     let user = app.auth.user(req).await?;
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::validation(
-            "body",
-            "",
-            "model_attributes_type",
-            "Input should be a valid dictionary",
-            &body,
-        )
-    })?;
+    let obj = crate::http::json_object(&body)?;
     let nodes = match obj.get("nodes") {
         Some(Value::Array(a)) => a.clone(),
         Some(other) => {

@@ -36,8 +36,8 @@ fn html(body: String) -> Response {
     typed(StatusCode::OK, "text/html; charset=utf-8", body)
 }
 
-/// Upstream's no-cache headers.
-fn no_cache(mut r: Response) -> Response {
+/// Upstream's no-cache headers (the pages and the viewer's pages).
+pub fn no_cache(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::CACHE_CONTROL,

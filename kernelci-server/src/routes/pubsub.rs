@@ -138,15 +138,7 @@ fn check_core_attribute(key: &str, v: &Value) -> Result<(), ApiError> {
 pub async fn publish(app: &App, req: &Request, channel: &str) -> Result<Response, ApiError> {
     let body = req.json()?;
     let user = app.auth.user(req).await?;
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::validation(
-            "body",
-            "",
-            "model_attributes_type",
-            "Input should be a valid dictionary",
-            &body,
-        )
-    })?;
+    let obj = crate::http::json_object(&body)?;
     let data = obj.get("data").cloned().unwrap_or(Value::Null);
     if obj.contains_key("data") && !truthy(&data) {
         return Err(ApiError::validation(

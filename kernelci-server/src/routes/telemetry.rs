@@ -11,6 +11,7 @@ use warp::reply::Response;
 use super::MAX_PAGE_LIMIT;
 use crate::app::App;
 use crate::http::{ApiError, Request, ok};
+use crate::query::Page;
 
 const STR_FIELDS: [&str; 13] = [
     "device_type",
@@ -151,17 +152,11 @@ fn eq(f: Filter, field: &str, v: &str) -> Filter {
 /// `GET /telemetry`.
 pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
     let mut f = Filter::all();
-    let (mut limit, mut offset) = (50u64, 0u64);
+    let page = Page::from_request(req, 1, Some(MAX_PAGE_LIMIT))?;
+    let (limit, offset) = (page.limit.unwrap_or(50), page.offset);
     for (k, v) in &req.query {
         match k.as_str() {
-            "since" | "until" => {}
-            "limit" => {
-                limit = req.query_int("limit", 1)?.map_or(limit, |n| n as u64);
-                if limit > MAX_PAGE_LIMIT {
-                    return Err(ApiError::above_maximum("limit", limit, MAX_PAGE_LIMIT));
-                }
-            }
-            "offset" => offset = req.query_int("offset", 0)?.map_or(offset, |n| n as u64),
+            "since" | "until" | "limit" | "offset" => {}
             "is_infra_error" => {
                 let b = match v.to_ascii_lowercase().as_str() {
                     "true" => true,

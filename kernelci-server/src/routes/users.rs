@@ -674,15 +674,18 @@ pub async fn list_groups(app: &App, req: &Request) -> Result<Response, ApiError>
     )
 }
 
+/// The group with this id (400 for a bad id, 404 for none).
+async fn group(app: &App, id: &str) -> Result<UserGroup, ApiError> {
+    app.store
+        .get_group(object_id(id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("User group not found with id: {id}")))
+}
+
 /// `GET /user-groups/{id}`.
 pub async fn get_group(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
     app.auth.superuser(req).await?;
-    let oid = object_id(id)?;
-    let g = app
-        .store
-        .get_group(oid)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("User group not found with id: {id}")))?;
+    let g = group(app, id).await?;
     ok_json(&g)
 }
 
@@ -707,12 +710,7 @@ pub async fn create_group(app: &App, req: &Request) -> Result<Response, ApiError
 /// `DELETE /user-groups/{id}`.
 pub async fn delete_group(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
     app.auth.superuser(req).await?;
-    let oid = object_id(id)?;
-    let g = app
-        .store
-        .get_group(oid)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("User group not found with id: {id}")))?;
+    let g = group(app, id).await?;
     let members = Query::parse([("groups.name".to_owned(), g.name.clone())])?.filter;
     let (_, n) = app.store.find_users(&members, 0, Some(1)).await?;
     if n > 0 {
@@ -721,7 +719,7 @@ pub async fn delete_group(app: &App, req: &Request, id: &str) -> Result<Response
             "User group is assigned to users and cannot be deleted. Remove it from users first.",
         ));
     }
-    app.store.delete_group(oid).await?;
+    app.store.delete_group(g.id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

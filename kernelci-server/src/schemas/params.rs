@@ -139,28 +139,11 @@ pub const FILTERS: &[QueryParam] = &[
     q("runtime", "data.runtime equals (repeatable: OR)", strings),
 ];
 
-/// The filters, a category and a page.
+/// A category and a page (of a revision's results).
 pub const CATEGORY_PAGE: &[QueryParam] = &[
     q("category", "build, boot or test (default test)", category),
     q("offset", "integer >= 0", offset),
     q("limit", "integer 1-1000, default 100", limit_1000),
-    FILTERS[0],
-    FILTERS[1],
-    FILTERS[2],
-    FILTERS[3],
-    FILTERS[4],
-    FILTERS[5],
-];
-
-/// `limit` of a history (then the filters).
-pub const HISTORY_LIMIT: &[QueryParam] = &[
-    q("limit", "integer 1-50, default 10", limit_50),
-    FILTERS[0],
-    FILTERS[1],
-    FILTERS[2],
-    FILTERS[3],
-    FILTERS[4],
-    FILTERS[5],
 ];
 
 /// `days` and `tree` of the trees view.
@@ -185,5 +168,5 @@ pub const LOG_URL: &[QueryParam] = &[q("url", "the log URL", string)];
 /// `node_id` of `/viewer`.
 pub const NODE_ID: &[QueryParam] = &[q("node_id", "show this node", string)];
 
-/// `limit` of a result's runs.
-pub const RESULT_LIMIT: &[QueryParam] = &[q("limit", "integer 1-50, default 10", limit_50)];
+/// `limit` of a history or of a result's runs.
+pub const HISTORY_LIMIT: &[QueryParam] = &[q("limit", "integer 1-50, default 10", limit_50)];

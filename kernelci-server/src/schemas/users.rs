@@ -70,6 +70,15 @@ pub struct Register {
     pub password: String,
     /// User name.
     pub username: String,
+    /// Flags and groups.
+    #[serde(flatten)]
+    pub flags: UserFlags,
+}
+
+/// The flags and groups of a user, as written (`register`, `PATCH`; the flags are the
+/// admin's to change).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+pub struct UserFlags {
     /// Active.
     #[serde(default)]
     pub is_active: bool,
@@ -193,21 +202,12 @@ pub struct UserPatch {
     #[schemars(email)]
     #[serde(default)]
     pub email: String,
-    /// Active (admin).
-    #[serde(default)]
-    pub is_active: bool,
-    /// Admin (admin).
-    #[serde(default)]
-    pub is_superuser: bool,
-    /// Verified (admin).
-    #[serde(default)]
-    pub is_verified: bool,
     /// New user name.
     #[serde(default)]
     pub username: String,
-    /// Group names.
-    #[serde(default)]
-    pub groups: Groups,
+    /// Flags and groups.
+    #[serde(flatten)]
+    pub flags: UserFlags,
 }
 
 /// `POST /user-groups`.

@@ -170,8 +170,9 @@ pub struct Route {
     /// Error statuses of its own, beyond the ones every route of its kind has (see
     /// [`Route::statuses`]).
     pub errors: &'static [u16],
-    /// Its query parameters.
-    pub query: &'static [QueryParam],
+    /// Its query parameters, in lists (shared lists, e.g. the viewer's filters, are named
+    /// once and listed by several routes).
+    pub query: &'static [&'static [QueryParam]],
     /// Its handler.
     pub handler: Handler,
 }
@@ -244,8 +245,8 @@ impl Route {
         self
     }
 
-    /// Takes these query parameters.
-    pub const fn query(mut self, query: &'static [QueryParam]) -> Route {
+    /// Takes the query parameters of these lists.
+    pub const fn query(mut self, query: &'static [&'static [QueryParam]]) -> Route {
         self.query = query;
         self
     }

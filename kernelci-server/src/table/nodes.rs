@@ -39,7 +39,7 @@ const ROUTES: &[Route] = &[
         Public,
         handler!(|app, req, p| nodes::find(app, req).await),
     )
-    .query(NODES_PAGE)
+    .query(&[NODES_PAGE])
     .returns(schema::<Page<Node>>),
     route(
         "GET",
@@ -75,7 +75,7 @@ const ROUTES: &[Route] = &[
         handler!(|app, req, p| nodes::replace(app, req, p[0]).await),
     )
     .json(schema::<NodeRequest>)
-    .query(NOEVENT)
+    .query(&[NOEVENT])
     .returns(schema::<Node>)
     .errors(&[403, 404]),
     route(
@@ -86,7 +86,7 @@ const ROUTES: &[Route] = &[
         handler!(|app, req, p| nodes::patch(app, req, p[0]).await),
     )
     .json(schema::<kernelci::models::NodePatch>)
-    .query(NOEVENT)
+    .query(&[NOEVENT])
     .returns(schema::<Node>)
     .errors(&[403, 404]),
     route(
@@ -118,5 +118,5 @@ const EVENT_ROUTES: &[Route] = &[route(
     Public,
     handler!(|app, req, p| events::list(app, req).await),
 )
-.query(EVENTS)
+.query(&[EVENTS])
 .returns(schema::<Vec<EventRecord>>)];

@@ -40,7 +40,7 @@ const ROUTES: &[Route] = &[
         User,
         handler!(|app, req, p| pubsub::subscribe(app, req, p[0]).await),
     )
-    .query(SUBSCRIBE)
+    .query(&[SUBSCRIBE])
     .returns(schema::<Subscription>)
     .errors(&[409]),
     route(
@@ -60,7 +60,7 @@ const ROUTES: &[Route] = &[
         User,
         handler!(|app, req, p| pubsub::listen(app, req, p[0]).await),
     )
-    .query(ACKNOWLEDGE)
+    .query(&[ACKNOWLEDGE])
     .returns(schema::<Listened>)
     .errors(&[403, 404, 410]),
     route(
@@ -155,7 +155,7 @@ const TELEMETRY_ROUTES: &[Route] = &[
         Public,
         handler!(|app, req, p| telemetry::list(app, req).await),
     )
-    .query(PAGE_1000)
+    .query(&[PAGE_1000])
     .returns(schema::<Page<TelemetryRow>>),
     route(
         "GET",
@@ -164,7 +164,7 @@ const TELEMETRY_ROUTES: &[Route] = &[
         Public,
         handler!(|app, req, p| telemetry::stats(app, req).await),
     )
-    .query(TELEMETRY_STATS)
+    .query(&[TELEMETRY_STATS])
     .returns(schema::<Vec<serde_json::Map<String, serde_json::Value>>>),
     route(
         "GET",

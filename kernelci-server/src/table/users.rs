@@ -195,7 +195,7 @@ const ROUTES: &[Route] = &[
         User,
         handler!(|app, req, p| users::list_users(app, req).await),
     )
-    .query(PAGE_1000)
+    .query(&[PAGE_1000])
     .returns(schema::<Page<UserRead>>),
     route(
         "GET",
@@ -204,7 +204,7 @@ const ROUTES: &[Route] = &[
         Superuser,
         handler!(|app, req, p| users::list_groups(app, req).await),
     )
-    .query(PAGE_1000)
+    .query(&[PAGE_1000])
     .returns(schema::<Page<UserGroup>>),
     route(
         "POST",

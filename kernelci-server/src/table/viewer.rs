@@ -5,7 +5,6 @@ use super::Access::Public;
 use super::{Group, Route, route, schema};
 use crate::schemas::params::{
     CATEGORY_PAGE, DAYS_TREE, FILTERS, HISTORY_LIMIT, HOURS, LOG_ARTIFACT, LOG_URL, NODE_ID,
-    RESULT_LIMIT,
 };
 use crate::viewer::model::{
     CheckoutSummary, CompareResponse, HealthResponse, HistoryResponse, LogResponse, ResultDetail,
@@ -38,7 +37,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::trees(app, req).await),
     )
-    .query(DAYS_TREE)
+    .query(&[DAYS_TREE])
     .returns(schema::<TreesResponse>),
     route(
         "GET",
@@ -47,7 +46,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::checkout(app, req, p[0]).await),
     )
-    .query(FILTERS)
+    .query(&[FILTERS])
     .returns(schema::<CheckoutSummary>)
     .errors(&[404]),
     route(
@@ -57,7 +56,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::results(app, req, p[0]).await),
     )
-    .query(CATEGORY_PAGE)
+    .query(&[CATEGORY_PAGE, FILTERS])
     .returns(schema::<ResultsResponse>)
     .errors(&[404]),
     route(
@@ -68,7 +67,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::history(app, req, p[0]).await),
     )
-    .query(HISTORY_LIMIT)
+    .query(&[HISTORY_LIMIT, FILTERS])
     .returns(schema::<HistoryResponse>)
     .errors(&[404]),
     route(
@@ -79,7 +78,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::result(app, req, p[0]).await),
     )
-    .query(RESULT_LIMIT)
+    .query(&[HISTORY_LIMIT])
     .returns(schema::<ResultDetail>)
     .errors(&[404]),
     route(
@@ -89,7 +88,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::log(app, req, Some(p[0])).await),
     )
-    .query(LOG_ARTIFACT)
+    .query(&[LOG_ARTIFACT])
     .returns(schema::<LogResponse>)
     .errors(&[403, 404, 502]),
     route(
@@ -100,7 +99,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::log(app, req, None).await),
     )
-    .query(LOG_URL)
+    .query(&[LOG_URL])
     .returns(schema::<LogResponse>)
     .errors(&[403, 404, 502]),
     route(
@@ -110,7 +109,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::compare(app, req, p[0], p[1]).await),
     )
-    .query(FILTERS)
+    .query(&[FILTERS])
     .returns(schema::<CompareResponse>)
     .errors(&[404]),
     route(
@@ -121,7 +120,7 @@ const DATA: &[Route] = &[
         Public,
         handler!(|app, req, p| api::health(app, req).await),
     )
-    .query(HOURS)
+    .query(&[HOURS])
     .returns(schema::<HealthResponse>),
 ];
 
@@ -141,7 +140,7 @@ const PAGE_ROUTES: &[Route] = &[
             }
         ),
     )
-    .query(NODE_ID)
+    .query(&[NODE_ID])
     .html(),
     route(
         "GET",
@@ -184,7 +183,7 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::trees(app, req, None).await),
     )
-    .query(DAYS_TREE)
+    .query(&[DAYS_TREE])
     .html()
     .errors(PAGE_ERRORS),
     route(
@@ -203,7 +202,7 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::checkout(app, req, p[0]).await),
     )
-    .query(FILTERS)
+    .query(&[FILTERS])
     .html()
     .errors(PAGE_ERRORS),
     route(
@@ -222,7 +221,7 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::log(app, req, None).await),
     )
-    .query(LOG_URL)
+    .query(&[LOG_URL])
     .html()
     .errors(&[400, 403, 404, 502]),
     route(
@@ -232,7 +231,7 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::log(app, req, Some(p[0])).await),
     )
-    .query(LOG_ARTIFACT)
+    .query(&[LOG_ARTIFACT])
     .html()
     .errors(&[400, 403, 404, 502]),
     route(
@@ -251,7 +250,7 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::compare(app, req, p[0], p[1]).await),
     )
-    .query(FILTERS)
+    .query(&[FILTERS])
     .html()
     .errors(PAGE_ERRORS),
     route(
@@ -261,7 +260,7 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::health(app, req, None).await),
     )
-    .query(HOURS)
+    .query(&[HOURS])
     .html()
     .errors(PAGE_ERRORS),
     route(

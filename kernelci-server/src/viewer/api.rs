@@ -7,36 +7,15 @@ use warp::reply::Response;
 
 use super::data;
 use super::log;
-use super::model::{LogResponse, ResultFilters};
+use super::model::{CompareResponse, LogResponse, ResultFilters};
 use crate::app::App;
 use crate::http::{ApiError, Request, ok_json};
+use crate::query::int_param;
 
 /// Most rows of a results page.
 pub const MAX_PAGE: u64 = 1000;
 /// Most revisions in a history strip, runs in a status history.
 pub const MAX_HISTORY: u64 = 50;
-
-/// A bounded integer query parameter.
-pub fn int_param(
-    req: &Request,
-    name: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ApiError> {
-    match req.query_param(name) {
-        None | Some("") => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Invalid value for '{name}': '{v}' (an integer from {min} to {max})"
-                ))
-            }),
-    }
-}
 
 /// The `category` (or `tab`) parameter: `build`, `boot`, `test` (default `test`).
 pub fn category_param(req: &Request) -> Result<ResultCategory, ApiError> {
@@ -86,6 +65,23 @@ pub async fn result(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     ok_json(&data::result_detail(app, id, limit).await?)
 }
 
+/// Two revisions compared under the request's filters (404/400 as [`data::checkout`] for
+/// either), with the filters.
+pub async fn comparison(
+    app: &App,
+    req: &Request,
+    base: &str,
+    target: &str,
+) -> Result<(ResultFilters, CompareResponse), ApiError> {
+    let filters = ResultFilters::from_request(req)?;
+    let (b, t) = (
+        data::checkout(app, base).await?,
+        data::checkout(app, target).await?,
+    );
+    let c = data::compare(app, &b, &t, &filters).await?;
+    Ok((filters, c))
+}
+
 /// `GET /viewer/api/compare/{base}/{target}` with the result filters.
 pub async fn compare(
     app: &App,
@@ -93,12 +89,7 @@ pub async fn compare(
     base: &str,
     target: &str,
 ) -> Result<Response, ApiError> {
-    let filters = ResultFilters::from_request(req)?;
-    let (b, t) = (
-        data::checkout(app, base).await?,
-        data::checkout(app, target).await?,
-    );
-    ok_json(&data::compare(app, &b, &t, &filters).await?)
+    ok_json(&comparison(app, req, base, target).await?.1)
 }
 
 /// `GET /viewer/api/health?hours=`.

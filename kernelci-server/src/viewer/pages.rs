@@ -8,15 +8,16 @@ use kernelci::store::results::{ResultCategory, StatusGroup};
 use kernelci::store::{FindOptions, Sort};
 use minijinja::Environment;
 use serde_json::{Value, json};
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::api::{self, MAX_HISTORY, category_param, int_param};
+use super::api::{self, MAX_HISTORY, category_param};
 use super::data;
 use super::log::LOG_CAP;
 use super::model::{CheckoutSummary, FACETS, ResultFilters, ResultRow, RevisionInfo, encode_pairs};
 use crate::app::App;
 use crate::http::{ApiError, Request, typed};
+use crate::query::int_param;
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../assets/viewer/base.html")),
@@ -73,15 +74,11 @@ pub fn render_with(status: StatusCode, name: &str, ctx: &Value) -> Result<Respon
         .get_template(name)
         .and_then(|t| t.render(minijinja::value::Serde(ctx)))
         .map_err(|e| ApiError::internal(format!("rendering {name}: {e}")))?;
-    let mut r = typed(status, "text/html; charset=utf-8", body);
-    let h = r.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
-    Ok(r)
+    Ok(crate::routes::pages::no_cache(typed(
+        status,
+        "text/html; charset=utf-8",
+        body,
+    )))
 }
 
 /// Renders a page (200).
@@ -301,12 +298,7 @@ pub async fn compare(
     base: &str,
     target: &str,
 ) -> Result<Response, ApiError> {
-    let filters = ResultFilters::from_request(req)?;
-    let (b, t) = (
-        data::checkout(app, base).await?,
-        data::checkout(app, target).await?,
-    );
-    let c = data::compare(app, &b, &t, &filters).await?;
+    let (filters, c) = api::comparison(app, req, base, target).await?;
     let q = filters.query_string();
     let with_q = |p: String| if q.is_empty() { p } else { format!("{p}?{q}") };
     render(
