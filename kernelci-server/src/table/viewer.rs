@@ -140,8 +140,9 @@ const PAGE_ROUTES: &[Route] = &[
             }
         ),
     )
-    .query(&[NODE_ID])
-    .html(),
+    .query(&[NODE_ID, DAYS_TREE])
+    .html()
+    .errors(PAGE_ERRORS),
     route(
         "GET",
         "/dashboard",
@@ -149,7 +150,9 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::trees(app, req, Some("KernelCI Dashboard")).await),
     )
-    .html(),
+    .query(&[DAYS_TREE])
+    .html()
+    .errors(PAGE_ERRORS),
     route(
         "GET",
         "/manage",
@@ -167,7 +170,9 @@ const PAGE_ROUTES: &[Route] = &[
             |app, req, p| pages::health(app, req, Some("KernelCI Pipeline Analytics")).await
         ),
     )
-    .html(),
+    .query(&[HOURS])
+    .html()
+    .errors(PAGE_ERRORS),
     route(
         "GET",
         "/stats",
@@ -175,7 +180,9 @@ const PAGE_ROUTES: &[Route] = &[
         Public,
         page_handler!(|app, req, p| pages::health(app, req, Some("KernelCI API Statistics")).await),
     )
-    .html(),
+    .query(&[HOURS])
+    .html()
+    .errors(PAGE_ERRORS),
     route(
         "GET",
         "/viewer/trees",
