@@ -28,13 +28,13 @@ pub enum WritableKind {
 #[serde(untagged)]
 pub enum KindData {
     /// `checkout`.
-    Checkout(kernelci::models::CheckoutData),
+    Checkout(Box<kernelci::models::CheckoutData>),
     /// `kbuild`.
-    Kbuild(kernelci::models::KbuildData),
+    Kbuild(Box<kernelci::models::KbuildData>),
     /// `test`, `job`.
-    Test(kernelci::models::TestData),
+    Test(Box<kernelci::models::TestData>),
     /// `regression`.
-    Regression(kernelci::models::RegressionData),
+    Regression(Box<kernelci::models::RegressionData>),
 }
 
 /// `POST /node`, `PUT /node/{id}`: a node as written (the store fills the rest; see
