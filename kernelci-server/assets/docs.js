@@ -38,6 +38,10 @@ function resolve(schema) {
 function typeLabel(schema) {
   const s = resolve(schema);
   if (Array.isArray(s.enum)) return s.enum.map((v) => JSON.stringify(v)).join(' | ');
+  if (s.const !== undefined) return JSON.stringify(s.const);
+  // Alternatives (derived schemas: an enum with documented variants, an optional `$ref`).
+  const alternatives = s.oneOf || s.anyOf;
+  if (Array.isArray(alternatives) && !s.type) return alternatives.map((a) => typeLabel(a)).join(' | ');
   let t = Array.isArray(s.type) ? s.type.join(' | ') : (s.type || (s.properties ? 'object' : 'any'));
   if (t === 'array') t = 'array of ' + (s.items ? typeLabel(s.items) : 'any');
   const notes = [];

@@ -5,24 +5,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The kinds a node may be written as (`node`, the default, is read-only).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum WritableKind {
-    /// A kernel revision.
-    Checkout,
-    /// A kernel build.
-    Kbuild,
-    /// A test or test suite.
-    Test,
-    /// A job.
-    Job,
-    /// A processing step.
-    Process,
-    /// A regression.
-    Regression,
-}
-
 /// The `data` of a node: the model of its kind (extra keys are kept).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -41,8 +23,8 @@ pub enum KindData {
 /// `Node` for every field and its default).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct NodeRequest {
-    /// The kind.
-    pub kind: WritableKind,
+    /// The kind (`node`, the default of a stored node, is not writable).
+    pub kind: kernelci::models::NodeKind,
     /// Name.
     pub name: String,
     /// Names from the root down to this node.
