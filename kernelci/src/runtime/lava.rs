@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -42,7 +42,8 @@ use super::registry::{RuntimeContext, RuntimeCredentials, RuntimeEntry};
 use super::template::TemplateEngine;
 use super::{
     JobDefinition, JobHandle, JobParams, JobSpec, JobStatus, Runtime, RuntimeError,
-    RuntimeErrorKind, async_trait, default_params,
+    RuntimeErrorKind, async_trait, default_params, file_stem, job_metadata, job_name,
+    poll_until_final,
 };
 use crate::models::ErrorCode;
 use crate::storage::{Storage, UploadFile};
@@ -519,13 +520,7 @@ impl Runtime for LavaRuntime {
     }
 
     fn generate(&self, job: &JobSpec, params: &JobParams) -> Result<JobDefinition, RuntimeError> {
-        let rendered = self.templates.render(&job.template, params)?;
-        if rendered.trim().is_empty() {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Generation,
-                format!("template {} rendered nothing", job.template),
-            ));
-        }
+        let rendered = self.templates.render_job(job, params)?;
         let yaml: serde_norway::Value = serde_norway::from_str(&rendered).map_err(|e| {
             RuntimeError::with_source(
                 RuntimeErrorKind::Generation,
@@ -535,29 +530,10 @@ impl Runtime for LavaRuntime {
         })?;
         let content = serde_norway::to_string(&yaml)
             .map_err(|e| RuntimeError::with_source(RuntimeErrorKind::Generation, "YAML dump", e))?;
-        let name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or(&job.name);
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         Ok(JobDefinition {
-            file_name: format!("{}.yaml", safe.trim_start_matches('.')),
+            file_name: format!("{}.yaml", file_stem(job_name(job, params))),
             content,
-            metadata: json!({
-                "runtime": self.name,
-                "lab_type": "lava",
-                "job": job.name,
-                "node_id": job.node.id,
-            }),
+            metadata: Value::Object(job_metadata(&self.name, "lava", job)),
         })
     }
 
@@ -607,26 +583,20 @@ impl Runtime for LavaRuntime {
     }
 
     async fn wait(&self, handle: &JobHandle, timeout: Duration) -> Result<JobStatus, RuntimeError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status(handle).await?;
-            if status.is_final() {
-                return Ok(status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                self.cancel(handle).await?;
-                return Ok(JobStatus::Incomplete {
-                    error_code: ErrorCode::NodeTimeout,
-                    message: format!(
-                        "LAVA job {} did not finish within {} s and was canceled",
-                        handle.id,
-                        timeout.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(self.config.poll_interval.min(deadline - now)).await;
+        if let Some(status) =
+            poll_until_final(self, handle, timeout, self.config.poll_interval).await?
+        {
+            return Ok(status);
         }
+        self.cancel(handle).await?;
+        Ok(JobStatus::Incomplete {
+            error_code: ErrorCode::NodeTimeout,
+            message: format!(
+                "LAVA job {} did not finish within {} s and was canceled",
+                handle.id,
+                timeout.as_secs()
+            ),
+        })
     }
 
     async fn cancel(&self, handle: &JobHandle) -> Result<(), RuntimeError> {
