@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use kernelci::pipeline::service::{ServiceContext, ServiceResult, ServiceSetup};
+use kernelci::pipeline::service::{ServiceContext, ServiceResult, ServiceSetup, run_service};
 
 /// The options every service takes. Each binary flattens it:
 ///
@@ -68,6 +68,80 @@ impl ServiceArgs {
     pub fn health_port(&self, setup: &ServiceSetup) -> ServiceResult<Option<u16>> {
         setup.get_parsed(self.health_port, "health_port")
     }
+
+    /// What a service starts with: its [`Self::context`] and its [`Self::health_port`].
+    pub fn start(
+        &self,
+        setup: &ServiceSetup,
+        default_name: Option<&str>,
+    ) -> ServiceResult<(ServiceContext, Option<u16>)> {
+        let ctx = self.context(setup, default_name)?;
+        Ok((ctx, self.health_port(setup)?))
+    }
+}
+
+/// The command line of a service that follows other owners' nodes on request: [`ServiceArgs`]
+/// and `--promisc` (`kci-job-retry`, `kci-regression`).
+#[derive(Debug, Clone, Default, clap::Parser)]
+pub struct FollowArgs {
+    /// The common options.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Follow every owner's nodes, not only this user's.
+    #[arg(long)]
+    pub promisc: bool,
+}
+
+impl FollowArgs {
+    /// Parses the process's command line; `about` is the binary's one-line description
+    /// (`--help`). Bad arguments print the usage and exit with status 2.
+    pub fn parse_with_about(about: &'static str) -> FollowArgs {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = FollowArgs::command()
+            .about(about)
+            .long_about(None)
+            .get_matches();
+        FollowArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Loads the settings (section `section`) and the YAML configuration, with the `promisc`
+    /// flag set from `--promisc`.
+    pub fn setup(&self, section: &str) -> ServiceResult<ServiceSetup> {
+        let mut setup = self.service.setup(section)?;
+        setup.set_flag("promisc", self.promisc);
+        Ok(setup)
+    }
+
+    /// Runs a follow service: loads settings section `section`, builds the service with
+    /// `build`, and runs it with `run` (given the service and its context) under
+    /// [`run_service`] until it stops; returns the exit code.
+    pub async fn run<S, Fut>(
+        &self,
+        section: &str,
+        build: impl FnOnce(&ServiceSetup) -> ServiceResult<S>,
+        run: impl FnOnce(S, ServiceContext) -> Fut,
+    ) -> ServiceResult<i32>
+    where
+        Fut: Future<Output = ServiceResult<()>>,
+    {
+        let setup = self.setup(section)?;
+        let service = build(&setup)?;
+        let (ctx, port) = self.service.start(&setup, None)?;
+        Ok(run_service(&ctx, port, || run(service, ctx.clone())).await)
+    }
+}
+
+/// Prepares a binary's process: installs the TLS provider (ring) and logs to standard error
+/// with the `RUST_LOG` filter, else `default_filter`.
+pub fn init_process(default_filter: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Runs a service binary: installs the TLS provider, logs to standard error (`RUST_LOG`,
@@ -77,14 +151,7 @@ pub fn service_main<Fut>(binary: &str, body: impl FnOnce() -> Fut) -> !
 where
     Fut: Future<Output = ServiceResult<i32>>,
 {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_process("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

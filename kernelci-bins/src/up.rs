@@ -347,10 +347,8 @@ pub fn service_options(
 
     setup
         .select("trigger")
-        .set("poll_period", secs(opts.poll_period));
-    if opts.demo {
-        setup.set_default("poll_period", 10);
-    }
+        .set("poll_period", secs(opts.poll_period))
+        .set_default_when(opts.demo, "poll_period", 10);
     let trigger = TriggerOptions::from_settings(setup)?;
 
     setup
@@ -358,10 +356,8 @@ pub fn service_options(
         .set_default("kdir", data.join("src").display())
         .set_default("output", data.join("tarballs").display())
         .set_default("tags_from", "none")
-        .set("holdoff", secs(opts.holdoff));
-    if opts.demo {
-        setup.set_default("holdoff", 5);
-    }
+        .set("holdoff", secs(opts.holdoff))
+        .set_default_when(opts.demo, "holdoff", 5);
     let tarball = TarballOptions::from_settings(setup)?;
 
     setup
@@ -384,10 +380,8 @@ pub fn service_options(
         setup
             .select("timeout")
             .set("mode", Some(mode))
-            .set("poll_period", secs(opts.timeout_period));
-        if opts.demo {
-            setup.set_default("poll_period", 2);
-        }
+            .set("poll_period", secs(opts.timeout_period))
+            .set_default_when(opts.demo, "poll_period", 2);
         timeout.push(TimeoutService::from_settings(setup)?);
     }
 
@@ -591,7 +585,7 @@ pub async fn run(
 
     // --- services ---
     let setup = setup;
-    let mut tasks: Vec<(String, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
+    let mut tasks: ServiceTasks = Vec::new();
     // Services stop on their own signal, given once the progress loop ends.
     let services_stop = Shutdown::new();
     let ctx = |name: &str| {
@@ -601,22 +595,18 @@ pub async fn run(
     let config = Arc::new(setup.config);
     let poll = services.trigger.poll_period;
     let trigger = Trigger::new(BuildTarget::from_config(&config), services.trigger);
-    let c = ctx("trigger");
-    tasks.push((
-        "trigger".into(),
-        tokio::spawn(async move { trigger.run(&c).await.map_err(|e| e.to_string()) }),
-    ));
+    spawn_service(&mut tasks, &ctx, "trigger", move |c| async move {
+        trigger.run(&c).await
+    });
 
     let tarball = Tarball::new(
         BuildTarget::from_config(&config),
         storage.clone(),
         services.tarball,
     );
-    let c = ctx("tarball");
-    tasks.push((
-        "tarball".into(),
-        tokio::spawn(async move { tarball.run(&c).await.map_err(|e| e.to_string()) }),
-    ));
+    spawn_service(&mut tasks, &ctx, "tarball", move |c| async move {
+        tarball.run(&c).await
+    });
 
     if runtimes.is_empty() {
         let _ = writeln!(out, "scheduler: no runtime could start; no job will run");
@@ -625,53 +615,39 @@ pub async fn run(
         let scheduler = Scheduler::new(config.clone(), api.clone(), runtimes, services.scheduler)
             .map_err(|e| UpError::Service(format!("scheduler: {e}")))?;
         let _ = writeln!(out, "scheduler: runtimes {}", names.join(", "));
-        let c = ctx("scheduler");
-        tasks.push((
-            "scheduler".into(),
-            tokio::spawn(
-                async move { Arc::new(scheduler).run(&c).await.map_err(|e| e.to_string()) },
-            ),
-        ));
+        spawn_service(&mut tasks, &ctx, "scheduler", move |c| async move {
+            Arc::new(scheduler).run(&c).await
+        });
     }
 
     for service in services.timeout {
         let mode = service.mode().to_string();
-        let c = ctx(&mode);
-        tasks.push((
-            mode,
-            tokio::spawn(async move { service.run(&c).await.map_err(|e| e.to_string()) }),
-        ));
+        spawn_service(&mut tasks, &ctx, &mode, move |c| async move {
+            service.run(&c).await
+        });
     }
 
     let tracker = services.regression;
-    let c = ctx("regression");
-    tasks.push((
-        "regression".into(),
-        tokio::spawn(async move { tracker.run(&c).await.map_err(|e| e.to_string()) }),
-    ));
+    spawn_service(&mut tasks, &ctx, "regression", move |c| async move {
+        tracker.run(&c).await
+    });
 
     let retry = services.job_retry;
-    let c = ctx("job-retry");
-    tasks.push((
-        "job-retry".into(),
-        tokio::spawn(async move { retry.run(&c).await.map_err(|e| e.to_string()) }),
-    ));
+    spawn_service(&mut tasks, &ctx, "job-retry", move |c| async move {
+        retry.run(&c).await
+    });
 
     let reporter = services.reporter;
-    let c = ctx("report");
-    tasks.push((
-        "report".into(),
-        tokio::spawn(async move { reporter.run(&c).await.map_err(|e| e.to_string()) }),
-    ));
+    spawn_service(&mut tasks, &ctx, "report", move |c| async move {
+        reporter.run(&c).await
+    });
     // The KCIDB bridge: to KCIDB_REST when set, else documents in <data>/kcidb/.
     let (kcidb, kcidb_to) =
         crate::cli::kcidb::up_bridge(&config, &setup.settings, &url, &data.join("kcidb"))
             .map_err(|e| UpError::Service(format!("kcidb bridge: {e}")))?;
-    let c = ctx("kcidb");
-    tasks.push((
-        "kcidb".into(),
-        tokio::spawn(async move { kcidb.run(&c).await.map_err(|e| e.to_string()) }),
-    ));
+    spawn_service(&mut tasks, &ctx, "kcidb", move |c| async move {
+        kcidb.run(&c).await
+    });
     let trigger_line = if poll.is_zero() {
         "trigger (one pass: set [trigger] poll_period or --poll-period to keep polling)".into()
     } else {
@@ -754,6 +730,26 @@ pub async fn run(
         checkout,
         token,
     })
+}
+
+/// The services `kci up` runs: each one's task under its name.
+type ServiceTasks = Vec<(String, tokio::task::JoinHandle<Result<(), String>>)>;
+
+/// Starts the service `name` as a task: `run` gets the service's context (from `ctx`) and
+/// returns what the service does; its error becomes the task's message.
+fn spawn_service<F, Fut, E>(
+    tasks: &mut ServiceTasks,
+    ctx: &impl Fn(&str) -> ServiceContext,
+    name: &str,
+    run: F,
+) where
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let service = run(ctx(name));
+    let task = tokio::spawn(async move { service.await.map_err(|e| e.to_string()) });
+    tasks.push((name.to_owned(), task));
 }
 
 #[cfg(test)]

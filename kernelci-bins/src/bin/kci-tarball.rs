@@ -38,9 +38,8 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         .set("tags_from", tags);
     let options = TarballOptions::from_settings(&setup)?;
     let storage = setup.storage(a.storage_config)?;
-    let ctx = a.service.context(&setup, None)?;
+    let (ctx, port) = a.service.start(&setup, None)?;
     let tarball = Tarball::new(BuildTarget::from_config(&setup.config), storage, options);
-    let port = a.service.health_port(&setup)?;
     Ok(run_service(&ctx, port, || tarball.run(&ctx)).await)
 }
 

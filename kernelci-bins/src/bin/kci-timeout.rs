@@ -25,10 +25,9 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
     let mut setup = a.service.setup("timeout")?;
     setup.set("mode", a.mode).set("poll_period", a.poll_period);
     let service = TimeoutService::from_settings(&setup)?;
-    let ctx = a
+    let (ctx, port) = a
         .service
-        .context(&setup, Some(&format!("timeout-{}", service.mode())))?;
-    let port = a.service.health_port(&setup)?;
+        .start(&setup, Some(&format!("timeout-{}", service.mode())))?;
     Ok(run_service(&ctx, port, || service.run(&ctx)).await)
 }
 

@@ -40,8 +40,7 @@ async fn main_() -> kernelci::pipeline::service::ServiceResult<i32> {
         .set("timeout", a.timeout);
     let options = TriggerOptions::from_settings(&setup)?;
     let trigger = Trigger::new(BuildTarget::from_config(&setup.config), options);
-    let ctx = a.service.context(&setup, None)?;
-    let port = a.service.health_port(&setup)?;
+    let (ctx, port) = a.service.start(&setup, None)?;
     Ok(run_service(&ctx, port, || trigger.run(&ctx)).await)
 }
 

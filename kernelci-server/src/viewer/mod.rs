@@ -30,6 +30,7 @@
 pub mod api;
 pub mod cache;
 pub mod data;
+pub mod health;
 pub mod log;
 pub mod manage;
 pub mod model;

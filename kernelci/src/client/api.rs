@@ -106,210 +106,138 @@ pub trait Api: Send + Sync + fmt::Debug {
     async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()>;
 }
 
-#[async_trait]
-impl Api for ApiClient {
-    fn url(&self, path: &str) -> String {
-        ApiClient::url(self, path)
-    }
+/// Implements [`Api`] for `$for` by calling the same-named function of `$target` on
+/// `$this` (an expression of `self`): an `ApiClient`'s own methods, or the pointee's `Api`.
+macro_rules! forward_api {
+    ([$($generics:tt)*] $for:ty => $target:ty, |$self_:ident| $this:expr) => {
+        #[async_trait]
+        impl<$($generics)*> Api for $for {
+            fn url(&self, path: &str) -> String {
+                let $self_ = self;
+                <$target>::url($this, path)
+            }
 
-    async fn whoami(&self) -> ClientResult<UserRead> {
-        ApiClient::whoami(self).await
-    }
+            async fn whoami(&self) -> ClientResult<UserRead> {
+                let $self_ = self;
+                <$target>::whoami($this).await
+            }
 
-    async fn get_node(&self, id: ObjectId) -> ClientResult<Option<Node>> {
-        ApiClient::get_node(self, id).await
-    }
+            async fn get_node(&self, id: ObjectId) -> ClientResult<Option<Node>> {
+                let $self_ = self;
+                <$target>::get_node($this, id).await
+            }
 
-    async fn find_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<Page<Node>> {
-        ApiClient::find_nodes(self, query).await
-    }
+            async fn find_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<Page<Node>> {
+                let $self_ = self;
+                <$target>::find_nodes($this, query).await
+            }
 
-    async fn find_all_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<Vec<Node>> {
-        ApiClient::find_all_nodes(self, query).await
-    }
+            async fn find_all_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<Vec<Node>> {
+                let $self_ = self;
+                <$target>::find_all_nodes($this, query).await
+            }
 
-    async fn count_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<u64> {
-        ApiClient::count_nodes(self, query).await
-    }
+            async fn count_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<u64> {
+                let $self_ = self;
+                <$target>::count_nodes($this, query).await
+            }
 
-    async fn create_node(&self, node: &Node) -> ClientResult<Node> {
-        ApiClient::create_node(self, node).await
-    }
+            async fn create_node(&self, node: &Node) -> ClientResult<Node> {
+                let $self_ = self;
+                <$target>::create_node($this, node).await
+            }
 
-    async fn update_node(&self, node: &Node, noevent: bool) -> ClientResult<Node> {
-        ApiClient::update_node(self, node, noevent).await
-    }
+            async fn update_node(&self, node: &Node, noevent: bool) -> ClientResult<Node> {
+                let $self_ = self;
+                <$target>::update_node($this, node, noevent).await
+            }
 
-    async fn submit_results(&self, root: &Hierarchy) -> ClientResult<Vec<Node>> {
-        ApiClient::submit_results(self, root).await
-    }
+            async fn submit_results(&self, root: &Hierarchy) -> ClientResult<Vec<Node>> {
+                let $self_ = self;
+                <$target>::submit_results($this, root).await
+            }
 
-    async fn publish<'a>(
-        &self,
-        channel: &str,
-        data: &Value,
-        attributes: Option<&'a Value>,
-    ) -> ClientResult<()> {
-        ApiClient::publish(self, channel, data, attributes).await
-    }
+            async fn publish<'a>(
+                &self,
+                channel: &str,
+                data: &Value,
+                attributes: Option<&'a Value>,
+            ) -> ClientResult<()> {
+                let $self_ = self;
+                <$target>::publish($this, channel, data, attributes).await
+            }
 
-    async fn add_telemetry(&self, events: &[Value]) -> ClientResult<u64> {
-        ApiClient::add_telemetry(self, events).await
-    }
+            async fn add_telemetry(&self, events: &[Value]) -> ClientResult<u64> {
+                let $self_ = self;
+                <$target>::add_telemetry($this, events).await
+            }
 
-    async fn subscribe<'a>(
-        &self,
-        channel: &str,
-        promiscuous: bool,
-        subscriber_id: Option<&'a str>,
-    ) -> ClientResult<Subscription> {
-        ApiClient::subscribe(self, channel, promiscuous, subscriber_id).await
-    }
+            async fn subscribe<'a>(
+                &self,
+                channel: &str,
+                promiscuous: bool,
+                subscriber_id: Option<&'a str>,
+            ) -> ClientResult<Subscription> {
+                let $self_ = self;
+                <$target>::subscribe($this, channel, promiscuous, subscriber_id)
+                    .await
+            }
 
-    async fn unsubscribe(&self, id: u64) -> ClientResult<()> {
-        ApiClient::unsubscribe(self, id).await
-    }
+            async fn unsubscribe(&self, id: u64) -> ClientResult<()> {
+                let $self_ = self;
+                <$target>::unsubscribe($this, id).await
+            }
 
-    async fn listen_raw(
-        &self,
-        id: u64,
-        acknowledge: Option<u64>,
-        timeout: Duration,
-    ) -> ClientResult<Value> {
-        ApiClient::listen_raw(self, id, acknowledge, timeout).await
-    }
+            async fn listen_raw(
+                &self,
+                id: u64,
+                acknowledge: Option<u64>,
+                timeout: Duration,
+            ) -> ClientResult<Value> {
+                let $self_ = self;
+                <$target>::listen_raw($this, id, acknowledge, timeout).await
+            }
 
-    async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
-        ApiClient::ack(self, id, sequence_id).await
-    }
+            async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
+                let $self_ = self;
+                <$target>::ack($this, id, sequence_id).await
+            }
 
-    async fn find_nodes_fast<'q>(
-        &self,
-        query: &'q [(&'q str, &'q str)],
-    ) -> ClientResult<Vec<Node>> {
-        ApiClient::find_nodes_fast(self, query).await
-    }
+            async fn find_nodes_fast<'q>(
+                &self,
+                query: &'q [(&'q str, &'q str)],
+            ) -> ClientResult<Vec<Node>> {
+                let $self_ = self;
+                <$target>::find_nodes_fast($this, query).await
+            }
 
-    async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64> {
-        ApiClient::bulk_set(self, ids, field, value).await
-    }
+            async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64> {
+                let $self_ = self;
+                <$target>::bulk_set($this, ids, field, value).await
+            }
 
-    async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>> {
-        ApiClient::get_kv(self, namespace, key).await
-    }
+            async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>> {
+                let $self_ = self;
+                <$target>::get_kv($this, namespace, key).await
+            }
 
-    async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()> {
-        ApiClient::set_kv(self, namespace, key, value).await
-    }
+            async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()> {
+                let $self_ = self;
+                <$target>::set_kv($this, namespace, key, value).await
+            }
 
-    async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()> {
-        ApiClient::delete_kv(self, namespace, key).await
-    }
+            async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()> {
+                let $self_ = self;
+                <$target>::delete_kv($this, namespace, key).await
+            }
+        }
+    };
 }
 
-/// A shared API is an API: `Arc<dyn Api>` (what services hold) goes wherever `&dyn Api` does.
-#[async_trait]
-impl<T: Api + ?Sized> Api for Arc<T> {
-    fn url(&self, path: &str) -> String {
-        (**self).url(path)
-    }
+forward_api!([] ApiClient => ApiClient, |client| client);
 
-    async fn whoami(&self) -> ClientResult<UserRead> {
-        (**self).whoami().await
-    }
-
-    async fn get_node(&self, id: ObjectId) -> ClientResult<Option<Node>> {
-        (**self).get_node(id).await
-    }
-
-    async fn find_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<Page<Node>> {
-        (**self).find_nodes(query).await
-    }
-
-    async fn find_all_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<Vec<Node>> {
-        (**self).find_all_nodes(query).await
-    }
-
-    async fn count_nodes<'q>(&self, query: &'q [(&'q str, &'q str)]) -> ClientResult<u64> {
-        (**self).count_nodes(query).await
-    }
-
-    async fn create_node(&self, node: &Node) -> ClientResult<Node> {
-        (**self).create_node(node).await
-    }
-
-    async fn update_node(&self, node: &Node, noevent: bool) -> ClientResult<Node> {
-        (**self).update_node(node, noevent).await
-    }
-
-    async fn submit_results(&self, root: &Hierarchy) -> ClientResult<Vec<Node>> {
-        (**self).submit_results(root).await
-    }
-
-    async fn publish<'a>(
-        &self,
-        channel: &str,
-        data: &Value,
-        attributes: Option<&'a Value>,
-    ) -> ClientResult<()> {
-        (**self).publish(channel, data, attributes).await
-    }
-
-    async fn add_telemetry(&self, events: &[Value]) -> ClientResult<u64> {
-        (**self).add_telemetry(events).await
-    }
-
-    async fn subscribe<'a>(
-        &self,
-        channel: &str,
-        promiscuous: bool,
-        subscriber_id: Option<&'a str>,
-    ) -> ClientResult<Subscription> {
-        (**self)
-            .subscribe(channel, promiscuous, subscriber_id)
-            .await
-    }
-
-    async fn unsubscribe(&self, id: u64) -> ClientResult<()> {
-        (**self).unsubscribe(id).await
-    }
-
-    async fn listen_raw(
-        &self,
-        id: u64,
-        acknowledge: Option<u64>,
-        timeout: Duration,
-    ) -> ClientResult<Value> {
-        (**self).listen_raw(id, acknowledge, timeout).await
-    }
-
-    async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
-        (**self).ack(id, sequence_id).await
-    }
-
-    async fn find_nodes_fast<'q>(
-        &self,
-        query: &'q [(&'q str, &'q str)],
-    ) -> ClientResult<Vec<Node>> {
-        (**self).find_nodes_fast(query).await
-    }
-
-    async fn bulk_set(&self, ids: &[ObjectId], field: &str, value: &str) -> ClientResult<u64> {
-        (**self).bulk_set(ids, field, value).await
-    }
-
-    async fn get_kv(&self, namespace: &str, key: &str) -> ClientResult<Option<String>> {
-        (**self).get_kv(namespace, key).await
-    }
-
-    async fn set_kv(&self, namespace: &str, key: &str, value: &str) -> ClientResult<()> {
-        (**self).set_kv(namespace, key, value).await
-    }
-
-    async fn delete_kv(&self, namespace: &str, key: &str) -> ClientResult<()> {
-        (**self).delete_kv(namespace, key).await
-    }
-}
+// A shared API is an API: `Arc<dyn Api>` (what services hold) goes wherever `&dyn Api` does.
+forward_api!([T: Api + ?Sized] Arc<T> => T, |shared| &**shared);
 
 impl From<ApiClient> for Arc<dyn Api> {
     fn from(client: ApiClient) -> Arc<dyn Api> {

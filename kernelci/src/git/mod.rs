@@ -17,19 +17,21 @@
 //! | `tag --points-at`, `show -s --format=%B`, `rev-parse <tree>/<branch>` | [`KernelRepo::tags_at`], [`KernelRepo::commit_message`], [`KernelRepo::is_tip_of_branch`] |
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
-use git2::{
-    AutotagOption, Direction, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks,
-    Repository,
-};
+use git2::{Direction, ObjectType, Oid, Repository};
 use regex::Regex;
 
 use crate::ErrorKind;
 use crate::models::KernelVersion;
+
+mod fetch;
+mod tarball;
+
+use fetch::fetch;
+pub use fetch::{FetchProgress, MAINLINE_URL, ProgressFn, UpdateOptions};
+pub use tarball::tarball_name;
 
 /// Errors of git operations.
 #[derive(Debug, thiserror::Error)]
@@ -128,12 +130,6 @@ pub fn validate_commit(commit: &str) -> GitResult<()> {
     }
 }
 
-/// The tarball name (without `.tar.gz`): `linux-<tree>-<branch>-<describe>`, every `/`
-/// replaced by `_`.
-pub fn tarball_name(tree: &str, branch: &str, describe: &str) -> String {
-    format!("linux-{tree}-{branch}-{describe}").replace('/', "_")
-}
-
 /// The kernel version in a `git describe` string (`v6.5-11329-g708283abf896` → 6, 5, extra
 /// `-11329-g708283abf896`), with upstream's pattern `^v(\d+)\.(\d+)(\.(\d+))?(.*)?`.
 pub fn parse_describe_version(describe: &str) -> Option<KernelVersion> {
@@ -169,142 +165,6 @@ pub fn parse_makefile_version(makefile: &str) -> Option<KernelVersion> {
         extra: var("EXTRAVERSION").filter(|s| !s.is_empty()),
         name: var("NAME").filter(|s| !s.is_empty()),
     })
-}
-
-/// Progress of a fetch, handed to [`UpdateOptions::progress`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FetchProgress {
-    /// Objects the remote will send.
-    pub total_objects: usize,
-    /// Objects received so far.
-    pub received_objects: usize,
-    /// Objects indexed so far.
-    pub indexed_objects: usize,
-    /// Bytes received so far.
-    pub received_bytes: usize,
-    /// Deltas to resolve.
-    pub total_deltas: usize,
-    /// Deltas resolved so far.
-    pub indexed_deltas: usize,
-}
-
-impl fmt::Display for FetchProgress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pct = |a: usize, b: usize| (a * 100).checked_div(b).unwrap_or(100);
-        write!(
-            f,
-            "received {}/{} objects ({}%), {:.1} MiB, indexed {}/{}, deltas {}/{}",
-            self.received_objects,
-            self.total_objects,
-            pct(self.received_objects, self.total_objects),
-            self.received_bytes as f64 / (1024.0 * 1024.0),
-            self.indexed_objects,
-            self.total_objects,
-            self.indexed_deltas,
-            self.total_deltas,
-        )
-    }
-}
-
-/// A progress callback: the remote's URL and the progress so far.
-pub type ProgressFn = dyn Fn(&str, &FetchProgress) + Send + Sync;
-
-/// How [`KernelRepo::update`] fetches.
-#[derive(Clone)]
-pub struct UpdateOptions {
-    /// Extra repositories whose tags are fetched too (upstream: mainline, so `describe` finds
-    /// release tags on any tree). A failure there is logged, not fatal.
-    pub extra_tag_urls: Vec<String>,
-    /// Called with fetch progress, at most every [`UpdateOptions::progress_interval`] and at
-    /// the end of each transfer; progress is also logged (`tracing`, info).
-    pub progress: Option<Arc<ProgressFn>>,
-    /// How often progress is reported during a long fetch.
-    pub progress_interval: Duration,
-}
-
-impl fmt::Debug for UpdateOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpdateOptions")
-            .field("extra_tag_urls", &self.extra_tag_urls)
-            .field("progress", &self.progress.is_some())
-            .field("progress_interval", &self.progress_interval)
-            .finish()
-    }
-}
-
-impl Default for UpdateOptions {
-    fn default() -> Self {
-        UpdateOptions {
-            extra_tag_urls: Vec::new(),
-            progress: None,
-            progress_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Upstream's mainline URL, fetched for tags.
-pub const MAINLINE_URL: &str = "git://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git";
-
-fn fetch(
-    remote: &mut git2::Remote<'_>,
-    refspecs: &[&str],
-    tags: bool,
-    prune: bool,
-    opts: &UpdateOptions,
-) -> GitResult<()> {
-    let url = remote.url().unwrap_or("").to_owned();
-    let mut last = Instant::now();
-    let mut callbacks = RemoteCallbacks::new();
-    let interval = opts.progress_interval;
-    let hook = opts.progress.clone();
-    let url_cb = url.clone();
-    let mut reported_done = false;
-    callbacks.transfer_progress(move |p| {
-        let progress = FetchProgress {
-            total_objects: p.total_objects(),
-            received_objects: p.received_objects(),
-            indexed_objects: p.indexed_objects(),
-            received_bytes: p.received_bytes(),
-            total_deltas: p.total_deltas(),
-            indexed_deltas: p.indexed_deltas(),
-        };
-        let done = progress.total_objects > 0
-            && progress.indexed_objects == progress.total_objects
-            && progress.indexed_deltas == progress.total_deltas;
-        if last.elapsed() >= interval || (done && !reported_done) {
-            last = Instant::now();
-            reported_done |= done;
-            tracing::info!(url = %url_cb, "fetch: {progress}");
-            if let Some(h) = &hook {
-                h(&url_cb, &progress);
-            }
-        }
-        true
-    });
-    callbacks.sideband_progress(|text| {
-        let text = String::from_utf8_lossy(text);
-        let text = text.trim();
-        if !text.is_empty() {
-            tracing::debug!("remote: {text}");
-        }
-        true
-    });
-    let mut fo = FetchOptions::new();
-    fo.remote_callbacks(callbacks);
-    fo.prune(if prune {
-        FetchPrune::On
-    } else {
-        FetchPrune::Unspecified
-    });
-    fo.download_tags(if tags {
-        AutotagOption::All
-    } else {
-        AutotagOption::Unspecified
-    });
-    tracing::info!(%url, "fetching");
-    remote
-        .fetch(refspecs, Some(&mut fo), None)
-        .ctx(|| format!("fetch {url}"))
 }
 
 /// A local kernel work tree (or bare mirror) opened with libgit2.
@@ -354,40 +214,38 @@ impl KernelRepo {
         branch: &str,
         opts: &UpdateOptions,
     ) -> GitResult<KernelRepo> {
-        match Self::try_update(kdir, tree, url, branch, opts) {
+        let attempt = || -> GitResult<KernelRepo> {
+            let repo = Self::open_or_init(kdir)?;
+            repo.sync_remote(tree, url, opts)?;
+            let target = repo.remote_branch_commit(tree, branch)?;
+            repo.force_checkout(target)?;
+            Ok(repo)
+        };
+        match attempt() {
             Ok(repo) => Ok(repo),
             Err(first) if kdir.join(".git").exists() => {
                 tracing::warn!(kdir = %kdir.display(), error = %first,
                     "repository update failed; removing it and trying again");
                 std::fs::remove_dir_all(kdir)
                     .map_err(io_err(format!("remove {}", kdir.display())))?;
-                Self::try_update(kdir, tree, url, branch, opts)
+                attempt()
             }
             Err(e) => Err(e),
         }
     }
 
-    fn try_update(
-        kdir: &Path,
-        tree: &str,
-        url: &str,
-        branch: &str,
-        opts: &UpdateOptions,
-    ) -> GitResult<KernelRepo> {
+    /// The repository with its work tree at `kdir`, created (`git init`) when missing.
+    fn open_or_init(kdir: &Path) -> GitResult<KernelRepo> {
         let repo = if kdir.join(".git").exists() {
             Repository::open(kdir).ctx(|| format!("open {}", kdir.display()))?
         } else {
             std::fs::create_dir_all(kdir).map_err(io_err(format!("create {}", kdir.display())))?;
             Repository::init(kdir).ctx(|| format!("init {}", kdir.display()))?
         };
-        let me = KernelRepo {
+        Ok(KernelRepo {
             repo,
             path: kdir.to_path_buf(),
-        };
-        me.sync_remote(tree, url, opts)?;
-        let target = me.remote_branch_commit(tree, branch)?;
-        me.force_checkout(target)?;
-        Ok(me)
+        })
     }
 
     /// Brings the bare mirror at `path` up to date with `tree`'s `url` (upstream
@@ -599,119 +457,6 @@ impl KernelRepo {
         let oid = self.resolve(commit)?;
         Ok(self.remote_branch_commit(tree, branch)? == oid)
     }
-
-    /// Writes `<dir>/<name>.tar.gz`: the tree of `commit` below the prefix `<name>/`, as
-    /// `git archive --format=tar --prefix=<name>/ <commit> | gzip` does (file modes 0664/0775,
-    /// symbolic links kept, submodules as empty directories, every mtime the commit time).
-    /// The file appears complete or not at all.
-    pub fn write_tarball(&self, commit: &str, dir: &Path, name: &str) -> GitResult<PathBuf> {
-        let oid = self.resolve(commit)?;
-        let c = self
-            .repo
-            .find_commit(oid)
-            .ctx(|| format!("commit {commit}"))?;
-        let mtime = u64::try_from(c.time().seconds()).unwrap_or(0);
-        let tree = c.tree().ctx(|| format!("tree of {commit}"))?;
-        std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let path = dir.join(format!("{name}.tar.gz"));
-        let partial = dir.join(format!(".{name}.tar.gz.part"));
-        let file = std::fs::File::create(&partial)
-            .map_err(io_err(format!("create {}", partial.display())))?;
-        let result = (|| {
-            let gz = flate2::write::GzEncoder::new(
-                std::io::BufWriter::new(file),
-                flate2::Compression::default(),
-            );
-            let mut tar = tar::Builder::new(gz);
-            let prefix = format!("{name}/");
-            append_dir(&mut tar, &prefix, mtime)?;
-            self.append_tree(&mut tar, &tree, &prefix, mtime)?;
-            let gz = tar
-                .into_inner()
-                .map_err(io_err(format!("write {}", partial.display())))?;
-            let mut w = gz
-                .finish()
-                .map_err(io_err(format!("write {}", partial.display())))?;
-            w.flush()
-                .map_err(io_err(format!("write {}", partial.display())))?;
-            Ok::<(), GitError>(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-        std::fs::rename(&partial, &path)
-            .map_err(io_err(format!("rename to {}", path.display())))?;
-        Ok(path)
-    }
-
-    fn append_tree<W: Write>(
-        &self,
-        tar: &mut tar::Builder<W>,
-        tree: &git2::Tree<'_>,
-        prefix: &str,
-        mtime: u64,
-    ) -> GitResult<()> {
-        for entry in tree.iter() {
-            let Ok(name) = entry.name() else {
-                tracing::warn!("skipping a file whose name is not UTF-8");
-                continue;
-            };
-            let path = format!("{prefix}{name}");
-            let mode = entry.filemode();
-            match entry.kind() {
-                Some(ObjectType::Tree) => {
-                    let sub = self
-                        .repo
-                        .find_tree(entry.id())
-                        .ctx(|| format!("tree {path}"))?;
-                    let dir = format!("{path}/");
-                    append_dir(tar, &dir, mtime)?;
-                    self.append_tree(tar, &sub, &dir, mtime)?;
-                }
-                Some(ObjectType::Blob) => {
-                    let blob = self
-                        .repo
-                        .find_blob(entry.id())
-                        .ctx(|| format!("blob {path}"))?;
-                    let mut header = tar::Header::new_gnu();
-                    header.set_mtime(mtime);
-                    header.set_uid(0);
-                    header.set_gid(0);
-                    if mode == 0o120000 {
-                        let target = String::from_utf8_lossy(blob.content()).into_owned();
-                        header.set_entry_type(tar::EntryType::Symlink);
-                        header.set_mode(0o777);
-                        header.set_size(0);
-                        tar.append_link(&mut header, &path, &target)
-                            .map_err(io_err(format!("archive {path}")))?;
-                    } else {
-                        header.set_entry_type(tar::EntryType::Regular);
-                        header.set_mode(if mode & 0o111 != 0 { 0o775 } else { 0o664 });
-                        header.set_size(blob.content().len() as u64);
-                        tar.append_data(&mut header, &path, blob.content())
-                            .map_err(io_err(format!("archive {path}")))?;
-                    }
-                }
-                // Submodules: git archive writes an empty directory.
-                Some(ObjectType::Commit) => append_dir(tar, &format!("{path}/"), mtime)?,
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-}
-
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> GitResult<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o775);
-    header.set_mtime(mtime);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_size(0);
-    tar.append_data(&mut header, path, std::io::empty())
-        .map_err(io_err(format!("archive {path}")))
 }
 
 /// The number of objects in a repository's packs plus its loose objects (git's estimate for

@@ -224,6 +224,7 @@ impl Status {
 }
 
 /// A checkout: one revision of one tree.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkout {
     /// `<origin>:<node id>`.
@@ -231,65 +232,47 @@ pub struct Checkout {
     /// The submitting system (`maestro`).
     pub origin: String,
     /// The tree name.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tree_name: Option<String>,
     /// The repository URL (https only).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_repository_url: Option<String>,
     /// The commit (40 lowercase hex digits).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_commit_hash: Option<String>,
     /// `git describe`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_commit_name: Option<String>,
     /// The branch.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_repository_branch: Option<String>,
     /// Whether the commit was the branch's tip when checked out.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_repository_branch_tip: Option<bool>,
     /// Tags on the commit.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_commit_tags: Option<Vec<String>>,
     /// The commit message.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub git_commit_message: Option<String>,
     /// The patchset hash (empty: no patches).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub patchset_hash: Option<String>,
     /// Patch files applied on top.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub patchset_files: Option<Vec<Resource>>,
     /// The patch mail's Message-ID.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message_id: Option<String>,
     /// A human-readable comment.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub comment: Option<String>,
     /// When the checkout started (RFC 3339 with offset).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub start_time: Option<String>,
     /// The checkout log.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_url: Option<String>,
     /// The end of the checkout log.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_excerpt: Option<String>,
     /// Whether the checkout succeeded.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub valid: Option<bool>,
     /// When the origin finished building it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub origin_builds_finish_time: Option<String>,
     /// When the origin finished testing it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub origin_tests_finish_time: Option<String>,
     /// Free-form extra data.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub misc: Option<Map<String, Value>>,
 }
 
 /// A build of a checkout.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Build {
     /// `<origin>:<node id>` (or `<origin>:dummy_<checkout>[_<arch>]`).
@@ -299,77 +282,61 @@ pub struct Build {
     /// The submitting system.
     pub origin: String,
     /// A human-readable comment.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub comment: Option<String>,
     /// When the build started.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub start_time: Option<String>,
     /// How long it took, in seconds.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration: Option<f64>,
     /// The target architecture (`^[a-z0-9_]*$`).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub architecture: Option<String>,
     /// The build command.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub command: Option<String>,
     /// The compiler.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub compiler: Option<String>,
     /// Input files.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub input_files: Option<Vec<Resource>>,
     /// Output files.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub output_files: Option<Vec<Resource>>,
     /// The configuration name.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub config_name: Option<String>,
     /// The configuration file.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub config_url: Option<String>,
     /// The build log.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_url: Option<String>,
     /// The end of the build log.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_excerpt: Option<String>,
     /// The outcome.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<Status>,
     /// Free-form extra data.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub misc: Option<Map<String, Value>>,
 }
 
 /// Where a test ran.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestEnvironment {
     /// A human-readable comment.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub comment: Option<String>,
     /// The device-tree compatible strings of the platform.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub compatible: Option<Vec<String>>,
     /// Free-form extra data.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub misc: Option<Map<String, Value>>,
 }
 
 /// A test's numeric result.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestNumber {
     /// The value.
     pub value: f64,
     /// Its unit.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub unit: Option<String>,
     /// `metric` or `binary` prefixes.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub prefix: Option<String>,
 }
 
 /// A test run on a build.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Test {
     /// `<origin>:<node id>`.
@@ -379,58 +346,45 @@ pub struct Test {
     /// The submitting system.
     pub origin: String,
     /// The dotted test path (`kselftest.demo.demo_math`).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub path: Option<String>,
     /// A human-readable comment.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub comment: Option<String>,
     /// Where it ran.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environment: Option<TestEnvironment>,
     /// The test log.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_url: Option<String>,
     /// The end of the test log.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_excerpt: Option<String>,
     /// The outcome.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<Status>,
     /// A numeric result.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub number: Option<TestNumber>,
     /// When it started.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub start_time: Option<String>,
     /// How long it took, in seconds.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration: Option<f64>,
     /// Input files.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub input_files: Option<Vec<Resource>>,
     /// Output files.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub output_files: Option<Vec<Resource>>,
     /// Free-form extra data.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub misc: Option<Map<String, Value>>,
 }
 
 /// Who is to blame for an issue.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Culprit {
     /// The code under test.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub code: Option<bool>,
     /// The tool (compiler, ...).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool: Option<bool>,
     /// The test harness.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub harness: Option<bool>,
 }
 
 /// A known problem (versioned; the highest version wins).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
     /// `<origin>:<...>`.
@@ -440,26 +394,21 @@ pub struct Issue {
     /// The submitting system.
     pub origin: String,
     /// Where it was reported.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub report_url: Option<String>,
     /// The report's subject.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub report_subject: Option<String>,
     /// Who is to blame.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub culprit: Option<Culprit>,
     /// A human-readable comment.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub comment: Option<String>,
     /// Dotted categories.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub categories: Option<Vec<String>>,
     /// Free-form extra data.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub misc: Option<Map<String, Value>>,
 }
 
 /// An issue seen in a build or test.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// `<origin>:<...>`.
@@ -471,19 +420,14 @@ pub struct Incident {
     /// The issue's version.
     pub issue_version: u64,
     /// The build it was seen in.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub build_id: Option<String>,
     /// The test it was seen in.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_id: Option<String>,
     /// Whether the issue is present (false: known absent).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub present: Option<bool>,
     /// A human-readable comment.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub comment: Option<String>,
     /// Free-form extra data.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub misc: Option<Map<String, Value>>,
 }
 

@@ -207,18 +207,15 @@ pub struct Revision {
 /// `data` of a `checkout` node.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CheckoutData {
     /// The revision.
-    #[serde(default)]
     pub kernel_revision: Option<Revision>,
     /// `node_timeout`, `git_checkout_failure` or `git_commit_error`.
-    #[serde(default)]
     pub error_code: Option<String>,
     /// Error text.
-    #[serde(default)]
     pub error_msg: Option<String>,
     /// Architectures to build.
-    #[serde(default)]
     pub architecture_filter: Option<Vec<String>>,
     /// Keys beyond the model, kept as sent.
     #[serde(flatten)]
@@ -228,48 +225,35 @@ pub struct CheckoutData {
 /// `data` of a `kbuild` node.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KbuildData {
     /// The revision.
-    #[serde(default)]
     pub kernel_revision: Option<Revision>,
     /// Architecture.
-    #[serde(default)]
     pub arch: Option<String>,
     /// Defconfig.
-    #[serde(default)]
     pub defconfig: Option<String>,
     /// Compiler, e.g. `gcc-12`.
-    #[serde(default)]
     pub compiler: Option<String>,
     /// Error code.
-    #[serde(default)]
     pub error_code: Option<ErrorCode>,
     /// Error text.
-    #[serde(default)]
     pub error_msg: Option<String>,
     /// Config fragments.
-    #[serde(default)]
     pub fragments: Option<Vec<String>>,
     /// Full config name.
-    #[serde(default)]
     pub config_full: Option<String>,
     /// Platform.
-    #[serde(default)]
     pub platform: Option<String>,
     /// Runtime name.
-    #[serde(default)]
     pub runtime: Option<String>,
     /// Runtime job id.
-    #[serde(default)]
     pub job_id: Option<String>,
     /// Runtime job context.
-    #[serde(default)]
     pub job_context: Option<String>,
     /// Kernel image type.
-    #[serde(default)]
     pub kernel_type: Option<String>,
     /// Regression node.
-    #[serde(default)]
     pub regression: Option<ObjectId>,
     /// Keys beyond the model, kept as sent.
     #[serde(flatten)]
@@ -279,57 +263,41 @@ pub struct KbuildData {
 /// `data` of `test` and `job` nodes.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TestData {
     /// Error code.
-    #[serde(default)]
     pub error_code: Option<ErrorCode>,
     /// Error text.
-    #[serde(default)]
     pub error_msg: Option<String>,
     /// Test source URL.
-    #[serde(default)]
     pub test_source: Option<String>,
     /// Test source revision.
-    #[serde(default)]
     pub test_revision: Option<Revision>,
     /// Platform.
-    #[serde(default)]
     pub platform: Option<String>,
     /// Device.
-    #[serde(default)]
     pub device: Option<String>,
     /// Runtime name.
-    #[serde(default)]
     pub runtime: Option<String>,
     /// Runtime job id.
-    #[serde(default)]
     pub job_id: Option<String>,
     /// Runtime job context.
-    #[serde(default)]
     pub job_context: Option<String>,
     /// Regression node.
-    #[serde(default)]
     pub regression: Option<ObjectId>,
     /// The kernel revision under test.
-    #[serde(default)]
     pub kernel_revision: Option<Revision>,
     /// Architecture.
-    #[serde(default)]
     pub arch: Option<String>,
     /// Defconfig.
-    #[serde(default)]
     pub defconfig: Option<String>,
     /// Full config name.
-    #[serde(default)]
     pub config_full: Option<String>,
     /// Compiler.
-    #[serde(default)]
     pub compiler: Option<String>,
     /// Kernel image type.
-    #[serde(default)]
     pub kernel_type: Option<String>,
     /// Anything else.
-    #[serde(default)]
     pub misc: Map<String, Value>,
     /// Keys beyond the model, kept as sent.
     #[serde(flatten)]
@@ -339,42 +307,31 @@ pub struct TestData {
 /// `data` of a `regression` node.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegressionData {
     /// The first failing node.
-    #[serde(default)]
     pub fail_node: Option<ObjectId>,
     /// The last passing node.
-    #[serde(default)]
     pub pass_node: Option<ObjectId>,
     /// Nodes that kept failing since.
-    #[serde(default)]
     pub node_sequence: Vec<ObjectId>,
     /// Error code.
-    #[serde(default)]
     pub error_code: Option<ErrorCode>,
     /// Error text.
-    #[serde(default)]
     pub error_msg: Option<String>,
     /// The revision where it started failing.
-    #[serde(default)]
     pub failed_kernel_revision: Option<Revision>,
     /// Architecture.
-    #[serde(default)]
     pub arch: Option<String>,
     /// Defconfig.
-    #[serde(default)]
     pub defconfig: Option<String>,
     /// Full config name.
-    #[serde(default)]
     pub config_full: Option<String>,
     /// Compiler.
-    #[serde(default)]
     pub compiler: Option<String>,
     /// Platform.
-    #[serde(default)]
     pub platform: Option<String>,
     /// Device.
-    #[serde(default)]
     pub device: Option<String>,
     /// Keys beyond the model, kept as sent.
     #[serde(flatten)]

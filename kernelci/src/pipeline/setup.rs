@@ -105,6 +105,20 @@ impl ServiceSetup {
         self
     }
 
+    /// [`Self::set_default`] when `on` (e.g. the defaults of a demo deployment); off leaves the
+    /// key alone.
+    pub fn set_default_when(
+        &mut self,
+        on: bool,
+        key: &str,
+        value: impl ToString,
+    ) -> &mut ServiceSetup {
+        if on {
+            self.set_default(key, value);
+        }
+        self
+    }
+
     fn layer(&self, layer: &BTreeMap<(String, String), String>, key: &str) -> Option<String> {
         layer.get(&(self.section.clone(), key.to_owned())).cloned()
     }

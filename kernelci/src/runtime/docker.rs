@@ -40,7 +40,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OnceCell, watch};
 
@@ -48,7 +48,7 @@ use super::registry::{RuntimeContext, RuntimeCredentials, RuntimeEntry};
 use super::template::TemplateEngine;
 use super::{
     JobDefinition, JobHandle, JobParams, JobSpec, JobStatus, Runtime, RuntimeError,
-    RuntimeErrorKind, async_trait,
+    RuntimeErrorKind, async_trait, job_file_name, job_metadata, job_name,
 };
 use crate::models::ErrorCode;
 
@@ -519,42 +519,12 @@ impl Runtime for DockerRuntime {
                 format!("job {}: a docker job needs an image", job.name),
             )
         })?;
-        let content = self.templates.render(&job.template, params)?;
-        if content.trim().is_empty() {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Generation,
-                format!("template {} rendered nothing", job.template),
-            ));
-        }
-        let name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or(&job.name);
-        let file_name: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let file_name = file_name.trim_start_matches('.');
+        let mut metadata = job_metadata(&self.name, "docker", job);
+        metadata.shift_insert(2, "image".into(), Value::String(image));
         Ok(JobDefinition {
-            file_name: if file_name.is_empty() {
-                "job".into()
-            } else {
-                file_name.to_owned()
-            },
-            content,
-            metadata: json!({
-                "runtime": self.name,
-                "lab_type": "docker",
-                "image": image,
-                "job": job.name,
-                "node_id": job.node.id,
-            }),
+            file_name: job_file_name(job_name(job, params)),
+            content: self.templates.render_job(job, params)?,
+            metadata: Value::Object(metadata),
         })
     }
 
@@ -730,6 +700,7 @@ impl Runtime for DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn env_file_lines_skip_blanks_and_comments() {

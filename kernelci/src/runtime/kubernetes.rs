@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -45,7 +45,7 @@ use super::registry::{RuntimeContext, RuntimeCredentials, RuntimeEntry};
 use super::template::TemplateEngine;
 use super::{
     JobDefinition, JobHandle, JobParams, JobSpec, JobStatus, Runtime, RuntimeError,
-    RuntimeErrorKind, async_trait, default_params,
+    RuntimeErrorKind, async_trait, default_params, poll_until_final,
 };
 use crate::models::ErrorCode;
 
@@ -384,13 +384,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     fn generate(&self, job: &JobSpec, params: &JobParams) -> Result<JobDefinition, RuntimeError> {
-        let script = self.templates.render(&job.template, params)?;
-        if script.trim().is_empty() {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Generation,
-                format!("template {} rendered nothing", job.template),
-            ));
-        }
+        let script = self.templates.render_job(job, params)?;
         let name = params
             .get("k8s_job_name")
             .and_then(Value::as_str)
@@ -511,26 +505,20 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn wait(&self, handle: &JobHandle, timeout: Duration) -> Result<JobStatus, RuntimeError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status(handle).await?;
-            if status.is_final() {
-                return Ok(status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                self.delete(handle).await?;
-                return Ok(JobStatus::Incomplete {
-                    error_code: ErrorCode::NodeTimeout,
-                    message: format!(
-                        "Kubernetes job {} did not finish within {} s and was deleted",
-                        handle.id,
-                        timeout.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(self.config.poll_interval.min(deadline - now)).await;
+        if let Some(status) =
+            poll_until_final(self, handle, timeout, self.config.poll_interval).await?
+        {
+            return Ok(status);
         }
+        self.delete(handle).await?;
+        Ok(JobStatus::Incomplete {
+            error_code: ErrorCode::NodeTimeout,
+            message: format!(
+                "Kubernetes job {} did not finish within {} s and was deleted",
+                handle.id,
+                timeout.as_secs()
+            ),
+        })
     }
 
     async fn cancel(&self, handle: &JobHandle) -> Result<(), RuntimeError> {

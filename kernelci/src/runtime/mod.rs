@@ -328,6 +328,76 @@ pub enum RuntimeErrorKind {
     Internal,
 }
 
+/// The name a job's files are named after: the `name` parameter, else the job name.
+pub(crate) fn job_name<'a>(job: &'a JobSpec, params: &'a JobParams) -> &'a str {
+    params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&job.name)
+}
+
+/// `name` as a file name stem: every character but ASCII letters, digits, `.`, `_` and `-`
+/// becomes `_`, and leading dots are dropped (so no hidden files, no `..`). May be empty.
+pub(crate) fn file_stem(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cleaned.trim_start_matches('.').to_owned()
+}
+
+/// [`file_stem`], or `job` when that is empty: the file name of a script-like definition.
+pub(crate) fn job_file_name(name: &str) -> String {
+    let stem = file_stem(name);
+    if stem.is_empty() {
+        "job".to_owned()
+    } else {
+        stem
+    }
+}
+
+/// The metadata saved next to a job definition: the runtime's name, its lab type, the job
+/// name and the job node's id (a runtime may add its own keys).
+pub(crate) fn job_metadata(runtime: &str, lab_type: &str, job: &JobSpec) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("runtime".into(), Value::String(runtime.to_owned()));
+    m.insert("lab_type".into(), Value::String(lab_type.to_owned()));
+    m.insert("job".into(), Value::String(job.name.clone()));
+    m.insert(
+        "node_id".into(),
+        serde_json::to_value(job.node.id).unwrap_or(Value::Null),
+    );
+    m
+}
+
+/// Polls `runtime`'s [`Runtime::status`] every `poll_interval` until the job ends (`Some`)
+/// or `timeout` passes (`None`: the caller stops the job and reports the timeout).
+pub(crate) async fn poll_until_final<R: Runtime + ?Sized>(
+    runtime: &R,
+    handle: &JobHandle,
+    timeout: Duration,
+    poll_interval: Duration,
+) -> Result<Option<JobStatus>, RuntimeError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let status = runtime.status(handle).await?;
+        if status.is_final() {
+            return Ok(Some(status));
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(poll_interval.min(deadline - now)).await;
+    }
+}
+
 /// A runtime error: a kind, a message and the source.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

@@ -22,14 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::registry::{RuntimeContext, RuntimeCredentials, RuntimeEntry};
 use super::template::TemplateEngine;
 use super::{
     JobDefinition, JobHandle, JobParams, JobSpec, JobStatus, Runtime, RuntimeError,
-    RuntimeErrorKind, async_trait,
+    RuntimeErrorKind, async_trait, job_file_name, job_metadata, job_name,
 };
 use crate::models::ErrorCode;
 
@@ -197,25 +197,6 @@ fn signal_group(pid: u32, signal: rustix::process::Signal) {
     }
 }
 
-fn file_name_of(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches('.');
-    if cleaned.is_empty() {
-        "job".to_owned()
-    } else {
-        cleaned.to_owned()
-    }
-}
-
 fn io_error(context: String, e: std::io::Error) -> RuntimeError {
     RuntimeError::with_source(RuntimeErrorKind::Unavailable, format!("{context}: {e}"), e)
 }
@@ -249,31 +230,15 @@ impl Runtime for ShellRuntime {
     }
 
     fn generate(&self, job: &JobSpec, params: &JobParams) -> Result<JobDefinition, RuntimeError> {
-        let content = self.templates.render(&job.template, params)?;
-        if content.trim().is_empty() {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Generation,
-                format!("template {} rendered nothing", job.template),
-            ));
-        }
-        let name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or(&job.name);
         Ok(JobDefinition {
-            file_name: file_name_of(name),
-            content,
-            metadata: json!({
-                "runtime": self.name,
-                "lab_type": "shell",
-                "job": job.name,
-                "node_id": job.node.id,
-            }),
+            file_name: job_file_name(job_name(job, params)),
+            content: self.templates.render_job(job, params)?,
+            metadata: Value::Object(job_metadata(&self.name, "shell", job)),
         })
     }
 
     async fn submit(&self, definition: &JobDefinition) -> Result<Option<JobHandle>, RuntimeError> {
-        let file_name = file_name_of(&definition.file_name);
+        let file_name = job_file_name(&definition.file_name);
         let workdir = make_workdir(&self.output_dir, &file_name).await?;
         let script = workdir.join(&file_name);
         tokio::fs::write(&script, definition.content.as_bytes())
@@ -427,9 +392,9 @@ mod tests {
 
     #[test]
     fn file_names_are_safe() {
-        assert_eq!(file_name_of("kbuild-gcc-14-x86"), "kbuild-gcc-14-x86");
-        assert_eq!(file_name_of("../a b/c"), "_a_b_c");
-        assert_eq!(file_name_of(""), "job");
+        assert_eq!(job_file_name("kbuild-gcc-14-x86"), "kbuild-gcc-14-x86");
+        assert_eq!(job_file_name("../a b/c"), "_a_b_c");
+        assert_eq!(job_file_name(""), "job");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::path::{Component, Path, PathBuf};
 use minijinja::{Environment, Error, ErrorKind, Value as JinjaValue};
 use serde_json::Value;
 
-use super::{JobParams, RuntimeError, RuntimeErrorKind};
+use super::{JobParams, JobSpec, RuntimeError, RuntimeErrorKind};
 
 /// The directories searched by default, before any custom directory.
 pub const DEFAULT_TEMPLATE_DIRS: [&str; 2] = ["config/runtime", "/etc/kernelci/runtime"];
@@ -85,6 +85,20 @@ impl TemplateEngine {
         context.insert("kci_params".into(), Value::Object(params.clone()));
         tmpl.render(JinjaValue::from(minijinja::value::Serde(&context)))
             .map_err(|e| self.error(template, e))
+    }
+
+    /// Renders `job`'s template with `params` into a job definition's text: [`Self::render`],
+    /// and an error of kind [`RuntimeErrorKind::Generation`] when the template renders
+    /// nothing but white space.
+    pub fn render_job(&self, job: &JobSpec, params: &JobParams) -> Result<String, RuntimeError> {
+        let text = self.render(&job.template, params)?;
+        if text.trim().is_empty() {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Generation,
+                format!("template {} rendered nothing", job.template),
+            ));
+        }
+        Ok(text)
     }
 
     /// Renders template source text directly (tests, one-off definitions).

@@ -342,7 +342,7 @@ mod engine {
 
     use super::{TransferOptions, UploadStats, append_token, content_type};
     use crate::ErrorKind;
-    use crate::storage::{RelPath, StorageError, UploadFile, UrlMap, public_url, validate_upload};
+    use crate::storage::{RelPath, StorageError, UploadFile, UrlMap, plan_upload, public_url};
 
     pub(crate) fn retry_config(t: &TransferOptions) -> RetryConfig {
         RetryConfig {
@@ -571,16 +571,14 @@ mod engine {
             files: Vec<UploadFile>,
             dest_path: &str,
         ) -> Result<UrlMap, StorageError> {
-            let dest = validate_upload(&files, dest_path)?;
+            let (_, items) = plan_upload(files, dest_path)?;
             self.ensure_ready().await?;
             let mut urls = UrlMap::new();
-            for file in files {
-                let remote = RelPath::parse_file(&file.remote)?;
-                let path = dest.join(&remote);
-                let key = self.key(&path);
-                self.put_one(file.source, &key, &path).await?;
-                let url = self.url_for(dest_path, &file.remote)?;
-                urls.insert(file.remote, url);
+            for item in items {
+                let key = self.key(&item.path);
+                self.put_one(item.source, &key, &item.path).await?;
+                let url = self.url_for(dest_path, &item.name)?;
+                urls.insert(item.name, url);
             }
             Ok(urls)
         }

@@ -28,7 +28,7 @@ use reqwest::{Body, StatusCode};
 use tokio_util::io::ReaderStream;
 
 use super::archive::ArchiveReport;
-use super::{RelPath, Storage, StorageError, UploadFile, UploadSource, UrlMap, validate_upload};
+use super::{RelPath, Storage, StorageError, UploadFile, UploadSource, UrlMap, plan_upload};
 use crate::ErrorKind;
 use crate::retry::Backoff;
 
@@ -268,12 +268,12 @@ impl Storage for HttpStorage {
         files: Vec<UploadFile>,
         dest_path: &str,
     ) -> Result<Option<UrlMap>, StorageError> {
-        let dest = validate_upload(&files, dest_path)?;
-        let mut parts = Vec::with_capacity(files.len());
-        for (i, file) in files.into_iter().enumerate() {
-            let remote = RelPath::parse_file(&file.remote)?.to_string();
+        let (dest, items) = plan_upload(files, dest_path)?;
+        let mut parts = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let remote = item.remote.to_string();
             check_multipart_name(&remote)?;
-            let pending = match file.source {
+            let pending = match item.source {
                 UploadSource::File(path) => Pending::File(path),
                 UploadSource::Bytes(bytes) => Pending::Bytes(bytes),
                 UploadSource::Reader(reader) => Pending::Reader(Some(reader)),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use super::{RelPath, Storage, StorageError, UploadFile, UrlMap, validate_upload};
+use super::{RelPath, Storage, StorageError, UploadFile, UrlMap, plan_upload};
 
 /// A random suffix for temporary names (unique, not secret).
 pub(crate) fn random_suffix() -> String {
@@ -36,31 +36,23 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    /// Creates the parent directories of `target` and an empty temporary file next to it.
+    /// Creates the parent directories of `target` and an empty temporary file next to it
+    /// ([`PartFile::create_blocking`] on tokio's blocking pool).
     pub async fn create(target: &Path) -> Result<(PartFile, tokio::fs::File), StorageError> {
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| StorageError::io(format!("creating {}", parent.display()), e))?;
-        }
-        let temp = part_path(target);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
+        let owned = target.to_path_buf();
+        let (part, file) = tokio::task::spawn_blocking(move || PartFile::create_blocking(&owned))
             .await
-            .map_err(|e| StorageError::io(format!("creating {}", temp.display()), e))?;
-        Ok((
-            PartFile {
-                temp,
-                target: target.to_path_buf(),
-                committed: false,
-            },
-            file,
-        ))
+            .map_err(|e| {
+                StorageError::io(
+                    format!("creating a file next to {}", target.display()),
+                    std::io::Error::other(e),
+                )
+            })??;
+        Ok((part, tokio::fs::File::from_std(file)))
     }
 
-    /// The blocking twin of [`PartFile::create`].
+    /// Creates the parent directories of `target` and an empty temporary file next to it,
+    /// blocking the thread.
     pub fn create_blocking(target: &Path) -> Result<(PartFile, std::fs::File), StorageError> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
@@ -180,12 +172,9 @@ impl Storage for LocalStorage {
         files: Vec<UploadFile>,
         dest_path: &str,
     ) -> Result<Option<UrlMap>, StorageError> {
-        let dest = validate_upload(&files, dest_path)?;
-        for file in files {
-            let remote = RelPath::parse_file(&file.remote)?;
-            let target = self.local_path(&dest.join(&remote));
-            let mut reader = file.source.open().await?;
-            write_atomically(&target, &mut reader).await?;
+        for item in plan_upload(files, dest_path)?.1 {
+            let mut reader = item.source.open().await?;
+            write_atomically(&self.local_path(&item.path), &mut reader).await?;
         }
         Ok(None)
     }

@@ -406,6 +406,40 @@ pub fn validate_upload(files: &[UploadFile], dest_path: &str) -> Result<RelPath,
     Ok(dest)
 }
 
+/// One file of an upload with its names checked (see [`plan_upload`]).
+pub struct UploadItem {
+    /// The remote name as the caller gave it (the key of a returned [`UrlMap`]).
+    pub name: String,
+    /// The checked remote name, relative to the destination.
+    pub remote: RelPath,
+    /// Where the file goes below the storage root: the destination joined with `remote`.
+    pub path: RelPath,
+    /// Where the bytes come from.
+    pub source: UploadSource,
+}
+
+/// Checks `dest_path` and every remote name of `files` before anything is written (as
+/// [`validate_upload`] does) and returns the destination and each file with its checked paths.
+pub fn plan_upload(
+    files: Vec<UploadFile>,
+    dest_path: &str,
+) -> Result<(RelPath, Vec<UploadItem>), StorageError> {
+    let dest = RelPath::parse(dest_path)?;
+    let items = files
+        .into_iter()
+        .map(|file| {
+            let remote = RelPath::parse_file(&file.remote)?;
+            Ok(UploadItem {
+                name: file.remote,
+                path: dest.join(&remote),
+                remote,
+                source: file.source,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok((dest, items))
+}
+
 /// An artifact store. Implement [`Storage::upload`], [`Storage::exists`] and
 /// [`Storage::base_url`]; the rest is provided, with the upstream URL rules.
 ///
@@ -505,51 +539,40 @@ pub trait Storage: Send + Sync + fmt::Debug {
     }
 }
 
-#[async_trait]
-impl<S: Storage + ?Sized> Storage for Arc<S> {
-    fn base_url(&self) -> &str {
-        (**self).base_url()
-    }
-    fn url_for(&self, dest_path: &str, remote: &str) -> Result<String, StorageError> {
-        (**self).url_for(dest_path, remote)
-    }
-    async fn upload(
-        &self,
-        files: Vec<UploadFile>,
-        dest_path: &str,
-    ) -> Result<Option<UrlMap>, StorageError> {
-        (**self).upload(files, dest_path).await
-    }
-    async fn exists(&self, dest_path: &str, remote: &str) -> Result<bool, StorageError> {
-        (**self).exists(dest_path, remote).await
-    }
-    async fn unpack_archive(&self, archive: &Path, dest_path: &str) -> Result<bool, StorageError> {
-        (**self).unpack_archive(archive, dest_path).await
-    }
+/// `Storage` for a smart pointer to a storage: every method forwards to the pointee.
+macro_rules! forward_storage {
+    ($pointer:ident) => {
+        #[async_trait]
+        impl<S: Storage + ?Sized> Storage for $pointer<S> {
+            fn base_url(&self) -> &str {
+                (**self).base_url()
+            }
+            fn url_for(&self, dest_path: &str, remote: &str) -> Result<String, StorageError> {
+                (**self).url_for(dest_path, remote)
+            }
+            async fn upload(
+                &self,
+                files: Vec<UploadFile>,
+                dest_path: &str,
+            ) -> Result<Option<UrlMap>, StorageError> {
+                (**self).upload(files, dest_path).await
+            }
+            async fn exists(&self, dest_path: &str, remote: &str) -> Result<bool, StorageError> {
+                (**self).exists(dest_path, remote).await
+            }
+            async fn unpack_archive(
+                &self,
+                archive: &Path,
+                dest_path: &str,
+            ) -> Result<bool, StorageError> {
+                (**self).unpack_archive(archive, dest_path).await
+            }
+        }
+    };
 }
 
-#[async_trait]
-impl<S: Storage + ?Sized> Storage for Box<S> {
-    fn base_url(&self) -> &str {
-        (**self).base_url()
-    }
-    fn url_for(&self, dest_path: &str, remote: &str) -> Result<String, StorageError> {
-        (**self).url_for(dest_path, remote)
-    }
-    async fn upload(
-        &self,
-        files: Vec<UploadFile>,
-        dest_path: &str,
-    ) -> Result<Option<UrlMap>, StorageError> {
-        (**self).upload(files, dest_path).await
-    }
-    async fn exists(&self, dest_path: &str, remote: &str) -> Result<bool, StorageError> {
-        (**self).exists(dest_path, remote).await
-    }
-    async fn unpack_archive(&self, archive: &Path, dest_path: &str) -> Result<bool, StorageError> {
-        (**self).unpack_archive(archive, dest_path).await
-    }
-}
+forward_storage!(Arc);
+forward_storage!(Box);
 
 fn default_port() -> u16 {
     22

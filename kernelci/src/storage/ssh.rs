@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ssh2::{ErrorCode, KnownHostFileKind, RenameFlags, Session, Sftp};
 
-use super::{RelPath, Storage, StorageError, UploadFile, UploadSource, UrlMap, validate_upload};
+use super::{RelPath, Storage, StorageError, UploadFile, UploadSource, UrlMap, plan_upload};
 use crate::ErrorKind;
 
 const CHUNK: usize = 256 * 1024;
@@ -524,11 +524,10 @@ impl Storage for SshStorage {
         files: Vec<UploadFile>,
         dest_path: &str,
     ) -> Result<Option<UrlMap>, StorageError> {
-        let dest = validate_upload(&files, dest_path)?;
-        let mut prepared = Vec::with_capacity(files.len());
-        for file in files {
-            let rel = dest.join(&RelPath::parse_file(&file.remote)?);
-            prepared.push((rel, BlockingSource::from_source(file.source)?));
+        let (_, items) = plan_upload(files, dest_path)?;
+        let mut prepared = Vec::with_capacity(items.len());
+        for item in items {
+            prepared.push((item.path, BlockingSource::from_source(item.source)?));
         }
         self.blocking(move |inner| {
             let session = inner.connect()?;

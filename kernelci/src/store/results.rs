@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::models::kinds::ERROR_CODE_NAMES;
 use crate::models::{Node, ObjectId, ResultValue};
 
 /// The kinds of counted items.
@@ -132,22 +133,41 @@ impl StatusGroup {
 
 /// `data.error_code` values that make an `incomplete` result an infrastructure error: every
 /// known error code but `Test`.
-pub const INFRA_ERROR_CODES: [&str; 14] = [
-    "invalid_job_params",
-    "submit_error",
-    "node_timeout",
-    "Infrastructure",
-    "Canceled",
-    "Job",
-    "Bug",
-    "Configuration",
-    "LAVATimeout",
-    "MultinodeTimeout",
-    "ObjectNotPersisted",
-    "Unexisting permission codename.",
-    "job_generation_error",
-    "kbuild_internal_error",
-];
+pub const INFRA_ERROR_CODES: [&str; 14] = all_but(&ERROR_CODE_NAMES, "Test");
+
+/// `names` without `dropped` (which must stand in it once), in their order.
+const fn all_but<const N: usize, const M: usize>(
+    names: &[&'static str; N],
+    dropped: &str,
+) -> [&'static str; M] {
+    let mut out = [""; M];
+    let (mut i, mut o) = (0, 0);
+    while i < N {
+        if !str_eq(names[i], dropped) {
+            out[o] = names[i];
+            o += 1;
+        }
+        i += 1;
+    }
+    assert!(o == M, "the dropped name must stand once in the list");
+    out
+}
+
+/// `a == b`, in a const context.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// The path segment that makes a test case a boot.
 pub const BOOT_SEGMENT: &str = "boot";
@@ -467,6 +487,16 @@ pub fn result_order(a: &Node, b: &Node) -> std::cmp::Ordering {
 mod tests {
     use super::*;
     use crate::models::NodeKind;
+
+    #[test]
+    fn infra_error_codes_are_every_error_code_but_test() {
+        assert!(!INFRA_ERROR_CODES.contains(&"Test"));
+        let others: Vec<&str> = ERROR_CODE_NAMES
+            .into_iter()
+            .filter(|c| *c != "Test")
+            .collect();
+        assert_eq!(INFRA_ERROR_CODES.to_vec(), others);
+    }
 
     fn node(kind: NodeKind, path: &[&str], result: Option<ResultValue>) -> Node {
         let mut n = Node::new(kind, *path.last().unwrap_or(&"x"));

@@ -261,6 +261,26 @@ fn jobfilter_and_platform_filter() {
     assert!(!platform_filter_allows(Some(&f(&["rpi"])), "qemu"));
 }
 
+/// `job_node` for `input`, a first try (retry counter 0) on the platform `qemu` with the
+/// runtime `runtime`.
+async fn first_qemu_job(
+    c: &PipelineConfig,
+    input: &Node,
+    job: &JobConfig,
+    runtime: &str,
+    lookup: &dyn NodeLookup,
+) -> Option<Node> {
+    job_node(
+        input,
+        job,
+        &c.runtimes[runtime],
+        &c.platforms["qemu"],
+        0,
+        lookup,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn job_nodes_follow_create_job_node() {
     let c = config();
@@ -308,16 +328,9 @@ async fn job_nodes_follow_create_job_node() {
         json!({"arch": "x86_64", "kernel_revision": co.data_path("kernel_revision")}),
     ));
     assert!(
-        job_node(
-            &x86,
-            job,
-            &c.runtimes["lava-lab"],
-            &c.platforms["qemu"],
-            0,
-            &map
-        )
-        .await
-        .is_none()
+        first_qemu_job(&c, &x86, job, "lava-lab", &map)
+            .await
+            .is_none()
     );
     let next = checkout("next", "master", (6, 7));
     let kb_next = child(
@@ -327,45 +340,24 @@ async fn job_nodes_follow_create_job_node() {
         json!({"arch": "arm64", "kernel_revision": next.data_path("kernel_revision")}),
     );
     assert!(
-        job_node(
-            &kb_next,
-            job,
-            &c.runtimes["lava-lab"],
-            &c.platforms["qemu"],
-            0,
-            &map
-        )
-        .await
-        .is_none()
+        first_qemu_job(&c, &kb_next, job, "lava-lab", &map)
+            .await
+            .is_none()
     );
     // Retry filters.
     let mut filtered = kbuild.clone();
     filtered.jobfilter = Some(vec!["kunit".into()]);
     assert!(
-        job_node(
-            &filtered,
-            job,
-            &c.runtimes["shell"],
-            &c.platforms["qemu"],
-            0,
-            &map
-        )
-        .await
-        .is_none()
+        first_qemu_job(&c, &filtered, job, "shell", &map)
+            .await
+            .is_none()
     );
     filtered.jobfilter = Some(vec!["baseline".into()]);
     filtered.platform_filter = Some(vec!["rpi".into()]);
     assert!(
-        job_node(
-            &filtered,
-            job,
-            &c.runtimes["shell"],
-            &c.platforms["qemu"],
-            0,
-            &map
-        )
-        .await
-        .is_none()
+        first_qemu_job(&c, &filtered, job, "shell", &map)
+            .await
+            .is_none()
     );
     filtered.platform_filter = Some(vec!["qemu".into()]);
     let n = job_node(

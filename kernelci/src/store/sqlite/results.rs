@@ -124,6 +124,101 @@ fn decode(doc: &str) -> StoreResult<Node> {
     Node::from_value(value).map_err(|e| corrupt("node", e))
 }
 
+/// The nodes whose documents `text` (a `SELECT doc ...`) returns with `params`.
+fn query_nodes(
+    c: &rusqlite::Connection,
+    text: &str,
+    params: &[SqlValue],
+) -> StoreResult<Vec<Node>> {
+    let mut stmt = c.prepare_cached(text).map_err(db_err)?;
+    let mut rows = stmt
+        .query(params_from_iter(params.iter()))
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let doc: String = row.get(0).map_err(db_err)?;
+        out.push(decode(&doc)?);
+    }
+    Ok(out)
+}
+
+/// One row of a grouped count ([`SqliteStore::count_rows`]).
+struct CountRow {
+    /// The values of the `group_by` fields.
+    keys: Vec<Value>,
+    /// The category (build, boot, test), when counted by category.
+    category: Option<ResultCategory>,
+    /// The result.
+    result: Option<ResultValue>,
+    /// Whether these are infrastructure errors.
+    infra: bool,
+    /// How many nodes.
+    count: u64,
+}
+
+impl SqliteStore {
+    /// Counts the nodes `scope` selects by the values of the `group_by` fields, result and
+    /// infrastructure error; with `by_category`, only the counted builds, boots and tests, and
+    /// by category too.
+    async fn count_rows(
+        &self,
+        scope: &Filter,
+        group_by: &[String],
+        by_category: bool,
+    ) -> StoreResult<Vec<CountRow>> {
+        let keys = self.group_keys(group_by)?;
+        let w = self.scope(scope)?;
+        let n = keys.len();
+        let mut select: Vec<String> = keys;
+        let mut counted = String::new();
+        if by_category {
+            select.push(CATEGORY_SQL.to_owned());
+            counted = format!(" AND {COUNTED_SQL}");
+        }
+        // The column of the result: after the keys and the category.
+        let r = select.len();
+        select.push("result".into());
+        select.push(infra_sql());
+        select.push("count(*)".into());
+        let text = format!(
+            "SELECT {} FROM node WHERE ({}){counted}{}",
+            select.join(", "),
+            w.sql,
+            group_by_sql(n, r - n + 2)
+        );
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&text).map_err(db_err)?;
+            let mut rows = stmt
+                .query(params_from_iter(w.params.iter()))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let category = if by_category {
+                    Some(match row.get::<_, i64>(n).map_err(db_err)? {
+                        0 => ResultCategory::Build,
+                        1 => ResultCategory::Boot,
+                        _ => ResultCategory::Test,
+                    })
+                } else {
+                    None
+                };
+                out.push(CountRow {
+                    keys: read_keys(row, n)?,
+                    category,
+                    result: result_of(row.get(r).map_err(db_err)?)?,
+                    infra: row
+                        .get::<_, Option<bool>>(r + 1)
+                        .map_err(db_err)?
+                        .unwrap_or(false),
+                    count: count_of(row, r + 2)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl ResultsStore for SqliteStore {
     async fn count_results(
@@ -131,55 +226,28 @@ impl ResultsStore for SqliteStore {
         scope: &Filter,
         group_by: &[String],
     ) -> StoreResult<Vec<ResultGroup>> {
-        let keys = self.group_keys(group_by)?;
-        let w = self.scope(scope)?;
-        let n = keys.len();
-        let mut select: Vec<String> = keys;
-        select.push(CATEGORY_SQL.to_owned());
-        select.push("result".into());
-        select.push(infra_sql());
-        select.push("count(*)".into());
-        let text = format!(
-            "SELECT {} FROM node WHERE ({}) AND {COUNTED_SQL}{}",
-            select.join(", "),
-            w.sql,
-            group_by_sql(n, 3)
-        );
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&text).map_err(db_err)?;
-            let mut rows = stmt
-                .query(params_from_iter(w.params.iter()))
-                .map_err(db_err)?;
-            let mut out: Vec<ResultGroup> = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                let keys = read_keys(row, n)?;
-                let category = match row.get::<_, i64>(n).map_err(db_err)? {
-                    0 => ResultCategory::Build,
-                    1 => ResultCategory::Boot,
-                    _ => ResultCategory::Test,
-                };
-                let result = result_of(row.get(n + 1).map_err(db_err)?)?;
-                let infra: bool = row
-                    .get::<_, Option<bool>>(n + 2)
-                    .map_err(db_err)?
-                    .unwrap_or(false);
-                let count = count_of(row, n + 3)?;
-                let group = match out.iter_mut().position(|g| g.keys == keys) {
-                    Some(i) => &mut out[i],
-                    None => {
-                        out.push(ResultGroup {
-                            keys,
-                            ..ResultGroup::default()
-                        });
-                        let last = out.len() - 1;
-                        &mut out[last]
-                    }
-                };
-                group.counts.get_mut(category).add_n(result, infra, count);
-            }
-            Ok(out)
-        })
-        .await
+        let mut out: Vec<ResultGroup> = Vec::new();
+        for row in self.count_rows(scope, group_by, true).await? {
+            let Some(category) = row.category else {
+                continue;
+            };
+            let group = match out.iter_mut().position(|g| g.keys == row.keys) {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(ResultGroup {
+                        keys: row.keys,
+                        ..ResultGroup::default()
+                    });
+                    let last = out.len() - 1;
+                    &mut out[last]
+                }
+            };
+            group
+                .counts
+                .get_mut(category)
+                .add_n(row.result, row.infra, row.count);
+        }
+        Ok(out)
     }
 
     async fn find_results(
@@ -205,15 +273,7 @@ impl ResultsStore for SqliteStore {
                 .map_err(db_err)?
                 .query_row(params_from_iter(count_params.iter()), |r| r.get(0))
                 .map_err(db_err)?;
-            let mut stmt = c.prepare_cached(&page_text).map_err(db_err)?;
-            let mut rows = stmt
-                .query(params_from_iter(w.params.iter()))
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                let doc: String = row.get(0).map_err(db_err)?;
-                out.push(decode(&doc)?);
-            }
+            let out = query_nodes(c, &page_text, &w.params)?;
             Ok((out, u64::try_from(total).unwrap_or(0)))
         })
         .await
@@ -224,51 +284,24 @@ impl ResultsStore for SqliteStore {
         scope: &Filter,
         group_by: &[String],
     ) -> StoreResult<Vec<NodeGroup>> {
-        let keys = self.group_keys(group_by)?;
-        let w = self.scope(scope)?;
-        let n = keys.len();
-        let mut select = keys;
-        select.push("result".into());
-        select.push(infra_sql());
-        select.push("count(*)".into());
-        let text = format!(
-            "SELECT {} FROM node WHERE ({}){}",
-            select.join(", "),
-            w.sql,
-            group_by_sql(n, 2)
-        );
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&text).map_err(db_err)?;
-            let mut rows = stmt
-                .query(params_from_iter(w.params.iter()))
-                .map_err(db_err)?;
-            let mut out: Vec<NodeGroup> = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                let keys = read_keys(row, n)?;
-                let result = result_of(row.get(n).map_err(db_err)?)?;
-                let infra: bool = row
-                    .get::<_, Option<bool>>(n + 1)
-                    .map_err(db_err)?
-                    .unwrap_or(false);
-                let count = count_of(row, n + 2)?;
-                if count == 0 {
-                    continue;
-                }
-                let i = match out.iter().position(|g| g.keys == keys) {
-                    Some(i) => i,
-                    None => {
-                        out.push(NodeGroup {
-                            keys,
-                            counts: StatusCounts::default(),
-                        });
-                        out.len() - 1
-                    }
-                };
-                out[i].counts.add_n(result, infra, count);
+        let mut out: Vec<NodeGroup> = Vec::new();
+        for row in self.count_rows(scope, group_by, false).await? {
+            if row.count == 0 {
+                continue;
             }
-            Ok(out)
-        })
-        .await
+            let i = match out.iter().position(|g| g.keys == row.keys) {
+                Some(i) => i,
+                None => {
+                    out.push(NodeGroup {
+                        keys: row.keys,
+                        counts: StatusCounts::default(),
+                    });
+                    out.len() - 1
+                }
+            };
+            out[i].counts.add_n(row.result, row.infra, row.count);
+        }
+        Ok(out)
     }
 
     async fn latest_checkouts(&self, scope: &Filter, limit: u64) -> StoreResult<Vec<Node>> {
@@ -282,18 +315,6 @@ impl ResultsStore for SqliteStore {
              WHERE rank = 1 ORDER BY created DESC, id DESC LIMIT {lim}",
             w.sql
         );
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&text).map_err(db_err)?;
-            let mut rows = stmt
-                .query(params_from_iter(w.params.iter()))
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(db_err)? {
-                let doc: String = row.get(0).map_err(db_err)?;
-                out.push(decode(&doc)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |c| query_nodes(c, &text, &w.params)).await
     }
 }

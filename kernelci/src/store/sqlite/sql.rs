@@ -194,19 +194,36 @@ pub(super) fn where_clause(
     Ok(w)
 }
 
+/// `parts` joined with `OR`: false (`0`) when there are none.
+fn any_sql(parts: &[String]) -> String {
+    if parts.is_empty() {
+        "0".to_owned()
+    } else {
+        parts.join(" OR ")
+    }
+}
+
+/// The parameter holding a regular expression operand's pattern.
+fn regex_param(w: &mut Where, re: &regex::Regex) -> String {
+    w.param(SqlValue::Text(re.as_str().to_owned()))
+}
+
+/// `col <op> value` for a scalar compared as text (`op` is `=` or `IS`): `col IS NULL` for
+/// null, and false (`0`) for a scalar that is not text.
+fn text_eq_sql(w: &mut Where, s: &Scalar, col: &str, op: &str) -> String {
+    match s {
+        Scalar::Null => format!("{col} IS NULL"),
+        other => match text_param(other) {
+            Some(p) => format!("{col} {op} {}", w.param(p)),
+            None => "0".to_owned(),
+        },
+    }
+}
+
 /// Exact SQL on a column that only holds text or NULL: plain comparisons the index serves.
 fn text_sql(w: &mut Where, cond: &Condition, col: &str) -> String {
-    let eq = |w: &mut Where, s: &Scalar| -> String {
-        match s {
-            Scalar::Null => format!("{col} IS NULL"),
-            other => match text_param(other) {
-                Some(p) => format!("{col} = {}", w.param(p)),
-                None => "0".to_owned(),
-            },
-        }
-    };
     match (&cond.operand, cond.op) {
-        (Operand::One(s), Op::Eq) => eq(w, s),
+        (Operand::One(s), Op::Eq) => text_eq_sql(w, s, col, "="),
         (Operand::One(Scalar::Null), Op::Ne) => format!("{col} IS NOT NULL"),
         (Operand::One(s), Op::Ne) => match text_param(s) {
             Some(p) => format!("{col} IS NOT {}", w.param(p)),
@@ -231,11 +248,7 @@ fn text_sql(w: &mut Where, cond: &Condition, col: &str) -> String {
             if items.contains(&Scalar::Null) {
                 any.push(format!("{col} IS NULL"));
             }
-            let any = if any.is_empty() {
-                "0".to_owned()
-            } else {
-                any.join(" OR ")
-            };
+            let any = any_sql(&any);
             match op {
                 Op::Nin => format!("NOT ({any})"),
                 // A plain IN list keeps the index usable.
@@ -246,7 +259,7 @@ fn text_sql(w: &mut Where, cond: &Condition, col: &str) -> String {
             }
         }
         (Operand::Regex(re), _) => {
-            let p = w.param(SqlValue::Text(re.as_str().to_owned()));
+            let p = regex_param(w, re);
             format!("({col} IS NOT NULL AND regexp({p}, {col}))")
         }
     }
@@ -305,15 +318,6 @@ fn by_value_sql(w: &mut Where, cond: &Condition, hot: HotColumn) -> Option<Strin
 /// SQL on a hot text-value column that may hold the sentinel.
 fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String {
     let sentinel_rows = format!("({col} IS char(1) AND {residual})");
-    let eq_exact = |w: &mut Where, s: &Scalar| -> String {
-        match s {
-            Scalar::Null => format!("{col} IS NULL"),
-            other => match text_param(other) {
-                Some(p) => format!("{col} IS {}", w.param(p)),
-                None => "0".to_owned(),
-            },
-        }
-    };
     match (&cond.operand, cond.op) {
         // A text equality: one IN over the value and the sentinel gives the planner a single
         // index lookup; the evaluator then only runs on sentinel rows.
@@ -321,11 +325,13 @@ fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String
             let p = text_param(s).map(|v| w.param(v)).unwrap_or_default();
             format!("({col} IN ({p}, char(1)) AND ({col} IS {p} OR {residual}))")
         }
-        (Operand::One(s), Op::Eq) => format!("({} OR {sentinel_rows})", eq_exact(w, s)),
+        (Operand::One(s), Op::Eq) => {
+            format!("({} OR {sentinel_rows})", text_eq_sql(w, s, col, "IS"))
+        }
         (Operand::One(s), Op::Ne) => {
             format!(
                 "(({col} IS NOT char(1) AND NOT ({})) OR {sentinel_rows})",
-                eq_exact(w, s)
+                text_eq_sql(w, s, col, "IS")
             )
         }
         (Operand::One(Scalar::Null), Op::Lte | Op::Gte) => {
@@ -362,10 +368,7 @@ fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String
             if has_null {
                 any.push(format!("{col} IS NULL"));
             }
-            if any.is_empty() {
-                any.push("0".to_owned());
-            }
-            let any = any.join(" OR ");
+            let any = any_sql(&any);
             if op == Op::Nin {
                 format!("(({col} IS NOT char(1) AND NOT ({any})) OR {sentinel_rows})")
             } else {
@@ -373,7 +376,7 @@ fn hot_sql(w: &mut Where, cond: &Condition, col: &str, residual: &str) -> String
             }
         }
         (Operand::Regex(re), _) => {
-            let p = w.param(SqlValue::Text(re.as_str().to_owned()));
+            let p = regex_param(w, re);
             format!(
                 "(({col} IS NOT NULL AND {col} IS NOT char(1) AND regexp({p}, {col})) OR {sentinel_rows})"
             )
@@ -432,11 +435,7 @@ fn json_sql(w: &mut Where, cond: &Condition, doc: &str, field: &str, residual: &
         },
         (Operand::List(items), op) => {
             let any: Vec<String> = items.iter().map(|s| eq_exact(w, s)).collect();
-            let any = if any.is_empty() {
-                "0".to_owned()
-            } else {
-                any.join(" OR ")
-            };
+            let any = any_sql(&any);
             if op == Op::Nin {
                 format!("NOT ({any})")
             } else {
@@ -444,7 +443,7 @@ fn json_sql(w: &mut Where, cond: &Condition, doc: &str, field: &str, residual: &
             }
         }
         (Operand::Regex(re), _) => {
-            let p = w.param(SqlValue::Text(re.as_str().to_owned()));
+            let p = regex_param(w, re);
             format!("({t} = 'text' AND regexp({p}, {v}))")
         }
     };

@@ -233,15 +233,26 @@ const GROUPINGS: &[&[&str]] = &[
     &["data.error_code"],
 ];
 
+/// The results fixture, inserted into `store` without events.
+async fn insert_results_fixture<S: NodeStore>(store: &S) -> Vec<Node> {
+    let nodes = results_fixture();
+    insert(store, nodes.clone(), EventMode::Silent).await;
+    nodes
+}
+
+/// The filter of one of the [`SCOPES`].
+fn scope_filter(pairs: &[(&str, &str)]) -> Filter {
+    crate::query::Query::parse(pairs.iter().copied())
+        .map(|q| q.filter)
+        .unwrap_or_else(|e| panic!("bad scope {pairs:?}: {e}"))
+}
+
 /// Builds, boots and tests counted by the store equal the reference, for every scope and
 /// grouping, and one revision's counts are those the definition promises.
 pub async fn counts_match_reference<S: ResultsStore + NodeStore>(store: &S) {
-    let nodes = results_fixture();
-    insert(store, nodes.clone(), EventMode::Silent).await;
+    let nodes = insert_results_fixture(store).await;
     for pairs in SCOPES {
-        let scope = crate::query::Query::parse(pairs.iter().copied())
-            .map(|q| q.filter)
-            .unwrap_or_else(|e| panic!("bad scope {pairs:?}: {e}"));
+        let scope = scope_filter(pairs);
         for group in GROUPINGS {
             let group_by = fields(group);
             let mut got = must(
@@ -278,13 +289,10 @@ pub async fn counts_match_reference<S: ResultsStore + NodeStore>(store: &S) {
 /// Result pages: failures first in the reference order, the total of the category, paging by
 /// offset and limit, each category apart.
 pub async fn find_results_failures_first<S: ResultsStore + NodeStore>(store: &S) {
-    let nodes = results_fixture();
-    insert(store, nodes.clone(), EventMode::Silent).await;
+    let nodes = insert_results_fixture(store).await;
     let tally = ResultTally::new(&nodes);
     for pairs in [SCOPES[0], SCOPES[1], SCOPES[2]] {
-        let scope = crate::query::Query::parse(pairs.iter().copied())
-            .map(|q| q.filter)
-            .unwrap_or_else(|e| panic!("bad scope {pairs:?}: {e}"));
+        let scope = scope_filter(pairs);
         for category in ResultCategory::ALL {
             let mut want: Vec<&Node> = nodes
                 .iter()
@@ -331,12 +339,9 @@ pub async fn find_results_failures_first<S: ResultsStore + NodeStore>(store: &S)
 
 /// Node counts by result (every node, counted or not) equal the reference.
 pub async fn node_results_match_reference<S: ResultsStore + NodeStore>(store: &S) {
-    let nodes = results_fixture();
-    insert(store, nodes.clone(), EventMode::Silent).await;
+    let nodes = insert_results_fixture(store).await;
     for pairs in SCOPES {
-        let scope = crate::query::Query::parse(pairs.iter().copied())
-            .map(|q| q.filter)
-            .unwrap_or_else(|e| panic!("bad scope {pairs:?}: {e}"));
+        let scope = scope_filter(pairs);
         for group in [&["kind", "state"][..], &["data.runtime"], &[]] {
             let group_by = fields(group);
             let mut got = must(
@@ -354,8 +359,7 @@ pub async fn node_results_match_reference<S: ResultsStore + NodeStore>(store: &S
 
 /// The newest checkout per tree and branch, newest first, limited; the scope narrows it.
 pub async fn latest_checkouts_per_branch<S: ResultsStore + NodeStore>(store: &S) {
-    let nodes = results_fixture();
-    insert(store, nodes.clone(), EventMode::Silent).await;
+    let nodes = insert_results_fixture(store).await;
     let latest = must(
         "latest checkouts",
         store.latest_checkouts(&Filter::all(), 10).await,
