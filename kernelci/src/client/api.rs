@@ -86,6 +86,20 @@ pub trait Api: Send + Sync + fmt::Debug {
         timeout: Duration,
     ) -> ClientResult<Value>;
 
+    /// `GET /listen/{id}?max=N` once (our server's batched catch-up): a JSON array of up to
+    /// `max` messages, or — from a server without batching (upstream's), or one that
+    /// implements only [`Api::listen_raw`] — one message object. Callers handle both.
+    async fn listen_batch(
+        &self,
+        id: u64,
+        acknowledge: Option<u64>,
+        max: usize,
+        timeout: Duration,
+    ) -> ClientResult<Value> {
+        let _ = max;
+        self.listen_raw(id, acknowledge, timeout).await
+    }
+
     /// `POST /ack/{id}`.
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()>;
 
@@ -177,6 +191,16 @@ impl Api for ApiClient {
         timeout: Duration,
     ) -> ClientResult<Value> {
         ApiClient::listen_raw(self, id, acknowledge, timeout).await
+    }
+
+    async fn listen_batch(
+        &self,
+        id: u64,
+        acknowledge: Option<u64>,
+        max: usize,
+        timeout: Duration,
+    ) -> ClientResult<Value> {
+        ApiClient::listen_batch(self, id, acknowledge, max, timeout).await
     }
 
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
@@ -281,6 +305,16 @@ impl<T: Api + ?Sized> Api for Arc<T> {
         timeout: Duration,
     ) -> ClientResult<Value> {
         (**self).listen_raw(id, acknowledge, timeout).await
+    }
+
+    async fn listen_batch(
+        &self,
+        id: u64,
+        acknowledge: Option<u64>,
+        max: usize,
+        timeout: Duration,
+    ) -> ClientResult<Value> {
+        (**self).listen_batch(id, acknowledge, max, timeout).await
     }
 
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {
