@@ -17,6 +17,7 @@ mod kv;
 mod nodes;
 mod results;
 mod sql;
+mod tail;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,8 @@ struct Inner {
     writer: std::sync::mpsc::Sender<writer::Job>,
     /// Cached counts of expensive filters (see [`counts`]).
     counts: Arc<CountCache>,
+    /// The recent committed events (see [`tail`]).
+    tail: Arc<tail::EventTail>,
     readers: Mutex<Vec<Connection>>,
     /// One permit per concurrent read (see [`READERS`]).
     read_slots: tokio::sync::Semaphore,
@@ -328,11 +331,13 @@ impl SqliteStore {
             )
             .map_err(db_err)?;
         let counts = Arc::new(CountCache::default());
-        let (jobs, _thread) = writer::spawn(writer, counts.clone())?;
+        let tail = Arc::new(tail::EventTail::default());
+        let (jobs, _thread) = writer::spawn(writer, counts.clone(), tail.clone())?;
         let checkpointer = tuning::Checkpointer::start(&path, &tuning);
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 tuning,
+                tail,
                 _checkpointer: checkpointer,
                 path,
                 writer: jobs,
