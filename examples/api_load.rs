@@ -7,6 +7,8 @@
 //! (publish → a long-polling listener).
 //!
 //! Options: `--nodes N` (pre-fill), `--clients C`, `--seconds S` (per scenario),
+//! `--csv PATH --label L` (append one row per scenario, with the server's peak memory when
+//! `--server-pid` is given, for `examples/bench_plot.rs`),
 //! `--db PATH` (keep the SQLite file: a later run with the same path reuses the nodes already
 //! there and only tops them up to N), `--backend sqlite|mongo-redis` (`mongo-redis` starts the
 //! test harness's MongoDB-wire server and a `redis-server`; needs `--features mongodb,redis`),
@@ -64,15 +66,56 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// `--csv PATH` and `--label L`, and the nodes stored at the start: where [`report`] appends
+/// its row (the columns of `examples/event_load.rs`, drawn by `examples/bench_plot.rs`).
+static CSV: std::sync::OnceLock<(String, String, u64)> = std::sync::OnceLock::new();
+/// The server's peak `VmRSS`, `RssAnon`, `RssFile` (KiB) since the last [`report`], sampled
+/// every 100 ms when `--server-pid` is given.
+static PEAK: [std::sync::atomic::AtomicU64; 3] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+fn sample_peak(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    tokio::spawn(async move {
+        loop {
+            for (slot, field) in PEAK.iter().zip(["VmRSS", "RssAnon", "RssFile"]) {
+                let kib = kernelci::testsuite::peers::proc_status(Some(pid), field).unwrap_or(0);
+                slot.fetch_max(kib, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
 fn report(name: &str, mut lat: Vec<f64>, errors: u64, secs: f64) {
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let (rate, p50, p99) = (lat.len() as f64 / secs, pct(&lat, 0.5), pct(&lat, 0.99));
+    let max = lat.last().copied().unwrap_or(0.0);
     println!(
-        "{name:<34} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  errors {errors}",
-        lat.len() as f64 / secs,
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        lat.last().copied().unwrap_or(0.0)
+        "{name:<34} {rate:>9.0} req/s  p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  max {max:>7.2} ms  errors {errors}"
     );
+    let peak: Vec<f64> = PEAK
+        .iter()
+        .map(|p| p.swap(0, Ordering::Relaxed) as f64 / 1024.0)
+        .collect();
+    if let Some((path, label, nodes)) = CSV.get() {
+        let line = format!(
+            "{label},{name},{nodes},0,0,{},{},{errors},{p50:.3},{p99:.3},{max:.3},{rate:.1},{:.1},{:.1},{:.1}\n",
+            lat.len(),
+            lat.len(),
+            peak[0],
+            peak[1],
+            peak[2]
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot append to {path}: {e}");
+        }
+    }
 }
 
 async fn run<F, Fut>(clients: u64, secs: u64, make: F) -> (Vec<f64>, u64)
@@ -501,6 +544,11 @@ async fn main() {
         .json()
         .await
         .unwrap_or(0);
+    if let Some(path) = arg_str("--csv") {
+        let label = arg_str("--label").unwrap_or_else(|| "server".into());
+        let _ = CSV.set((path, label, stored));
+    }
+    sample_peak(server_pid);
     println!(
         "backend {}, {stored} nodes stored; server RSS {}; {clients} clients ({} client), {secs} s per scenario; load average {}",
         if arg_str("--url").is_some() {
@@ -568,21 +616,29 @@ async fn main() {
     }
 
     if on("get") {
-        let ids: Vec<String> = http
-            .get(format!("{base}/nodes?kind=job&limit=1000"))
-            .send()
-            .await
-            .expect("ids")
-            .json::<serde_json::Value>()
-            .await
-            .expect("ids")["items"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n["id"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Job nodes when the store was filled here, else any (a server filled elsewhere, e.g.
+        // upstream's after the `post` scenario).
+        let mut ids: Vec<String> = Vec::new();
+        for q in ["kind=job&limit=1000", "limit=1000"] {
+            if !ids.is_empty() {
+                break;
+            }
+            ids = http
+                .get(format!("{base}/nodes?{q}"))
+                .send()
+                .await
+                .expect("ids")
+                .json::<serde_json::Value>()
+                .await
+                .expect("ids")["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
         assert!(
             !ids.is_empty(),
             "no job nodes to read: fill some with --nodes"

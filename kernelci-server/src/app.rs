@@ -184,7 +184,11 @@ impl App {
         let url = config.database_url();
         let (store, telemetry): (SharedStore, Arc<dyn TelemetryStore>) =
             if let Some(path) = url.strip_prefix("sqlite://") {
-                let s = SqliteStore::open(path)?;
+                let tuning = kernelci::store::SqliteTuning::with_budget(
+                    config.sqlite_cache_mib,
+                    config.sqlite_mmap_mib,
+                );
+                let s = SqliteStore::open_tuned(path, tuning)?;
                 s.set_query_timeout(Duration::from_secs(config.query_timeout));
                 (Arc::new(s.clone()), Arc::new(s))
             } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {

@@ -112,6 +112,14 @@ pub struct ServerConfig {
     /// Time budget of one database query, in seconds.
     #[arg(long, env = "KCI_QUERY_TIMEOUT", default_value_t = 15)]
     pub query_timeout: u64,
+    /// Embedded SQLite store: page cache of all its connections together, MiB (half for the
+    /// writer, half shared by the readers).
+    #[arg(long, env = "KCI_SQLITE_CACHE_MIB", default_value_t = 64)]
+    pub sqlite_cache_mib: u64,
+    /// Embedded SQLite store: MiB of the database file each connection may memory-map (0:
+    /// none). Mapped pages count in the server's `VmRSS` once per connection.
+    #[arg(long, env = "KCI_SQLITE_MMAP_MIB", default_value_t = 0)]
+    pub sqlite_mmap_mib: u64,
     /// Username of the first admin, created at start-up when no superuser exists.
     #[arg(long, env = "KCI_INITIAL_ADMIN_USERNAME", default_value = "admin")]
     pub initial_admin_username: String,
@@ -194,6 +202,8 @@ impl ServerConfig {
             event_history_ttl_seconds: 604_800,
             body_limit: 32 * 1024 * 1024,
             query_timeout: 15,
+            sqlite_cache_mib: 64,
+            sqlite_mmap_mib: 0,
             initial_admin_username: "admin".into(),
             initial_password: None,
             initial_admin_email: None,
@@ -356,6 +366,8 @@ impl std::fmt::Debug for ServerConfig {
             event_history_ttl_seconds,
             body_limit,
             query_timeout,
+            sqlite_cache_mib,
+            sqlite_mmap_mib,
             initial_admin_username,
             initial_password,
             initial_admin_email,
@@ -387,6 +399,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("event_history_ttl_seconds", event_history_ttl_seconds)
             .field("body_limit", body_limit)
             .field("query_timeout", query_timeout)
+            .field("sqlite_cache_mib", sqlite_cache_mib)
+            .field("sqlite_mmap_mib", sqlite_mmap_mib)
             .field("initial_admin_username", initial_admin_username)
             .field("initial_password", &redacted(initial_password))
             .field("initial_admin_email", initial_admin_email)

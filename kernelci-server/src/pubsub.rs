@@ -75,19 +75,31 @@ impl SubState {
     }
 }
 
-/// What `/listen` answers: the message, and for an event, the receipt that confirms its
+/// The most events one batched `/listen` (`?max=N`) answers.
+pub const MAX_BATCH: usize = 1000;
+
+/// What `/listen` answers: the messages, and for events, the receipt that confirms their
 /// delivery once the connection took the whole response.
 #[derive(Debug)]
 pub struct Listened {
-    /// The upstream message (`{"type": "message", "channel", "data": "<CloudEvent>"}`).
-    pub message: Value,
+    /// The upstream messages (`{"type": "message", "channel", "data": "<CloudEvent>"}`): one
+    /// event or keep-alive, or (batched) up to the asked number of events in log order.
+    pub messages: Vec<Value>,
+    /// Whether the caller asked for a batch (`?max=N`): the answer is then a JSON array, else
+    /// upstream's single message.
+    pub batched: bool,
     receipt: Option<SendReceipt>,
 }
 
 impl Listened {
     /// The 200 response, carrying the receipt for the connection loop.
     pub fn into_response(self) -> Result<Response, ApiError> {
-        let mut response = ok(self.message)?;
+        let body = if self.batched {
+            Value::Array(self.messages)
+        } else {
+            self.messages.into_iter().next().unwrap_or(Value::Null)
+        };
+        let mut response = ok(body)?;
         if let Some(r) = self.receipt {
             response.extensions_mut().insert(r);
         }
@@ -450,13 +462,17 @@ impl PubSub {
     }
 
     /// `GET /listen/{id}`: acknowledges (see the module documentation), then returns the next
-    /// event, or a BEEP after the keep-alive period.
+    /// event, or a BEEP after the keep-alive period. With `batch = Some(n)` (`?max=n`, our
+    /// extension for catching up) it returns up to `n` events at once (at least one, as soon as
+    /// one is there), recorded as one delivery: acknowledging the last acknowledges them all.
     pub async fn listen(
         &self,
         id: u64,
         user: &str,
         acknowledge: Option<u64>,
+        batch: Option<usize>,
     ) -> Result<Listened, ApiError> {
+        let max = batch.unwrap_or(1).clamp(1, MAX_BATCH);
         let mut rec = self.owned(id, user).await?;
         let acked = match acknowledge {
             Some(n) => n,
@@ -480,12 +496,12 @@ impl PubSub {
         loop {
             let before = rec.position;
             let position = before.max(acked);
-            let next = self.store.events_after(position, &filter, 1).await?;
-            if let Some(e) = next.into_iter().next() {
+            let next = self.store.events_after(position, &filter, max).await?;
+            if let Some(last) = next.last() {
                 let mut sending = rec.clone();
                 sending.position = position;
                 sending.sent = Some(Delivery {
-                    sequence_id: e.sequence_id,
+                    sequence_id: last.sequence_id,
                     confirmed: !self.confirming(),
                 });
                 sending.last_poll = Some(Timestamp::now());
@@ -494,7 +510,11 @@ impl PubSub {
                         self.ack_durable(&stored, before).await?;
                         let receipt = self.confirming().then(|| self.confirm_later(stored));
                         return Ok(Listened {
-                            message: PubSub::message(&channel, &self.cloud_event(&e)),
+                            messages: next
+                                .iter()
+                                .map(|e| PubSub::message(&channel, &self.cloud_event(e)))
+                                .collect(),
+                            batched: batch.is_some(),
                             receipt,
                         });
                     }
@@ -530,7 +550,8 @@ impl PubSub {
                 if now >= d {
                     let beep = CloudEvent::beep().with_source(self.source.clone());
                     return Ok(Listened {
-                        message: PubSub::message(&channel, &beep),
+                        messages: vec![PubSub::message(&channel, &beep)],
+                        batched: batch.is_some(),
                         receipt: None,
                     });
                 }

@@ -43,7 +43,8 @@ pub async fn unsubscribe(app: &App, req: &Request, id: &str) -> Result<Response,
     ok(Value::Null)
 }
 
-/// `GET /listen/{id}[?acknowledge=N]`.
+/// `GET /listen/{id}[?acknowledge=N][&max=N]`; `max` (our extension) asks for a JSON array of
+/// up to `max` events (1..=1000) instead of upstream's one message.
 pub async fn listen(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
     let id = sub_id(id)?;
     let user = app.auth.user(req).await?;
@@ -59,10 +60,39 @@ pub async fn listen(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
             )
         })?),
     };
+    let max = match req.query_param("max") {
+        None => None,
+        Some(v) => Some(batch_size(v)?),
+    };
     app.pubsub
-        .listen(id, &user.username, ack)
+        .listen(id, &user.username, ack, max)
         .await?
         .into_response()
+}
+
+/// The `max` of a batched `/listen`: an integer in 1..=[`crate::pubsub::MAX_BATCH`].
+fn batch_size(raw: &str) -> Result<usize, ApiError> {
+    let bad = |ty: &str, msg: String| Err(ApiError::validation("query", "max", ty, &msg, raw));
+    match raw.parse::<i64>() {
+        Err(_) => bad(
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer".into(),
+        ),
+        Ok(n) if n < 1 => bad(
+            "greater_than_equal",
+            "Input should be greater than or equal to 1".into(),
+        ),
+        Ok(n) => match usize::try_from(n) {
+            Ok(n) if n <= crate::pubsub::MAX_BATCH => Ok(n),
+            _ => bad(
+                "less_than_equal",
+                format!(
+                    "Input should be less than or equal to {}",
+                    crate::pubsub::MAX_BATCH
+                ),
+            ),
+        },
+    }
 }
 
 /// `POST /ack/{id}` with `{"sequence_id": N}` (our extension).

@@ -86,6 +86,20 @@ pub trait Api: Send + Sync + fmt::Debug {
         timeout: Duration,
     ) -> ClientResult<Value>;
 
+    /// `GET /listen/{id}?max=N` once (our server's batched catch-up): a JSON array of up to
+    /// `max` messages, or — from a server without batching (upstream's), or one that
+    /// implements only [`Api::listen_raw`] — one message object. Callers handle both.
+    async fn listen_batch(
+        &self,
+        id: u64,
+        acknowledge: Option<u64>,
+        max: usize,
+        timeout: Duration,
+    ) -> ClientResult<Value> {
+        let _ = max;
+        self.listen_raw(id, acknowledge, timeout).await
+    }
+
     /// `POST /ack/{id}`.
     async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()>;
 
@@ -196,6 +210,17 @@ macro_rules! forward_api {
             ) -> ClientResult<Value> {
                 let $self_ = self;
                 <$target>::listen_raw($this, id, acknowledge, timeout).await
+            }
+
+            async fn listen_batch(
+                &self,
+                id: u64,
+                acknowledge: Option<u64>,
+                max: usize,
+                timeout: Duration,
+            ) -> ClientResult<Value> {
+                let $self_ = self;
+                <$target>::listen_batch($this, id, acknowledge, max, timeout).await
             }
 
             async fn ack(&self, id: u64, sequence_id: u64) -> ClientResult<()> {

@@ -1,6 +1,7 @@
 //! [`Listener`]: follows a channel through server restarts and network loss, delivering every
 //! event at least once.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub struct ListenerConfig {
     pub poll_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// How many events one poll may fetch from a server that offers batched catch-up
+    /// (`/listen/{id}?max=N`, ours); `1` polls one event at a time. Servers without it
+    /// (upstream's) answer one event whatever this is. Default 100.
+    pub batch: usize,
 }
 
 impl ListenerConfig {
@@ -71,7 +76,14 @@ impl ListenerConfig {
             filter: NodeEventFilter::default(),
             poll_timeout: Duration::from_secs(120),
             max_backoff: Duration::from_secs(30),
+            batch: 100,
         }
+    }
+
+    /// Fetching up to `n` events per poll (at least 1; see [`ListenerConfig::batch`]).
+    pub fn batch(mut self, n: usize) -> ListenerConfig {
+        self.batch = n.max(1);
+        self
     }
 
     /// With a durable subscriber id.
@@ -133,7 +145,9 @@ pub struct ListenerHealth {
 
 /// Follows a channel: subscribes, long-polls, hides keep-alives, re-subscribes after server
 /// restarts and network loss (with backoff), and acknowledges an event only when told to
-/// ([`Listener::ack`]) — an event not acknowledged is delivered again. Every `/listen` carries
+/// ([`Listener::ack`]) — an event not acknowledged is delivered again (when the next event is
+/// asked for without acknowledging the last one handed over, it comes again, also from a
+/// batch: the rest of the batch is dropped and fetched anew). Every `/listen` carries
 /// an explicit `acknowledge=N` (the highest acknowledged sequence id, `0` before any), so a
 /// server never applies upstream's implicit "the previous delivery was handled"; servers
 /// without the parameter (upstream's) ignore it and keep their implicit acknowledgement.
@@ -143,6 +157,10 @@ pub struct Listener {
     config: ListenerConfig,
     sub: Option<Subscription>,
     acked: Option<u64>,
+    /// Events fetched by a batched poll and not yet handed over, in log order.
+    pending: VecDeque<ReceivedEvent>,
+    /// The sequence id of the event handed over last.
+    handed: Option<u64>,
     health: Arc<Mutex<ListenerHealth>>,
 }
 
@@ -154,6 +172,8 @@ impl Listener {
             config,
             sub: None,
             acked: None,
+            pending: VecDeque::new(),
+            handed: None,
             health: Arc::default(),
         }
     }
@@ -211,6 +231,38 @@ impl Listener {
     /// Waits for the next event that passes the filter. Errors only for problems retrying cannot
     /// fix (a bad token, a refused subscription).
     pub async fn next(&mut self) -> ClientResult<ReceivedEvent> {
+        // The last event handed over was not acknowledged: it must come again, so what was
+        // fetched after it is fetched again too (after it, in order).
+        if let Some(h) = self.handed
+            && self.acked.is_none_or(|a| a < h)
+        {
+            self.pending.clear();
+        }
+        loop {
+            while let Some(received) = self.pending.pop_front() {
+                if !self.config.filter.accepts(&received.event.data) {
+                    self.ack(&received);
+                    continue;
+                }
+                self.handed = received.sequence_id();
+                self.note(|h| {
+                    h.delivered += 1;
+                    h.last_event = Some(Timestamp::now());
+                });
+                return Ok(received);
+            }
+            let messages = self.poll().await?;
+            for msg in messages {
+                if let Some(received) = self.received(&msg) {
+                    self.pending.push_back(received);
+                }
+            }
+        }
+    }
+
+    /// One `/listen` (retried through transport errors and lost subscriptions): the messages
+    /// it answered, one or (batched) several.
+    async fn poll(&mut self) -> ClientResult<Vec<Value>> {
         let policy = Backoff::new(Duration::from_millis(200), self.config.max_backoff);
         let mut delays = policy.delays();
         loop {
@@ -219,12 +271,19 @@ impl Listener {
             // event whose handler failed before anything was acknowledged. `0` acknowledges
             // nothing new.
             let ack = Some(self.acked.unwrap_or(0));
+            let batch = self.config.batch;
             let attempt = async {
                 let id = self.subscribe().await?;
-                self.api.listen_raw(id, ack, self.config.poll_timeout).await
+                if batch > 1 {
+                    self.api
+                        .listen_batch(id, ack, batch, self.config.poll_timeout)
+                        .await
+                } else {
+                    self.api.listen_raw(id, ack, self.config.poll_timeout).await
+                }
             }
             .await;
-            let msg = match attempt {
+            let answer = match attempt {
                 Ok(m) => m,
                 Err(e) if Listener::retryable(&e) => {
                     if e.status() == Some(404) {
@@ -252,47 +311,42 @@ impl Listener {
                     return Err(e);
                 }
             };
-            delays = policy.delays();
             self.note(|h| {
                 h.connected = true;
                 h.last_contact = Some(Timestamp::now());
                 h.last_error = None;
             });
-            let Some(text) = msg
-                .get("data")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            else {
-                continue;
-            };
-            let event = match CloudEvent::from_json(text) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping a message that is not a CloudEvent");
-                    continue;
-                }
-            };
-            if event.is_beep() {
-                continue;
-            }
-            let received = ReceivedEvent {
-                channel: msg
-                    .get("channel")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&self.config.channel)
-                    .to_owned(),
-                event,
-            };
-            if !self.config.filter.accepts(&received.event.data) {
-                self.ack(&received);
-                continue;
-            }
-            self.note(|h| {
-                h.delivered += 1;
-                h.last_event = Some(Timestamp::now());
+            return Ok(match answer {
+                Value::Array(messages) => messages,
+                one => vec![one],
             });
-            return Ok(received);
         }
+    }
+
+    /// The event a message carries (`None`: a keep-alive or not a CloudEvent).
+    fn received(&self, msg: &Value) -> Option<ReceivedEvent> {
+        let text = msg
+            .get("data")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())?;
+        let event = match CloudEvent::from_json(text) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a message that is not a CloudEvent");
+                return None;
+            }
+        };
+        if event.is_beep() {
+            return None;
+        }
+        Some(ReceivedEvent {
+            channel: msg
+                .get("channel")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.config.channel)
+                .to_owned(),
+            event,
+        })
     }
 
     /// Marks `event` as handled: the next poll acknowledges it to the server.

@@ -59,11 +59,38 @@ impl ApiClient {
         acknowledge: Option<u64>,
         timeout: Duration,
     ) -> ClientResult<Value> {
+        self.listen_query(id, acknowledge, None, timeout).await
+    }
+
+    /// `GET /listen/{id}?max=N` once: our server answers a JSON array of up to `max` messages
+    /// (all the events waiting, up to `max`, or one keep-alive); a server without the extension
+    /// (upstream's) ignores `max` and answers one message object.
+    pub async fn listen_batch(
+        &self,
+        id: u64,
+        acknowledge: Option<u64>,
+        max: usize,
+        timeout: Duration,
+    ) -> ClientResult<Value> {
+        self.listen_query(id, acknowledge, Some(max), timeout).await
+    }
+
+    async fn listen_query(
+        &self,
+        id: u64,
+        acknowledge: Option<u64>,
+        max: Option<usize>,
+        timeout: Duration,
+    ) -> ClientResult<Value> {
         let ack = acknowledge.map(|a| a.to_string());
-        let q: Vec<(&str, &str)> = ack
-            .as_deref()
-            .map(|a| vec![("acknowledge", a)])
-            .unwrap_or_default();
+        let max = max.map(|m| m.to_string());
+        let mut q: Vec<(&str, &str)> = Vec::with_capacity(2);
+        if let Some(a) = ack.as_deref() {
+            q.push(("acknowledge", a));
+        }
+        if let Some(m) = max.as_deref() {
+            q.push(("max", m));
+        }
         let text = self
             .send(
                 Method::GET,

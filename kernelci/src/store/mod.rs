@@ -39,7 +39,7 @@ mod types;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteTuning};
 
 #[cfg(feature = "mongodb")]
 mod mongo;

@@ -8,6 +8,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
+use super::writer::Tx;
 use super::{SqliteStore, corrupt, db_err, load_all, one_doc, sql};
 use crate::models::{ObjectId, Timestamp};
 use crate::query::Filter;
@@ -26,7 +27,7 @@ fn subscription_doc(record: &SubscriptionRecord) -> StoreResult<String> {
 
 /// Appends `ev` with the next sequence number, inside the caller's transaction (a node write's
 /// or [`EventLog::append_events`]'s).
-pub(super) fn append_event(tx: &Connection, ev: NewEvent) -> StoreResult<StoredEvent> {
+pub(super) fn append_event(tx: &Tx<'_>, ev: NewEvent) -> StoreResult<StoredEvent> {
     let mut stored = ev.stored(0, Timestamp::now());
     let attrs = if stored.attributes.is_empty() {
         None
@@ -57,6 +58,7 @@ pub(super) fn append_event(tx: &Connection, ev: NewEvent) -> StoreResult<StoredE
         .map_err(db_err)?
         .execute(params![seq, doc])
         .map_err(db_err)?;
+    tx.event_appended(&stored);
     Ok(stored)
 }
 
@@ -118,6 +120,10 @@ impl EventLog for SqliteStore {
         filter: &EventFilter,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
+        // A listener at the end of the log: the events it was woken for are in memory.
+        if let Some(found) = self.inner.tail.after(after, filter, limit) {
+            return Ok(found);
+        }
         let filter = filter.clone();
         self.read(move |c| {
             let purged: i64 = c
@@ -199,6 +205,7 @@ impl EventLog for SqliteStore {
             let max_seq: Option<i64> =
                 tx.query_row("SELECT max(seq) FROM event WHERE ts < ?1", [&ts], |r| r.get(0)).map_err(db_err)?;
             let Some(max_seq) = max_seq else { return Ok(0) };
+            tx.events_purged();
             let n = tx.execute("DELETE FROM event WHERE seq <= ?1", [max_seq]).map_err(db_err)?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('purged_through', ?1)

@@ -17,9 +17,11 @@ mod kv;
 mod nodes;
 mod results;
 mod sql;
+mod tail;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod tuning;
 mod users;
 mod writer;
 
@@ -35,6 +37,7 @@ use serde_json::Value;
 use super::{Conflict, StoreError, StoreResult};
 use crate::query::Condition;
 use counts::CountCache;
+pub use tuning::SqliteTuning;
 use writer::Tx;
 
 /// 1: the first layout; 2: adds `node_value` (strings under sentinel hot columns).
@@ -65,6 +68,8 @@ struct Inner {
     writer: std::sync::mpsc::Sender<writer::Job>,
     /// Cached counts of expensive filters (see [`counts`]).
     counts: Arc<CountCache>,
+    /// The recent committed events (see [`tail`]).
+    tail: Arc<tail::EventTail>,
     readers: Mutex<Vec<Connection>>,
     /// One permit per concurrent read (see [`READERS`]).
     read_slots: tokio::sync::Semaphore,
@@ -73,6 +78,10 @@ struct Inner {
     query_timeout_ms: std::sync::atomic::AtomicU64,
     /// Bit i set: column `HOT_COLUMNS[i]` may hold the sentinel in some row.
     sentinels: Arc<AtomicU32>,
+    /// Memory and checkpoint settings (the readers' page cache and mapping).
+    tuning: SqliteTuning,
+    /// The background checkpointer; stops with the store.
+    _checkpointer: Option<tuning::Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -152,20 +161,23 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, tuning: &SqliteTuning) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 64 MiB of page cache for the writer (the readers keep SQLite's 2 MiB and map the file):
-    // it holds the pages written since the last checkpoint and the hot index pages, and it is
-    // the largest part of the server's heap once full.
-    conn.pragma_update(None, "cache_size", -65_536)?;
-    conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
-    // Checkpoint the WAL every ~32 MiB instead of every 4 MiB: an index page changed by many
-    // commits is copied to the database file once per checkpoint, and at 1 M nodes each batch
-    // of node writes dirties hundreds of index pages.
-    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    // The writer's page cache holds the pages written since the last checkpoint and the hot
+    // index pages; it is the largest part of the server's heap once full.
+    tuning.apply(conn, tuning.writer_cache_kib)?;
+    // With the background checkpointer, the writer's automatic checkpoint is only a safety net
+    // (a checkpoint on the writer stalls every write queued behind it). Without it, checkpoint
+    // every ~32 MiB instead of every 4 MiB: an index page changed by many commits is copied
+    // to the database file once per checkpoint.
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        tuning.writer_autocheckpoint_pages(),
+    )?;
     register_functions(conn)
 }
 
@@ -253,6 +265,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, and creates or reconciles its tables
     /// and indexes.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        SqliteStore::open_tuned(path, SqliteTuning::default())
+    }
+
+    /// [`SqliteStore::open`] with memory and checkpoint settings other than the defaults.
+    pub fn open_tuned(path: impl AsRef<Path>, tuning: SqliteTuning) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -262,7 +279,7 @@ impl SqliteStore {
         let writer = Connection::open(&path).map_err(|e| {
             StoreError::unavailable(format!("cannot open SQLite database {}", path.display()), e)
         })?;
-        configure(&writer).map_err(db_err)?;
+        configure(&writer, &tuning).map_err(db_err)?;
         let version: i64 = writer
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db_err)?;
@@ -314,9 +331,14 @@ impl SqliteStore {
             )
             .map_err(db_err)?;
         let counts = Arc::new(CountCache::default());
-        let (jobs, _thread) = writer::spawn(writer, counts.clone())?;
+        let tail = Arc::new(tail::EventTail::default());
+        let (jobs, _thread) = writer::spawn(writer, counts.clone(), tail.clone())?;
+        let checkpointer = tuning::Checkpointer::start(&path, &tuning);
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                tuning,
+                tail,
+                _checkpointer: checkpointer,
                 path,
                 writer: jobs,
                 counts,
@@ -435,7 +457,8 @@ impl Inner {
         .map_err(|e| StoreError::unavailable("cannot open SQLite reader", e))?;
         c.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
         register_functions(&c).map_err(db_err)?;
-        c.pragma_update(None, "mmap_size", 268_435_456i64)
+        self.tuning
+            .apply(&c, self.tuning.reader_cache_kib)
             .map_err(db_err)?;
         // Finds build one SQL text per filter shape; keep more of them prepared.
         c.set_prepared_statement_cache_capacity(64);

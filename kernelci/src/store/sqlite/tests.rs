@@ -159,3 +159,84 @@ async fn cached_counts_follow_writes() {
         .expect("insert after");
     check(&store, &filters, "after the other writer").await;
 }
+
+/// Nodes with fresh ids, for the tuning tests.
+fn fresh_nodes(n: usize) -> Vec<Node> {
+    (0..n)
+        .map(|i| {
+            let mut x = Node::new(crate::models::NodeKind::Test, format!("t-{i}"));
+            x.id = Some(ObjectId::new());
+            x
+        })
+        .collect()
+}
+
+/// The size of the main database file (not the WAL).
+fn main_file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// With the background checkpointer, written pages reach the database file without the
+/// writer checkpointing (its automatic checkpoint is far above what these writes fill).
+#[tokio::test]
+async fn background_checkpointer_copies_the_wal() {
+    use super::SqliteTuning;
+    for background in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.sqlite3");
+        let tuning = SqliteTuning {
+            checkpoint_bytes: if background { 64 * 1024 } else { 0 },
+            checkpoint_every: Duration::from_millis(100),
+            ..SqliteTuning::default()
+        };
+        let store = SqliteStore::open_tuned(&path, tuning).expect("open");
+        let before = main_file_len(&path);
+        store
+            .insert_nodes(fresh_nodes(2000), EventMode::Silent)
+            .await
+            .expect("insert");
+        // Waiting longer for the copy than for its absence: a slow machine must not fail the
+        // first case, and the second needs only a few checkpointer periods.
+        let wait = Duration::from_secs(if background { 10 } else { 2 });
+        let deadline = std::time::Instant::now() + wait;
+        while main_file_len(&path) == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if background {
+            assert!(
+                main_file_len(&path) > before,
+                "the checkpointer copied the WAL into the file"
+            );
+        } else {
+            assert_eq!(
+                main_file_len(&path),
+                before,
+                "without it nothing but the writer checkpoints (not yet at this size)"
+            );
+        }
+    }
+}
+
+/// The tuning reaches the connections: page cache and mapping of writer and readers.
+#[tokio::test]
+async fn tuning_sets_cache_and_mapping() {
+    use super::SqliteTuning;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.sqlite3");
+    let tuning = SqliteTuning::with_budget(16, 8);
+    assert_eq!(tuning.writer_cache_kib, 8 * 1024);
+    assert_eq!(tuning.reader_cache_kib, 1024);
+    assert_eq!(tuning.mmap_bytes, 8 * 1024 * 1024);
+    let store = SqliteStore::open_tuned(&path, tuning).expect("open");
+    let reader = store.inner.open_reader().expect("reader");
+    let cache: i64 = reader
+        .pragma_query_value(None, "cache_size", |r| r.get(0))
+        .expect("cache_size");
+    let mmap: i64 = reader
+        .pragma_query_value(None, "mmap_size", |r| r.get(0))
+        .expect("mmap_size");
+    assert_eq!((cache, mmap), (-1024, 8 * 1024 * 1024));
+    let default = SqliteTuning::default();
+    assert_eq!(default.mmap_bytes, 0, "no mapping by default");
+    assert_eq!(default, SqliteTuning::with_budget(64, 0));
+}

@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use super::counts::{CountCache, NodeChange};
 use super::db_err;
-use crate::store::{StoreError, StoreResult};
+use super::tail::EventTail;
+use crate::store::{StoreError, StoreResult, StoredEvent};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 512;
@@ -50,6 +51,10 @@ pub(super) struct Changes {
     pub invalidate: bool,
     /// The recorded changes.
     pub list: Vec<NodeChange>,
+    /// The events appended, in order (for the [`EventTail`] once committed).
+    pub events: Vec<StoredEvent>,
+    /// Events were purged: the tail is dropped.
+    pub purged: bool,
 }
 
 impl std::ops::Deref for Tx<'_> {
@@ -74,6 +79,16 @@ impl Tx<'_> {
         }
     }
 
+    /// Records an event appended in this transaction.
+    pub fn event_appended(&self, event: &StoredEvent) {
+        self.changes.borrow_mut().events.push(event.clone());
+    }
+
+    /// Records a purge of the event log.
+    pub fn events_purged(&self) {
+        self.changes.borrow_mut().purged = true;
+    }
+
     /// Records node changes the log cannot describe.
     pub fn nodes_changed_unknown(&self) {
         let mut c = self.changes.borrow_mut();
@@ -86,12 +101,13 @@ impl Tx<'_> {
 pub(super) fn spawn(
     conn: Connection,
     counts: Arc<CountCache>,
+    tail: Arc<EventTail>,
 ) -> StoreResult<(Sender<Job>, std::thread::JoinHandle<()>)> {
     let gen_now = read_gen(&conn)?;
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let handle = std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || run(conn, rx, counts, gen_now))
+        .spawn(move || run(conn, rx, counts, tail, gen_now))
         .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
     Ok((tx, handle))
 }
@@ -109,7 +125,13 @@ pub(super) fn read_gen(conn: &Connection) -> StoreResult<u64> {
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
-fn run(conn: Connection, rx: Receiver<Job>, counts: Arc<CountCache>, mut gen_now: u64) {
+fn run(
+    conn: Connection,
+    rx: Receiver<Job>,
+    counts: Arc<CountCache>,
+    tail: Arc<EventTail>,
+    mut gen_now: u64,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -118,11 +140,17 @@ fn run(conn: Connection, rx: Receiver<Job>, counts: Arc<CountCache>, mut gen_now
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch, &counts, &mut gen_now);
+        run_batch(&conn, batch, &counts, &tail, &mut gen_now);
     }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Job>, counts: &CountCache, gen_now: &mut u64) {
+fn run_batch(
+    conn: &Connection,
+    batch: Vec<Job>,
+    counts: &CountCache,
+    tail: &EventTail,
+    gen_now: &mut u64,
+) {
     let changes = RefCell::new(Changes {
         track: counts.is_active(),
         ..Default::default()
@@ -142,7 +170,10 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, counts: &CountCache, gen_now: &
     };
     let mut completions = Vec::with_capacity(batch.len());
     for job in batch {
-        let mark = changes.borrow().list.len();
+        let (mark, events_mark) = {
+            let c = changes.borrow();
+            (c.list.len(), c.events.len())
+        };
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             let (_, done) = job(None);
             done(Some(&db_err(e)));
@@ -163,6 +194,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, counts: &CountCache, gen_now: &
             let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
             let mut c = changes.borrow_mut();
             c.list.truncate(mark);
+            c.events.truncate(events_mark);
         }
         completions.push(done);
     }
@@ -182,7 +214,12 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, counts: &CountCache, gen_now: &
     if result.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     } else {
-        let c = changes.into_inner();
+        let mut c = changes.into_inner();
+        if c.purged {
+            tail.clear();
+        } else {
+            tail.push_committed(std::mem::take(&mut c.events));
+        }
         if new_gen != *gen_now {
             if new_gen != *gen_now + 1 {
                 // Another connection changed nodes since our last batch.
