@@ -106,12 +106,23 @@ pub const SUBSCRIBE: &[QueryParam] = &[
     ),
 ];
 
-/// `acknowledge` of `/listen`.
-pub const ACKNOWLEDGE: &[QueryParam] = &[q(
-    "acknowledge",
-    "acknowledge events up to this sequence number first",
-    offset,
-)];
+fn batch_size(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "integer", "minimum": 1, "maximum": crate::pubsub::MAX_BATCH})
+}
+
+/// `acknowledge` and `max` of `/listen`.
+pub const LISTEN: &[QueryParam] = &[
+    q(
+        "acknowledge",
+        "acknowledge events up to this sequence number first",
+        offset,
+    ),
+    q(
+        "max",
+        "our extension: answer a JSON array of up to this many events (batched catch-up)",
+        batch_size,
+    ),
+];
 
 /// `group_by` (required) of `/telemetry/stats`.
 pub const TELEMETRY_STATS: &[QueryParam] = &[QueryParam {

@@ -50,6 +50,16 @@ pub struct Listened {
     pub extra: Map<String, Value>,
 }
 
+/// What `/listen` answers: one message (upstream's), or with `?max=N` an array of up to N.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ListenAnswer {
+    /// Without `max`: one event or keep-alive.
+    One(Listened),
+    /// With `max`: the events waiting (at least one) or one keep-alive.
+    Batch(Vec<Listened>),
+}
+
 /// `POST /ack/{id}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct Ack {

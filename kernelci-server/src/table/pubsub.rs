@@ -4,9 +4,9 @@ use super::Access::{Public, Superuser, User};
 use super::{Group, Route, route, schema};
 use crate::handler;
 use crate::routes::{kv, pubsub, telemetry};
-use crate::schemas::params::{ACKNOWLEDGE, PAGE_1000, SUBSCRIBE, TELEMETRY_STATS};
+use crate::schemas::params::{LISTEN, PAGE_1000, SUBSCRIBE, TELEMETRY_STATS};
 use crate::schemas::pubsub::{
-    Ack, Anomalies, Inserted, Listened, Publish, Push, Subscription, SubscriptionStats,
+    Ack, Anomalies, Inserted, ListenAnswer, Publish, Push, Subscription, SubscriptionStats,
     TelemetryEvent, TelemetryRow,
 };
 use crate::schemas::users::Page;
@@ -60,8 +60,8 @@ const ROUTES: &[Route] = &[
         User,
         handler!(|app, req, p| pubsub::listen(app, req, p[0]).await),
     )
-    .query(&[ACKNOWLEDGE])
-    .returns(schema::<Listened>)
+    .query(&[LISTEN])
+    .returns(schema::<ListenAnswer>)
     .errors(&[403, 404, 410]),
     route(
         "POST",
