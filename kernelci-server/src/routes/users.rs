@@ -29,16 +29,22 @@ fn require_form<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str,
     form_field(form, name).ok_or_else(|| ApiError::missing("body", name))
 }
 
-fn body_str<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    match body.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ApiError::validation(
+/// `v` as the string field `name` of a body (pydantic's `string_type` otherwise).
+fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    v.as_str().ok_or_else(|| {
+        ApiError::validation(
             "body",
             name,
             "string_type",
             "Input should be a valid string",
-            other,
-        )),
+            v,
+        )
+    })
+}
+
+fn body_str<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    match body.get(name) {
+        Some(v) => string_field(v, name),
         None => Err(ApiError::missing("body", name)),
     }
 }
@@ -46,14 +52,7 @@ fn body_str<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
 fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ApiError::validation(
-            "body",
-            name,
-            "string_type",
-            "Input should be a valid string",
-            other,
-        )),
+        Some(v) => string_field(v, name).map(Some),
     }
 }
 

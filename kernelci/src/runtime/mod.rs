@@ -378,6 +378,7 @@ pub(crate) fn job_metadata(runtime: &str, lab_type: &str, job: &JobSpec) -> Map<
 
 /// Polls `runtime`'s [`Runtime::status`] every `poll_interval` until the job ends (`Some`)
 /// or `timeout` passes (`None`: the caller stops the job and reports the timeout).
+#[cfg(any(feature = "kubernetes", feature = "lava"))]
 pub(crate) async fn poll_until_final<R: Runtime + ?Sized>(
     runtime: &R,
     handle: &JobHandle,
