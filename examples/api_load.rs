@@ -99,6 +99,7 @@ fn report(name: &str, mut lat: Vec<f64>, errors: u64, secs: f64) {
         .map(|p| p.swap(0, Ordering::Relaxed) as f64 / 1024.0)
         .collect();
     if let Some((path, label, nodes)) = CSV.get() {
+        let name = name.replace(',', ";");
         let line = format!(
             "{label},{name},{nodes},0,0,{},{},{errors},{p50:.3},{p99:.3},{max:.3},{rate:.1},{:.1},{:.1},{:.1}\n",
             lat.len(),

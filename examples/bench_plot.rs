@@ -49,7 +49,23 @@ fn parse(text: &str) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// The (x, y) points of `label` in `scenario`, sorted by x.
+/// The line a row belongs to in `scenario`'s panel: its label, and for the fan-out (drawn
+/// against listeners) also the size of the store it ran on.
+fn line_of(r: &Row, scenario: &str) -> String {
+    if scenario == "fanout" {
+        let n = r.nodes;
+        let size = if n >= 1e6 {
+            format!("{:.1}M", n / 1e6)
+        } else {
+            format!("{:.0}k", n / 1e3)
+        };
+        format!("{} ({size} nodes)", r.label)
+    } else {
+        r.label.clone()
+    }
+}
+
+/// The (x, y) points of line `label` in `scenario`, sorted by x.
 fn series(
     rows: &[Row],
     label: &str,
@@ -59,7 +75,7 @@ fn series(
 ) -> Vec<(f64, f64)> {
     let mut v: Vec<(f64, f64)> = rows
         .iter()
-        .filter(|r| r.label == label && r.scenario == scenario)
+        .filter(|r| r.scenario == scenario && line_of(r, scenario) == label)
         .map(|r| (x(r), y(r)))
         .filter(|(x, y)| *x > 0.0 && *y > 0.0)
         .collect();
@@ -72,12 +88,19 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 fn panel(
     area: &Area<'_>,
     rows: &[Row],
-    labels: &[String],
     title: &str,
     (scenario, x_desc, y_desc): (&str, &str, &str),
     x: fn(&Row) -> f64,
     y: fn(&Row) -> f64,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let mut labels: Vec<String> = rows
+        .iter()
+        .filter(|r| r.scenario == scenario)
+        .map(|r| line_of(r, scenario))
+        .collect();
+    labels.sort();
+    labels.dedup();
+    let labels = labels.as_slice();
     let all: Vec<(f64, f64)> = labels
         .iter()
         .flat_map(|l| series(rows, l, scenario, x, y))
@@ -174,7 +197,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         panel(
             &areas[0],
             &rows,
-            &labels,
             "Event delivery p99 (10 events/s)",
             (
                 "fanout",
@@ -187,7 +209,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         panel(
             &areas[1],
             &rows,
-            &labels,
             "POST /node, 32 clients",
             ("POST /node", "nodes stored", "requests/s"),
             |r| r.nodes,
@@ -196,8 +217,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         panel(
             &areas[2],
             &rows,
-            &labels,
-            "Server memory under POST load",
+            "Peak memory under POST load (upstream: API process)",
             ("POST /node", "nodes stored", "peak VmRSS MiB"),
             |r| r.nodes,
             |r| r.rss_mib,
