@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use kernelci::models::{Node, NodeKind, ObjectId, ResultValue, Timestamp};
 use kernelci::query::{Filter, Op, Operand, Scalar};
 use kernelci::store::results::{ResultCategory, StatusGroup, classify};
-use kernelci::store::{FindOptions, ResultCounts, Sort};
+use kernelci::store::{FindOptions, ResultCounts, ResultsWindow, Sort};
 
 use super::model::{
     ArtifactLink, BreakdownRow, Change, CheckoutSummary, CompareResponse, FACETS, HistoryResponse,
@@ -223,7 +223,7 @@ pub async fn results(
     let scope = filters.apply(revision_scope(&rev));
     let (nodes, total) = app
         .store
-        .find_results(&scope, category, offset, limit)
+        .find_results(&scope, ResultsWindow::new(category, offset, limit))
         .await?;
     Ok(ResultsResponse {
         category: category.as_str().to_owned(),
@@ -555,7 +555,7 @@ async fn all_rows(
 ) -> Result<Vec<ResultRow>, ApiError> {
     let (nodes, _) = app
         .store
-        .find_results(scope, category, 0, MAX_COMPARED)
+        .find_results(scope, ResultsWindow::new(category, 0, MAX_COMPARED))
         .await?;
     Ok(nodes
         .iter()

@@ -49,7 +49,7 @@ pub use mongo::{MongoConfig, MongoStore};
 pub use common::{TelemetryGrouper, apply_update_rule, node_created_event, node_updated_event};
 pub use error::{Conflict, Entity, StoreError, StoreResult};
 pub use results::{
-    NodeGroup, ResultCategory, ResultCounts, ResultGroup, StatusCounts, StatusGroup,
+    NodeGroup, ResultCategory, ResultCounts, ResultGroup, ResultsWindow, StatusCounts, StatusGroup,
 };
 pub use types::{
     Cursor, Delivery, EventFilter, EventMode, FindOptions, NewEvent, NodePage, NodeUpdate,
@@ -334,14 +334,13 @@ pub trait ResultsStore: Send + Sync + 'static {
         group_by: &[String],
     ) -> StoreResult<Vec<ResultGroup>>;
 
-    /// The items of `category` among the nodes `scope` selects, in [`results::result_order`]
-    /// (failures first), `offset` and at most `limit` of them; and how many there are in all.
+    /// The items of the window's category among the nodes `scope` selects, in
+    /// [`results::result_order`] (failures first), the window's part of them; and how many
+    /// there are in all.
     async fn find_results(
         &self,
         scope: &Filter,
-        category: ResultCategory,
-        offset: u64,
-        limit: u64,
+        window: ResultsWindow,
     ) -> StoreResult<(Vec<Node>, u64)>;
 
     /// Every node `scope` selects (counted or not), grouped by `group_by` and counted by result

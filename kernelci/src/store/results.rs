@@ -29,6 +29,38 @@ use serde_json::Value;
 use crate::models::kinds::ERROR_CODE_NAMES;
 use crate::models::{Node, ObjectId, ResultValue};
 
+/// Which result items [`super::ResultsStore::find_results`] returns: the items of `category`,
+/// skipping `offset` of them, at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultsWindow {
+    /// The kind of items.
+    pub category: ResultCategory,
+    /// How many to skip.
+    pub offset: u64,
+    /// The most to return.
+    pub limit: u64,
+}
+
+impl ResultsWindow {
+    /// The items of `category` from `offset`, at most `limit`.
+    pub const fn new(category: ResultCategory, offset: u64, limit: u64) -> ResultsWindow {
+        ResultsWindow {
+            category,
+            offset,
+            limit,
+        }
+    }
+
+    /// The window's part of `items` (already in result order): for stores that sort in memory.
+    pub fn page<T>(&self, items: Vec<T>) -> Vec<T> {
+        items
+            .into_iter()
+            .skip(usize::try_from(self.offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(self.limit).unwrap_or(usize::MAX))
+            .collect()
+    }
+}
+
 /// The kinds of counted items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -24,7 +24,8 @@ use crate::store::results::{
     check_group_fields, classify, field_value, is_case_kind, is_infra_error, result_order,
 };
 use crate::store::{
-    NodeGroup, ResultCategory, ResultGroup, ResultsStore, StatusCounts, StoreError, StoreResult,
+    NodeGroup, ResultCategory, ResultGroup, ResultsStore, ResultsWindow, StatusCounts, StoreError,
+    StoreResult,
 };
 
 /// Ids sent in one `$in` when asking which candidates have children.
@@ -201,10 +202,9 @@ impl ResultsStore for MongoStore {
     async fn find_results(
         &self,
         scope: &Filter,
-        category: ResultCategory,
-        offset: u64,
-        limit: u64,
+        window: ResultsWindow,
     ) -> StoreResult<(Vec<Node>, u64)> {
+        let category = window.category;
         let mut found: Vec<Node> = Vec::new();
         self.read(self.stream_scope(scope, &[], true, |node| {
             let candidate = match category {
@@ -224,12 +224,7 @@ impl ResultsStore for MongoStore {
         }
         found.sort_by(result_order);
         let total = found.len() as u64;
-        let page = found
-            .into_iter()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect();
-        Ok((page, total))
+        Ok((window.page(found), total))
     }
 
     async fn count_node_results(

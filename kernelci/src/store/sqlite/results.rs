@@ -19,7 +19,8 @@ use crate::models::{Node, ResultValue};
 use crate::query::Filter;
 use crate::store::results::{INFRA_ERROR_CODES, check_group_fields};
 use crate::store::{
-    NodeGroup, ResultCategory, ResultGroup, ResultsStore, StatusCounts, StoreError, StoreResult,
+    NodeGroup, ResultCategory, ResultGroup, ResultsStore, ResultsWindow, StatusCounts, StoreError,
+    StoreResult,
 };
 
 /// SQL of a row's category: 0 build, 1 boot, 2 test (for rows already known to be counted).
@@ -253,16 +254,18 @@ impl ResultsStore for SqliteStore {
     async fn find_results(
         &self,
         scope: &Filter,
-        category: ResultCategory,
-        offset: u64,
-        limit: u64,
+        window: ResultsWindow,
     ) -> StoreResult<(Vec<Node>, u64)> {
         let mut w = self.scope(scope)?;
-        let cond = category_sql(category);
+        let cond = category_sql(window.category);
         let count_text = format!("SELECT count(*) FROM node WHERE ({}) AND {cond}", w.sql);
         let count_params = w.params.clone();
-        let lim = w.param(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        let off = w.param(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+        let lim = w.param(SqlValue::Integer(
+            i64::try_from(window.limit).unwrap_or(i64::MAX),
+        ));
+        let off = w.param(SqlValue::Integer(
+            i64::try_from(window.offset).unwrap_or(i64::MAX),
+        ));
         let page_text = format!(
             "SELECT doc FROM node WHERE ({}) AND {cond} ORDER BY {ORDER_SQL} LIMIT {lim} OFFSET {off}",
             w.sql

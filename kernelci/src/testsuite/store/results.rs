@@ -9,7 +9,8 @@ use crate::models::{Node, NodeKind, ObjectId, ResultValue, State, Timestamp};
 use crate::query::Filter;
 use crate::store::results::{ResultTally, result_order, sort_groups};
 use crate::store::{
-    EventMode, NodeGroup, NodeStore, ResultCategory, ResultGroup, ResultsStore, StoreError,
+    EventMode, NodeGroup, NodeStore, ResultCategory, ResultGroup, ResultsStore, ResultsWindow,
+    StoreError,
 };
 
 /// The trees of [`results_fixture`]: (tree, branch).
@@ -302,7 +303,9 @@ pub async fn find_results_failures_first<S: ResultsStore + NodeStore>(store: &S)
             let ids = |v: &[&Node]| v.iter().map(|n| n.id).collect::<Vec<_>>();
             let (all, total) = must(
                 "find results",
-                store.find_results(&scope, category, 0, 1000).await,
+                store
+                    .find_results(&scope, ResultsWindow::new(category, 0, 1000))
+                    .await,
             )
             .await;
             assert_eq!(total, want.len() as u64, "{category:?} total for {pairs:?}");
@@ -310,7 +313,9 @@ pub async fn find_results_failures_first<S: ResultsStore + NodeStore>(store: &S)
             assert_eq!(ids(&got), ids(&want), "{category:?} order for {pairs:?}");
             let (page, total2) = must(
                 "find results page",
-                store.find_results(&scope, category, 2, 3).await,
+                store
+                    .find_results(&scope, ResultsWindow::new(category, 2, 3))
+                    .await,
             )
             .await;
             assert_eq!(total2, total);
@@ -326,7 +331,10 @@ pub async fn find_results_failures_first<S: ResultsStore + NodeStore>(store: &S)
     let (fails, _) = must(
         "tests",
         store
-            .find_results(&Filter::all(), ResultCategory::Test, 0, 1)
+            .find_results(
+                &Filter::all(),
+                ResultsWindow::new(ResultCategory::Test, 0, 1),
+            )
             .await,
     )
     .await;
