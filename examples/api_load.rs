@@ -42,80 +42,38 @@ use kernelci_server::config::ServerConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn arg_str(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
+mod bench_support;
+use bench_support::{CsvRow, MemoryPeak, arg, arg_str, loadavg, pct, sort_ms};
 
 /// `--csv PATH` and `--label L`, and the nodes stored at the start: where [`report`] appends
-/// its row (the columns of `examples/event_load.rs`, drawn by `examples/bench_plot.rs`).
+/// its row (for `examples/bench_plot.rs`).
 static CSV: std::sync::OnceLock<(String, String, u64)> = std::sync::OnceLock::new();
-/// The server's peak `VmRSS`, `RssAnon`, `RssFile` (KiB) since the last [`report`], sampled
-/// every 100 ms when `--server-pid` is given.
-static PEAK: [std::sync::atomic::AtomicU64; 3] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
-
-fn sample_peak(pid: Option<u32>) {
-    let Some(pid) = pid else { return };
-    tokio::spawn(async move {
-        loop {
-            for (slot, field) in PEAK.iter().zip(["VmRSS", "RssAnon", "RssFile"]) {
-                let kib = kernelci::testsuite::peers::proc_status(Some(pid), field).unwrap_or(0);
-                slot.fetch_max(kib, Ordering::Relaxed);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-}
+/// The server's peak memory since the last [`report`] (with `--server-pid`).
+static PEAK: std::sync::OnceLock<MemoryPeak> = std::sync::OnceLock::new();
 
 fn report(name: &str, mut lat: Vec<f64>, errors: u64, secs: f64) {
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    sort_ms(&mut lat);
     let (rate, p50, p99) = (lat.len() as f64 / secs, pct(&lat, 0.5), pct(&lat, 0.99));
     let max = lat.last().copied().unwrap_or(0.0);
     println!(
         "{name:<34} {rate:>9.0} req/s  p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  max {max:>7.2} ms  errors {errors}"
     );
-    let peak: Vec<f64> = PEAK
-        .iter()
-        .map(|p| p.swap(0, Ordering::Relaxed) as f64 / 1024.0)
-        .collect();
+    let memory = PEAK.get().map(MemoryPeak::take).unwrap_or_default();
     if let Some((path, label, nodes)) = CSV.get() {
-        let name = name.replace(',', ";");
-        let line = format!(
-            "{label},{name},{nodes},0,0,{},{},{errors},{p50:.3},{p99:.3},{max:.3},{rate:.1},{:.1},{:.1},{:.1}\n",
-            lat.len(),
-            lat.len(),
-            peak[0],
-            peak[1],
-            peak[2]
-        );
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-        if let Err(e) = written {
-            eprintln!("cannot append to {path}: {e}");
+        CsvRow {
+            label,
+            scenario: name,
+            nodes: *nodes,
+            listeners: 0,
+            rate: 0,
+            events: lat.len() as u64,
+            deliveries: lat.len() as u64,
+            lost: errors,
+            latencies_ms: &lat,
+            per_second: rate,
+            memory,
         }
+        .append(path);
     }
 }
 
@@ -385,12 +343,6 @@ const FIND_QUERIES: [&str; 4] = [
 /// Ids read by the `get` scenario.
 static IDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
-fn uptime() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 /// One huge answer, read as it arrives: items counted by `marker` (split across chunks too),
 /// bytes, time, and the server's peak `VmRSS`/`RssAnon` growth over the request.
 async fn big_answer(
@@ -549,7 +501,7 @@ async fn main() {
         let label = arg_str("--label").unwrap_or_else(|| "server".into());
         let _ = CSV.set((path, label, stored));
     }
-    sample_peak(server_pid);
+    let _ = PEAK.set(MemoryPeak::start(server_pid.into_iter().collect()));
     println!(
         "backend {}, {stored} nodes stored; server RSS {}; {clients} clients ({} client), {secs} s per scenario; load average {}",
         if arg_str("--url").is_some() {
@@ -563,7 +515,7 @@ async fn main() {
         } else {
             "reqwest"
         },
-        uptime()
+        loadavg()
     );
 
     // A throughput scenario: `build(i)` gives (method, path below /latest, body).
@@ -602,7 +554,7 @@ async fn main() {
             report(name, lat, err, secs as f64);
             println!(
                 "  load average {}, server RSS {}",
-                uptime(),
+                loadavg(),
                 server_rss_mib(server_pid)
             );
         }
@@ -727,7 +679,7 @@ async fn main() {
             }
         }
         report("event delivery (publish -> listen)", lat, 0, secs as f64);
-        println!("  load average {}", uptime());
+        println!("  load average {}", loadavg());
     }
 
     if on("big") {

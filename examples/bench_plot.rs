@@ -9,6 +9,9 @@
 
 use plotters::prelude::*;
 
+mod bench_support;
+use bench_support::arg_str;
+
 /// One CSV row (see `event_load`'s documentation for the columns).
 #[derive(Debug, Clone)]
 struct Row {
@@ -164,21 +167,13 @@ fn panel(
     Ok(())
 }
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (Some(csv), Some(out)) = (arg("--csv"), arg("--out")) else {
+    let (Some(csv), Some(out)) = (arg_str("--csv"), arg_str("--out")) else {
         eprintln!("usage: bench_plot --csv PATH --out PNG [--font TTF]");
         std::process::exit(2);
     };
-    let font_path =
-        arg("--font").unwrap_or_else(|| "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into());
+    let font_path = arg_str("--font")
+        .unwrap_or_else(|| "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into());
     let font = std::fs::read(&font_path).map_err(|e| format!("{font_path}: {e}"))?;
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into()))
         .map_err(|_| format!("{font_path}: not a font plotters can use"))?;

@@ -28,79 +28,14 @@
 //! file_mib`) that `examples/bench_plot.rs` draws.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn arg_str(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    arg_str(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// One `/proc/<pid>/status` field in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The peak memory of the server processes while it runs: (VmRSS, RssAnon, RssFile) MiB.
-#[derive(Clone, Default)]
-struct MemoryPeak {
-    peak: Arc<Mutex<(u64, u64, u64)>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl MemoryPeak {
-    fn start(pids: Vec<u32>) -> MemoryPeak {
-        let m = MemoryPeak::default();
-        let (peak, stop) = (m.peak.clone(), m.stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) && !pids.is_empty() {
-                let sum = |f: &str| pids.iter().map(|p| status_kib(*p, f)).sum::<u64>();
-                let now = (sum("VmRSS"), sum("RssAnon"), sum("RssFile"));
-                if let Ok(mut p) = peak.lock() {
-                    *p = (p.0.max(now.0), p.1.max(now.1), p.2.max(now.2));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        m
-    }
-
-    fn finish(self) -> (f64, f64, f64) {
-        self.stop.store(true, Ordering::Relaxed);
-        let p = self.peak.lock().map(|p| *p).unwrap_or_default();
-        let mib = |k: u64| k as f64 / 1024.0;
-        (mib(p.0), mib(p.1), mib(p.2))
-    }
-}
+mod bench_support;
+use bench_support::{CsvRow, MemoryPeak, arg, arg_str, loadavg, pct, sort_ms};
 
 /// What one run measured.
 struct Row {
@@ -123,12 +58,13 @@ struct Ctx {
     nodes: u64,
     rate: u64,
     csv: Option<String>,
+    /// The server's peak memory (reset at the start of each measurement).
+    memory: MemoryPeak,
 }
 
 impl Ctx {
     fn report(&self, mut row: Row) {
-        row.latencies_ms
-            .sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        sort_ms(&mut row.latencies_ms);
         let (p50, p99) = (pct(&row.latencies_ms, 0.5), pct(&row.latencies_ms, 0.99));
         let max = row.latencies_ms.last().copied().unwrap_or(0.0);
         println!(
@@ -149,32 +85,20 @@ impl Ctx {
             loadavg()
         );
         if let Some(path) = &self.csv {
-            let line = format!(
-                "{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.1},{:.1},{:.1}\n",
-                self.label,
-                row.scenario,
-                self.nodes,
-                row.listeners,
-                self.rate,
-                row.events,
-                row.deliveries,
-                row.lost,
-                p50,
-                p99,
-                max,
-                row.per_second,
-                row.memory.0,
-                row.memory.1,
-                row.memory.2
-            );
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(line.as_bytes()));
-            if let Err(e) = written {
-                eprintln!("cannot append to {path}: {e}");
+            CsvRow {
+                label: &self.label,
+                scenario: &row.scenario,
+                nodes: self.nodes,
+                listeners: row.listeners,
+                rate: self.rate,
+                events: row.events,
+                deliveries: row.deliveries,
+                lost: row.lost,
+                latencies_ms: &row.latencies_ms,
+                per_second: row.per_second,
+                memory: row.memory,
             }
+            .append(path);
         }
     }
 
@@ -240,14 +164,8 @@ impl Ctx {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 /// Fan-out: `listeners` live listeners, nodes created at `rate`/s for `secs`.
-async fn fanout(ctx: Arc<Ctx>, listeners: usize, secs: u64, drain: u64, pids: Vec<u32>) {
+async fn fanout(ctx: Arc<Ctx>, listeners: usize, secs: u64, drain: u64) {
     let run_id = format!("{:x}", rand_id());
     let mut subs = Vec::with_capacity(listeners);
     for _ in 0..listeners {
@@ -300,7 +218,7 @@ async fn fanout(ctx: Arc<Ctx>, listeners: usize, secs: u64, drain: u64, pids: Ve
     }
     // Let every listener reach its first long poll.
     tokio::time::sleep(Duration::from_millis(500 + listeners as u64)).await;
-    let memory = MemoryPeak::start(pids);
+    ctx.memory.take();
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let period = Duration::from_secs_f64(1.0 / ctx.rate.max(1) as f64);
     let total = ctx.rate * secs;
@@ -337,7 +255,7 @@ async fn fanout(ctx: Arc<Ctx>, listeners: usize, secs: u64, drain: u64, pids: Ve
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let memory = memory.finish();
+    let memory = ctx.memory.take();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.abort();
@@ -374,7 +292,7 @@ async fn fanout(ctx: Arc<Ctx>, listeners: usize, secs: u64, drain: u64, pids: Ve
 }
 
 /// Catch-up: `n` events behind one subscription, read back in batches, then one at a time.
-async fn catchup(ctx: Arc<Ctx>, n: u64, single: u64, batch: u64, pids: Vec<u32>) {
+async fn catchup(ctx: Arc<Ctx>, n: u64, single: u64, batch: u64) {
     let channel = format!("catchup-{:x}", rand_id());
     let Ok(id) = ctx.subscribe(&channel).await else {
         eprintln!("catchup: cannot subscribe");
@@ -408,7 +326,7 @@ async fn catchup(ctx: Arc<Ctx>, n: u64, single: u64, batch: u64, pids: Vec<u32>)
     let single = single.min(n);
     let mut acked = 0u64;
     for (label, batch, want) in [("catchup1", 0, single), ("catchup", batch, n - single)] {
-        let memory = MemoryPeak::start(pids.clone());
+        ctx.memory.take();
         let t = Instant::now();
         let (mut got, mut calls, mut lat, mut empty) = (0u64, 0u64, Vec::new(), 0);
         while got < want {
@@ -439,7 +357,7 @@ async fn catchup(ctx: Arc<Ctx>, n: u64, single: u64, batch: u64, pids: Vec<u32>)
             lost: want.saturating_sub(got),
             latencies_ms: lat,
             per_second: got as f64 / secs.max(1e-9),
-            memory: memory.finish(),
+            memory: ctx.memory.take(),
         });
     }
     ctx.unsubscribe(id).await;
@@ -506,6 +424,7 @@ async fn main() {
         nodes,
         rate: arg("--rate", 10),
         csv: arg_str("--csv"),
+        memory: MemoryPeak::start(pids),
     });
     println!(
         "{}: {nodes} nodes stored; batch {}; load average {}",
@@ -521,14 +440,7 @@ async fn main() {
             .split(',')
             .filter_map(|c| c.trim().parse::<usize>().ok())
         {
-            fanout(
-                ctx.clone(),
-                l,
-                arg("--seconds", 10),
-                arg("--drain", 5),
-                pids.clone(),
-            )
-            .await;
+            fanout(ctx.clone(), l, arg("--seconds", 10), arg("--drain", 5)).await;
         }
     }
     if on("catchup") {
@@ -537,7 +449,6 @@ async fn main() {
             arg("--catchup", 100_000),
             arg("--single", 5000),
             arg("--catchup-batch", 1000),
-            pids.clone(),
         )
         .await;
     }
